@@ -1,0 +1,75 @@
+"""Shared fixtures: the WaveSpeed simulator on a loopback port and a client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from services.settings import WaveSpeedSettings
+from services.simulator import SimulatorConfig, WaveSpeedSimulator, run_simulator
+from services.wavespeed import WaveSpeedClient, create_session
+
+API_KEY = "test-key"
+
+
+def fast_settings(base_url: str, **overrides: object) -> WaveSpeedSettings:
+    """Client settings with the production shape but test-sized waits."""
+    values: dict[str, object] = {
+        "api_key": SecretStr(API_KEY),
+        "base_url": base_url,
+        "poll_initial_s": 0.01,
+        "poll_factor": 1.5,
+        "poll_max_interval_s": 0.05,
+        "max_wait_s": 10.0,
+        "retry_base_s": 0.01,
+        "retry_max_s": 0.05,
+        "submit_timeout_s": 10.0,
+        "result_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return WaveSpeedSettings(**values)
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    """Override in a test module (or parametrize) for other latencies and limits."""
+    return SimulatorConfig(
+        api_keys=frozenset({API_KEY}),
+        latency_s=0.0,
+        sync_wait_s=2.0,
+        max_concurrent_per_key=100,
+        max_output_side=256,
+        webhook_retry_delay_s=0.01,
+    )
+
+
+@pytest.fixture
+async def simulator(simulator_config: SimulatorConfig) -> AsyncIterator[WaveSpeedSimulator]:
+    async with run_simulator(simulator_config) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    session = create_session(WaveSpeedSettings())
+    yield session
+    await session.close()
+
+
+@pytest.fixture
+def make_client(
+    simulator: WaveSpeedSimulator, http_session: aiohttp.ClientSession
+) -> Callable[..., WaveSpeedClient]:
+    def build(**overrides: object) -> WaveSpeedClient:
+        return WaveSpeedClient(http_session, fast_settings(simulator.base_url, **overrides),
+                               simulated=True)
+
+    return build
+
+
+@pytest.fixture
+def client(make_client: Callable[..., WaveSpeedClient]) -> WaveSpeedClient:
+    return make_client()

@@ -1,0 +1,116 @@
+"""Settings: TOML file, environment overrides, one clear line on a bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.settings import ConfigError, load_settings
+from services.wavespeed.retry import RetryPolicy, parse_retry_after
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("DISCORD_", "WAVESPEED_", "SIMULATOR_", "LOGGING_", "KONTEXT_")):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(EXAMPLE)
+    assert settings.discord.api_base_url == "https://discord.com/api/v10"
+    assert settings.wavespeed.sync_mode is True
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "from-file"\n[wavespeed]\nbase_url = "http://a"\n')
+    monkeypatch.setenv("DISCORD_TOKEN", "from-env")
+    monkeypatch.setenv("WAVESPEED_API_KEY", "key-from-env")
+
+    settings = load_settings(path)
+
+    assert settings.discord.token.get_secret_value() == "from-env"
+    assert settings.wavespeed.api_key is not None
+    assert settings.wavespeed.api_key.get_secret_value() == "key-from-env"
+    assert settings.wavespeed.base_url == "http://a"
+    assert "key-from-env" not in repr(settings)
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "t"\ndev_guild_id = 42\n')
+    monkeypatch.setenv("KONTEXT_CONFIG", str(path))
+    assert load_settings().discord.dev_guild_id == 42
+
+
+def test_missing_token_names_the_key_and_both_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "config error: [discord] token is missing: set it in config.toml or the environment "
+        "variable DISCORD_TOKEN"
+    )
+
+
+def test_bad_value_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "t"\n[wavespeed]\npoll_factor = 0.5\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert message.startswith(f"config error: [wavespeed] poll_factor from {path}:")
+    assert "\n" not in message
+
+
+def test_bad_value_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "t"\n')
+    monkeypatch.setenv("WAVESPEED_UPLOAD_FLOW", "carrier-pigeon")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(
+        "config error: [wavespeed] upload_flow from the environment variable WAVESPEED_UPLOAD_FLOW"
+    )
+    assert "carrier-pigeon" not in str(caught.value)
+
+
+def test_unknown_key_and_broken_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[wavespeed\] colour .* is not a known setting"):
+        load_settings(write(tmp_path, '[discord]\ntoken = "t"\n[wavespeed]\ncolour = 1\n'))
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_settings(write(tmp_path, "[discord\n"))
+
+
+def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_retry_after_both_forms() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:00:05 GMT", now=now) == 5.0
+    assert parse_retry_after("soon") is None
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    policy = RetryPolicy(attempts=4, base_s=0.5, max_s=8.0)
+    delays = [policy.delay(attempt) for attempt in range(6)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert 4.0 <= delays[5] <= 8.0
+    assert policy.delay(0, retry_after=3.0) == 3.0
+    assert policy.should_retry(2) and not policy.should_retry(3)
+    assert not policy.should_retry(0, retry_after=3600)
