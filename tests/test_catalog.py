@@ -21,12 +21,13 @@ from services.wavespeed import (
     pick_model,
     validate_request,
 )
-from services.wavespeed.catalog import ASPECT_RATIOS, _bounds, _number, label
+from services.wavespeed.catalog import ASPECT_RATIOS, FIELD_LABELS, _bounds, _number, label
 from tests.images import make_png
 
 IMAGE = InputImage(make_png())
 URL = "https://example.invalid/input.png"
 NUMERIC = ("seed", "guidance_scale", "num_images", "num_inference_steps")
+FIELD_NAMES = sorted(FIELD_LABELS)
 
 
 def base_params(spec: ModelSpec, image: Any = IMAGE) -> dict[str, Any]:
@@ -218,3 +219,28 @@ def test_pick_model_refuses_what_a_family_does_not_offer() -> None:
 def test_cost_estimate(path: str, params: dict[str, Any], cost: Decimal | None) -> None:
     spec = model_for_path(path)
     assert estimate_cost(spec, validate_request(spec, {**base_params(spec), **params})) == cost
+
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
+    st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=6),
+    st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(MODELS),
+    st.dictionaries(
+        st.sampled_from([*FIELD_NAMES, "steps", "colour"]), ANY_VALUE, max_size=8
+    ),
+)
+def test_any_input_is_accepted_or_refused_in_words(spec: ModelSpec, params: dict[str, Any]) -> None:
+    """Whatever arrives (a member's options, a JSON body), the answer is a request or a sentence."""
+    try:
+        request = validate_request(spec, params)
+    except InvalidInputError as exc:
+        assert exc.user_message.endswith(".")
+        assert "Input should" not in exc.user_message
+    else:
+        assert spec.request.model_validate(request.wire_json()) == request
