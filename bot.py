@@ -14,7 +14,9 @@ import asyncio
 import logging
 import pkgutil
 import sys
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 import aiohttp
 import discord
@@ -49,12 +51,16 @@ def intents_for(settings: Settings) -> discord.Intents:
 
 class KontextBot(commands.Bot):
     def __init__(self, settings: Settings, *, sync: bool = False,
-                 sync_guild: int | None = None) -> None:
+                 sync_guild: int | None = None, extra_extensions: Sequence[str] = (),
+                 **options: Any) -> None:
+        # `options` go to discord.py as they are (the end-to-end tests lower
+        # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog).
         super().__init__(command_prefix=commands.when_mentioned, intents=intents_for(settings),
-                         help_command=None)
+                         help_command=None, **options)
         self.settings = settings
         self._sync = sync
         self._sync_guild = sync_guild
+        self._extra_extensions = tuple(extra_extensions)
         self._resources = AsyncExitStack()
         self.http_session: aiohttp.ClientSession | None = None
         self.wavespeed: WaveSpeedClient | None = None
@@ -66,7 +72,7 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
-        for name in extension_names():
+        for name in [*extension_names(), *self._extra_extensions]:
             try:
                 await self.load_extension(name)
             except commands.ExtensionError:

@@ -1,0 +1,45 @@
+"""A local Discord for end-to-end tests: REST API, gateway and CDN on loopback.
+
+The real, unmodified discord.py client (and so the real KontextBot) connects to it; a driver
+acts as a user; every request body is checked against Discord's OpenAPI spec and Discord's
+rules, and whatever the bot gets wrong fails the test. See `fixtures.py` for the pytest
+fixtures and `driver.py` for what a test can do.
+"""
+
+from .driver import DiscordDriver, Upload
+from .harness import PROBE_EXTENSION, RunningBot, bot_settings, start_bot
+from .interactions import InteractionHandle
+from .models import (
+    Attachment,
+    CallbackType,
+    Channel,
+    InteractionType,
+    Message,
+    MessageFlag,
+    Perm,
+    User,
+)
+from .rules import Violation, ViolationLog
+from .server import LocalDiscord, LocalDiscordConfig
+
+__all__ = [
+    "PROBE_EXTENSION",
+    "Attachment",
+    "CallbackType",
+    "Channel",
+    "DiscordDriver",
+    "InteractionHandle",
+    "InteractionType",
+    "LocalDiscord",
+    "LocalDiscordConfig",
+    "Message",
+    "MessageFlag",
+    "Perm",
+    "RunningBot",
+    "Upload",
+    "User",
+    "Violation",
+    "ViolationLog",
+    "bot_settings",
+    "start_bot",
+]

@@ -1,0 +1,315 @@
+"""The local gateway: the websocket discord.py's DiscordWebSocket talks to.
+
+HELLO -> IDENTIFY -> READY + GUILD_CREATE, heartbeats answered with ACKs, every dispatch
+numbered with a rising `s`, zlib-stream compression (one deflate context per connection,
+each frame flushed with Z_SYNC_FLUSH) when the client asks for it, and sessions that survive a
+dropped connection: events dispatched while the bot is away are replayed after its RESUME.
+A test can send op 7 RECONNECT to see that the bot resumes and keeps working.
+"""
+
+# Waits take a `timeout` like discord.py's own `wait_for`: a test must fail, never hang.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .payloads import guild_create_payload, member_payload
+from .state import DiscordState
+
+log = logging.getLogger(__name__)
+
+# Opcodes.
+DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE_UPDATE, VOICE_STATE = 0, 1, 2, 3, 4
+RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 6, 7, 8, 9, 10, 11
+
+# Intents.
+GUILDS = 1 << 0
+GUILD_MESSAGES = 1 << 9
+GUILD_MESSAGE_REACTIONS = 1 << 10
+DIRECT_MESSAGES = 1 << 12
+MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT
+
+# Close codes.
+UNKNOWN_OPCODE, DECODE_ERROR, NOT_AUTHENTICATED, AUTHENTICATION_FAILED = 4001, 4002, 4003, 4004
+ALREADY_AUTHENTICATED, DISALLOWED_INTENTS = 4005, 4014
+
+BACKLOG_MAX = 5000
+
+
+@dataclass
+class Session:
+    """A gateway session: lives on across reconnects until the bot identifies anew."""
+
+    id: str
+    intents: int
+    seq: int = 0
+    backlog: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=BACKLOG_MAX))
+    connection: Connection | None = None
+
+
+class Connection:
+    """One websocket; frames go out in order through a queue drained by a sender task."""
+
+    def __init__(self, ws: web.WebSocketResponse, *, compress: bool, path: str) -> None:
+        self.ws = ws
+        self.path = path
+        self.compressed = compress
+        self.session: Session | None = None
+        self._deflate = zlib.compressobj() if compress else None
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._sender = asyncio.create_task(self._send_loop(), name="local-discord-gateway-send")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self._queue.put_nowait(frame)
+
+    async def _send_loop(self) -> None:
+        while (frame := await self._queue.get()) is not None:
+            text = json.dumps(frame, separators=(",", ":"))
+            try:
+                if self._deflate is not None:
+                    data = self._deflate.compress(text.encode()) + self._deflate.flush(
+                        zlib.Z_SYNC_FLUSH
+                    )
+                    await self.ws.send_bytes(data)
+                else:
+                    await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                # The client went away; whatever was not sent is in the session backlog.
+                return
+
+    async def close(self, code: int = 1000, message: str = "") -> None:
+        self._queue.put_nowait(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=message.encode())
+
+
+class Gateway:
+    """Sessions, connections and the dispatch of state changes to the bot."""
+
+    def __init__(self, state: DiscordState, *, token: str, heartbeat_interval_ms: int,
+                 message_content_allowed: bool) -> None:
+        self._state = state
+        self._token = token
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.message_content_allowed = message_content_allowed
+        self.url = ""
+        self.sessions: dict[str, Session] = {}
+        self.connections: list[Connection] = []
+        self.identifies = 0
+        self.resumes = 0
+        self.heartbeats = 0
+        self.connection_paths: list[str] = []
+        self.received: list[dict[str, Any]] = []
+        state.subscribe(self.dispatch)
+
+    @property
+    def resume_url(self) -> str:
+        # A different path from the first connection's, so a test can tell discord.py used it.
+        return self.url.rstrip("/") + "/resume"
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/gateway", self.handle)
+        app.router.add_get("/gateway/resume", self.handle)
+
+    # -- dispatching ----------------------------------------------------------------------
+
+    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        for session in self.sessions.values():
+            payload = _for_intents(event, data, session.intents, self._state.bot_user.id)
+            if payload is not None:
+                self._send_dispatch(session, event, payload)
+
+    def _send_dispatch(self, session: Session, event: str, data: dict[str, Any]) -> None:
+        session.seq += 1
+        frame = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
+        session.backlog.append(frame)
+        if session.connection is not None:
+            session.connection.send(frame)
+
+    async def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT on every connection: the bot should close and RESUME."""
+        for connection in list(self.connections):
+            connection.send({"op": RECONNECT, "d": None, "s": None, "t": None})
+
+    async def wait_for_resume(self, count: int = 1, timeout: float = 5.0) -> None:
+        await self._state.wait_until(lambda: self.resumes >= count and self.live_sessions(),
+                                     timeout=timeout, what=f"{count} gateway RESUME(s)")
+
+    def live_sessions(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.connection is not None]
+
+    async def close(self) -> None:
+        for connection in list(self.connections):
+            await connection.close(1001, "local discord shutting down")
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        compress = request.query.get("compress") == "zlib-stream"
+        connection = Connection(ws, compress=compress, path=request.path)
+        self.connections.append(connection)
+        self.connection_paths.append(request.path)
+        connection.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms},
+                         "s": None, "t": None})
+        try:
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(message.data)
+                except ValueError:
+                    await connection.close(DECODE_ERROR, "Error while decoding payload.")
+                    break
+                self.received.append(frame)
+                if not await self._on_frame(connection, frame):
+                    break
+        finally:
+            if connection.session is not None and connection.session.connection is connection:
+                connection.session.connection = None
+            self.connections.remove(connection)
+            await connection.close()
+            self._state.changed()
+        return ws
+
+    async def _on_frame(self, connection: Connection, frame: dict[str, Any]) -> bool:
+        """Handle one client frame; False once the connection is being closed."""
+        op, data = frame.get("op"), frame.get("d")
+        if op == HEARTBEAT:
+            self.heartbeats += 1
+            connection.send({"op": HEARTBEAT_ACK, "d": None, "s": None, "t": None})
+            self._state.changed()
+        elif op == IDENTIFY:
+            return await self._identify(connection, data or {})
+        elif op == RESUME:
+            return await self._resume(connection, data or {})
+        elif op in (PRESENCE_UPDATE, VOICE_STATE):
+            pass
+        elif op == REQUEST_MEMBERS:
+            self._members_chunk(connection, data or {})
+        else:
+            await connection.close(UNKNOWN_OPCODE, "Unknown opcode.")
+            return False
+        return True
+
+    async def _identify(self, connection: Connection, data: dict[str, Any]) -> bool:
+        if connection.session is not None:
+            await connection.close(ALREADY_AUTHENTICATED, "Already authenticated.")
+            return False
+        if data.get("token") != self._token:
+            await connection.close(AUTHENTICATION_FAILED, "Authentication failed.")
+            return False
+        intents = int(data.get("intents") or 0)
+        if intents & MESSAGE_CONTENT and not self.message_content_allowed:
+            await connection.close(DISALLOWED_INTENTS, "Disallowed intent(s).")
+            return False
+        self.identifies += 1
+        # A fresh IDENTIFY replaces whatever session the bot had before.
+        self.sessions.clear()
+        session = Session(secrets.token_hex(16), intents, connection=connection)
+        self.sessions[session.id] = session
+        connection.session = session
+        state = self._state
+        ready = {
+            "v": 10,
+            "user": {**state.bot_user.payload(), "verified": True, "mfa_enabled": False,
+                     "email": None},
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in state.guilds.values()
+                       if state.bot_user.id in g.members],
+            "session_id": session.id,
+            "session_type": "normal",
+            "resume_gateway_url": self.resume_url,
+            "application": {"id": str(state.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "user_settings": {},
+            "auth": {},
+            "geo_ordered_rtc_regions": [],
+            "guild_join_requests": [],
+            "_trace": ["local-discord"],
+        }
+        if "shard" in data:
+            ready["shard"] = data["shard"]
+        self._send_dispatch(session, "READY", ready)
+        for guild in state.guilds.values():
+            if state.bot_user.id in guild.members and intents & GUILDS:
+                self._send_dispatch(session, "GUILD_CREATE", guild_create_payload(state, guild))
+        log.info("gateway: bot identified (session %s, intents %s)", session.id, intents)
+        state.changed()
+        return True
+
+    async def _resume(self, connection: Connection, data: dict[str, Any]) -> bool:
+        session = self.sessions.get(str(data.get("session_id")))
+        if session is None or data.get("token") != self._token:
+            # d=false: the session cannot be resumed, identify anew.
+            connection.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
+            return True
+        if session.connection is not None and session.connection is not connection:
+            await session.connection.close(4000, "Session resumed elsewhere.")
+        session.connection = connection
+        connection.session = session
+        last_seen = int(data.get("seq") or 0)
+        missed = [f for f in session.backlog if f["s"] > last_seen]
+        for frame in missed:
+            connection.send(frame)
+        self.resumes += 1
+        self._send_dispatch(session, "RESUMED", {"_trace": ["local-discord"]})
+        log.info("gateway: session %s resumed, %d event(s) replayed", session.id, len(missed))
+        self._state.changed()
+        return True
+
+    def _members_chunk(self, connection: Connection, data: dict[str, Any]) -> None:
+        session = connection.session
+        guild = self._state.guilds.get(int(data.get("guild_id") or 0))
+        if session is None or guild is None:
+            return
+        members = [member_payload(self._state, guild, m.user) for m in guild.members.values()]
+        chunk = {"guild_id": str(guild.id), "members": members, "chunk_index": 0,
+                 "chunk_count": 1, "not_found": []}
+        if data.get("nonce"):
+            chunk["nonce"] = data["nonce"]
+        self._send_dispatch(session, "GUILD_MEMBERS_CHUNK", chunk)
+
+
+def _for_intents(event: str, data: dict[str, Any], intents: int, bot_id: int
+                 ) -> dict[str, Any] | None:
+    """The event as a session with these intents receives it, or None if it does not."""
+    if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE"):
+        needed = GUILD_MESSAGES if "guild_id" in data else DIRECT_MESSAGES
+        if not intents & needed:
+            return None
+        if event != "MESSAGE_DELETE" and not intents & MESSAGE_CONTENT:
+            return _without_content(data, bot_id)
+        return data
+    if event.startswith(("THREAD_", "GUILD_", "CHANNEL_")) and not intents & GUILDS:
+        return None
+    if event.startswith("MESSAGE_REACTION_") and not intents & GUILD_MESSAGE_REACTIONS:
+        return None
+    return data
+
+
+def _without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
+    """Without Message Content, a bot sees content only in its own messages, DMs and mentions."""
+    author_id = int((data.get("author") or {}).get("id") or 0)
+    mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
+    if author_id == bot_id or mentioned or "guild_id" not in data:
+        return data
+    stripped = dict(data, content="", embeds=[], attachments=[], components=[])
+    stripped.pop("poll", None)
+    return stripped

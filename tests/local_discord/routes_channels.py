@@ -1,0 +1,289 @@
+"""REST routes for channels: messages (create, fetch, edit, delete), threads, reactions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .bodies import (
+    attachments_for,
+    check_files,
+    check_limits,
+    check_not_empty,
+    content_fields,
+    pinged,
+    requested_flags,
+)
+from .models import Channel, ChannelType, Message, MessageFlag, MessageType, Perm
+from .payloads import channel_payload, message_payload
+from .rest import Call, RouteTable, json_response, no_content
+from .rules import (
+    ARCHIVED_THREAD,
+    CANNOT_EDIT_OTHERS_MESSAGE,
+    INVALID_CHANNEL_TYPE,
+    INVALID_FORM_BODY,
+    THREAD_ALREADY_CREATED,
+    DiscordError,
+    check_thread_name,
+    form_error,
+)
+
+log = logging.getLogger(__name__)
+
+routes = RouteTable()
+
+
+def upload_limit(call: Call, channel: Channel) -> int:
+    guild = call.state.guilds.get(channel.guild_id) if channel.guild_id else None
+    return guild.upload_limit if guild else call.discord.config.dm_upload_limit
+
+
+def require_send(call: Call, channel: Channel) -> None:
+    """Sending needs the right permission and, in a thread, the thread to be open."""
+    if channel.is_thread:
+        call.require(channel, Perm.SEND_MESSAGES_IN_THREADS, "sending in a thread")
+        if channel.archived:
+            raise DiscordError(400, ARCHIVED_THREAD, "Thread is archived", violation=True,
+                               detail=f"thread {channel.id} is archived; unarchive it first")
+    else:
+        call.require(channel, Perm.SEND_MESSAGES, "sending a message")
+
+
+@routes.add("GET", "/channels/{channel_id}")
+async def get_channel(call: Call) -> web.Response:
+    return json_response(channel_payload(call.state, call.channel()))
+
+
+@routes.add("PATCH", "/channels/{channel_id}")
+async def modify_channel(call: Call) -> web.Response:
+    channel = call.channel()
+    body: dict[str, Any] = call.body or {}
+    if not channel.is_thread:
+        call.require(channel, Perm.MANAGE_CHANNELS, "editing a channel")
+        for key in ("name", "topic"):
+            if key in body:
+                setattr(channel, key, body[key])
+        call.state.dispatch("CHANNEL_UPDATE", channel_payload(call.state, channel))
+        return json_response(channel_payload(call.state, channel))
+    if channel.owner_id != call.state.bot_user.id or "locked" in body:
+        call.require(channel, Perm.MANAGE_THREADS, "editing someone else's thread")
+    if "name" in body:
+        errors = check_thread_name(body["name"])
+        if errors:
+            raise form_error(errors)
+    changes = {k: body[k] for k in ("name", "archived", "locked", "auto_archive_duration")
+               if k in body and body[k] is not None}
+    call.state.update_thread(channel, **changes)
+    return json_response(channel_payload(call.state, channel))
+
+
+@routes.add("POST", "/channels/{channel_id}/typing")
+async def trigger_typing(call: Call) -> web.Response:
+    channel = call.channel()
+    call.discord.typing.append(channel.id)
+    return no_content()
+
+
+@routes.add("GET", "/channels/{channel_id}/messages")
+async def list_messages(call: Call) -> web.Response:
+    channel = call.channel()
+    call.require(channel, Perm.READ_MESSAGE_HISTORY, "reading message history")
+    query = call.request.query
+    limit = max(1, min(100, int(query.get("limit", "50"))))
+    messages = call.state.visible_messages(channel, None)
+    if "before" in query:
+        messages = [m for m in messages if m.id < int(query["before"])]
+    if "after" in query:
+        messages = [m for m in messages if m.id > int(query["after"])][:limit]
+    if "around" in query:
+        around = int(query["around"])
+        older = [m for m in messages if m.id <= around][-(limit // 2 + 1):]
+        newer = [m for m in messages if m.id > around][: limit - len(older)]
+        messages = older + newer
+    messages = messages[-limit:]
+    return json_response([message_payload(call.state, m) for m in reversed(messages)])
+
+
+@routes.add("GET", "/channels/{channel_id}/messages/{message_id}")
+async def get_message(call: Call) -> web.Response:
+    channel = call.channel()
+    call.require(channel, Perm.READ_MESSAGE_HISTORY, "fetching a message")
+    return json_response(message_payload(call.state, call.message(channel)))
+
+
+@routes.add("POST", "/channels/{channel_id}/messages")
+async def create_message(call: Call) -> web.Response:
+    channel = call.channel()
+    require_send(call, channel)
+    body: dict[str, Any] = call.body or {}
+    check_limits(body)
+    check_not_empty(body, call.files)
+    if call.files:
+        call.require(channel, Perm.ATTACH_FILES, "attaching files")
+        check_files(call.files, upload_limit(call, channel), "this channel")
+    reference, replied_author = _reference(call, channel, body.get("message_reference"))
+    fields = content_fields(body)
+    message = call.state.post_message(
+        channel, call.state.bot_user, **fields,
+        flags=requested_flags(body) & ~MessageFlag.EPHEMERAL,
+        attachments=attachments_for(call.state, channel.id, body, call.files) or [],
+        type=MessageType.REPLY if reference else MessageType.DEFAULT,
+        reference=reference,
+        mention_ids=pinged(call.state, fields["content"], body.get("allowed_mentions"),
+                           replied_author),
+    )
+    return json_response(message_payload(call.state, message))
+
+
+def _reference(call: Call, channel: Channel, ref: dict[str, Any] | None
+               ) -> tuple[dict[str, Any] | None, int | None]:
+    """A reply's message_reference, checked; and the author it would ping."""
+    if not ref or ref.get("message_id") is None:
+        return None, None
+    target = call.state.messages.get(int(ref["message_id"]))
+    target_channel = int(ref.get("channel_id") or channel.id)
+    if target is None or target.deleted or target.channel_id != target_channel:
+        if ref.get("fail_if_not_exists", True):
+            # Not a violation: the user may have deleted it while the bot was working.
+            raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", errors={
+                "message_reference": {"_errors": [{"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+                                                   "message": "Unknown message"}]},
+            })
+        return None, None
+    reference = {"type": 0, "message_id": str(target.id), "channel_id": str(target.channel_id)}
+    if target.guild_id is not None:
+        reference["guild_id"] = str(target.guild_id)
+    return reference, target.author.id
+
+
+@routes.add("PATCH", "/channels/{channel_id}/messages/{message_id}")
+async def edit_message(call: Call) -> web.Response:
+    channel = call.channel()
+    message = call.message(channel)
+    if message.author.id != call.state.bot_user.id:
+        raise DiscordError(403, CANNOT_EDIT_OTHERS_MESSAGE,
+                           "Cannot edit a message authored by another user", violation=True)
+    body: dict[str, Any] = call.body or {}
+    check_limits(body)
+    if call.files:
+        check_files(call.files, upload_limit(call, channel), "this channel")
+    edit_fields(call, message, body)
+    return json_response(message_payload(call.state, message))
+
+
+def edit_fields(call: Call, message: Message, body: dict[str, Any], *,
+                fill_deferred: bool = False) -> None:
+    """Apply an edit body (only the fields it names) to a stored message.
+
+    `fill_deferred`: the message is a deferral's "thinking..." placeholder getting its content;
+    it stops loading and does not show as edited.
+    """
+    changes = content_fields(body, editing=True)
+    attachments = attachments_for(call.state, message.channel_id, body, call.files,
+                                  existing=message.attachments, ephemeral=message.ephemeral)
+    if attachments is not None:
+        changes["attachments"] = attachments
+    if "flags" in body and body["flags"] is not None:
+        # Only embed suppression can change on edit; ephemeral/loading are Discord's to set.
+        keep = message.flags & ~MessageFlag.SUPPRESS_EMBEDS
+        changes["flags"] = keep | (requested_flags(body) & MessageFlag.SUPPRESS_EMBEDS)
+    if fill_deferred:
+        flags = changes.get("flags", message.flags)
+        changes["flags"] = flags & ~MessageFlag.LOADING
+    call.state.edit_message(message, edited=not fill_deferred, **changes)
+
+
+@routes.add("DELETE", "/channels/{channel_id}/messages/{message_id}")
+async def delete_message(call: Call) -> web.Response:
+    channel = call.channel()
+    message = call.message(channel)
+    if message.author.id != call.state.bot_user.id:
+        call.require(channel, Perm.MANAGE_MESSAGES, "deleting someone else's message")
+    call.state.delete_message(message)
+    return no_content()
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+def _thread_checks(call: Call, parent: Channel, body: dict[str, Any], private: bool) -> None:
+    if parent.type is not ChannelType.GUILD_TEXT:
+        raise DiscordError(400, INVALID_CHANNEL_TYPE,
+                           "Cannot execute action on this channel type", violation=True,
+                           detail=f"threads start in text channels, not type {int(parent.type)}")
+    call.require(parent, Perm.CREATE_PRIVATE_THREADS if private else Perm.CREATE_PUBLIC_THREADS,
+                 "starting a thread")
+    errors = check_thread_name(body.get("name"))
+    if errors:
+        raise form_error(errors)
+
+
+@routes.add("POST", "/channels/{channel_id}/messages/{message_id}/threads")
+async def thread_from_message(call: Call) -> web.Response:
+    parent = call.channel()
+    body: dict[str, Any] = call.body or {}
+    _thread_checks(call, parent, body, private=False)
+    message = call.message(parent)
+    if message.thread_id is not None:
+        raise DiscordError(400, THREAD_ALREADY_CREATED,
+                           "A thread has already been created for this message", violation=True)
+    thread = call.state.start_thread(
+        parent, body["name"], call.state.bot_user, message=message,
+        auto_archive_duration=int(body.get("auto_archive_duration") or 1440),
+    )
+    return json_response(channel_payload(call.state, thread), 201)
+
+
+@routes.add("POST", "/channels/{channel_id}/threads")
+async def thread_in_channel(call: Call) -> web.Response:
+    parent = call.channel()
+    body: dict[str, Any] = call.body or {}
+    private = int(body.get("type") or ChannelType.PRIVATE_THREAD) == ChannelType.PRIVATE_THREAD
+    _thread_checks(call, parent, body, private=private)
+    thread = call.state.start_thread(
+        parent, body["name"], call.state.bot_user, private=private,
+        auto_archive_duration=int(body.get("auto_archive_duration") or 1440),
+    )
+    return json_response(channel_payload(call.state, thread), 201)
+
+
+@routes.add("PUT", "/channels/{channel_id}/thread-members/@me")
+async def join_thread(call: Call) -> web.Response:
+    thread = call.channel()
+    thread.thread_member_ids.add(call.state.bot_user.id)
+    return no_content()
+
+
+@routes.add("DELETE", "/channels/{channel_id}/thread-members/@me")
+async def leave_thread(call: Call) -> web.Response:
+    thread = call.channel()
+    thread.thread_member_ids.discard(call.state.bot_user.id)
+    return no_content()
+
+
+# -- reactions -------------------------------------------------------------------------------
+
+@routes.add("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me")
+async def add_reaction(call: Call) -> web.Response:
+    channel = call.channel()
+    message = call.message(channel)
+    emoji = call.params["emoji_name"]
+    if emoji not in message.reactions:
+        call.require(channel, Perm.ADD_REACTIONS, "adding a new reaction")
+    message.reactions.setdefault(emoji, set()).add(call.state.bot_user.id)
+    call.state.dispatch("MESSAGE_REACTION_ADD", {
+        "user_id": str(call.state.bot_user.id), "channel_id": str(channel.id),
+        "message_id": str(message.id), "guild_id": str(channel.guild_id),
+        "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
+    })
+    return no_content()
+
+
+@routes.add("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me")
+async def remove_reaction(call: Call) -> web.Response:
+    channel = call.channel()
+    message = call.message(channel)
+    message.reactions.get(call.params["emoji_name"], set()).discard(call.state.bot_user.id)
+    call.state.changed()
+    return no_content()

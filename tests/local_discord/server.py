@@ -1,0 +1,156 @@
+"""`LocalDiscord`: the REST API, gateway and CDN on one loopback port, around one state.
+
+    async with LocalDiscord() as discord:
+        ...  # point discord.py at discord.api_base_url / discord.gateway_url
+
+A fresh world per instance: an application and its bot user, one guild ("Local Guild") with
+#general and #images, a member `alice` (the driver's default user) and a second member `bob`
+(the "stranger"). Everything a bot does wrong lands in `violations`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from .clock import Clock
+from .driver import DiscordDriver
+from .gateway import Gateway
+from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, MiB, User
+from .ratelimits import RateLimits
+from .rest import RequestRecord, RestApi
+from .routes_channels import routes as channel_routes
+from .routes_core import routes as core_routes
+from .routes_interactions import routes as interaction_routes
+from .rules import ViolationLog
+from .state import DiscordState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalDiscordConfig:
+    """How the local Discord behaves; the defaults are Discord's."""
+
+    ack_deadline_s: float = 3.0
+    token_lifetime_s: float = 15 * 60.0
+    # Discord's is 41.25 s; a test may shorten it to watch heartbeats go by.
+    heartbeat_interval_ms: int = 41_250
+    # Whether the app may use the privileged Message Content intent (the portal switch).
+    message_content_allowed: bool = True
+    premium_tier: int = 0
+    dm_upload_limit: int = 10 * MiB
+    everyone_permissions: int = int(EVERYONE_PERMISSIONS)
+    bot_permissions: int = int(BOT_PERMISSIONS)
+    # Largest request body the server reads at all (Discord caps uploads at 25 MiB anyway).
+    max_request_bytes: int = 64 * MiB
+
+
+class LocalDiscord:
+    """A Discord for one test: start it, point the bot at it, drive it, read its state."""
+
+    def __init__(self, config: LocalDiscordConfig | None = None) -> None:
+        self.config = config or LocalDiscordConfig()
+        self.clock = Clock()
+        self.state = DiscordState(self.clock)
+        self.token = "local." + secrets.token_urlsafe(32)
+        self.violations = ViolationLog()
+        self.rate_limits = RateLimits(self.violations)
+        self.gateway = Gateway(
+            self.state, token=self.token,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            message_content_allowed=self.config.message_content_allowed,
+        )
+        self.rest = RestApi(self, [core_routes, channel_routes, interaction_routes])
+        self.typing: list[int] = []
+        self.guild, self.general, self.images = self._build_world()
+        self.user = self.state.add_user("alice")
+        self.stranger = self.state.add_user("bob")
+        for member in (self.user, self.stranger):
+            self.state.add_member(self.guild, member)
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    def _build_world(self) -> tuple[Guild, Channel, Channel]:
+        state = self.state
+        guild = state.add_guild("Local Guild", state.owner,
+                                everyone_permissions=self.config.everyone_permissions,
+                                premium_tier=self.config.premium_tier)
+        state.add_member(guild, state.bot_user, permissions=self.config.bot_permissions)
+        general = state.add_text_channel(guild, "general")
+        images = state.add_text_channel(guild, "images", topic="FLUX.1 Kontext edits")
+        return guild, general, images
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        app = web.Application(client_max_size=self.config.max_request_bytes)
+        self.gateway.add_routes(app)
+        self.state.cdn.add_routes(app)
+        self.rest.add_routes(app)
+        app.on_shutdown.append(self._on_shutdown)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{bound_host}:{bound_port}"
+        self.state.cdn.base_url = self.base_url
+        self.gateway.url = f"ws://{bound_host}:{bound_port}/gateway"
+        log.info("local discord listening on %s", self.base_url)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.gateway.close()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # -- what the bot is pointed at ----------------------------------------------------------
+
+    @property
+    def api_base_url(self) -> str:
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def bot_user(self) -> User:
+        return self.state.bot_user
+
+    @property
+    def application_id(self) -> int:
+        return self.state.application_id
+
+    # -- for tests ---------------------------------------------------------------------------
+
+    def driver(self, user: User | None = None, channel: Channel | None = None) -> DiscordDriver:
+        """A driver acting as `user` (default alice) in `channel` (default #general)."""
+        return DiscordDriver(self, user or self.user, channel or self.general)
+
+    def requests_to(self, route: str) -> list[RequestRecord]:
+        """Requests the bot made to a route, e.g. "PUT /applications/{application_id}/commands"."""
+        return [r for r in self.rest.requests if r.route == route]
+
+    def assert_no_violations(self) -> None:
+        """Fail with every recorded violation (schema errors, broken rules, gaps in the fake)."""
+        if self.violations:
+            raise AssertionError(
+                "the bot did what real Discord refuses:\n" + self.violations.describe()
+            )

@@ -1,0 +1,516 @@
+"""End-to-end: the real KontextBot (discord.py 2.7, unmodified) against the local Discord.
+
+A test-only probe extension (tests/local_discord/probe_cog.py) supplies commands for every
+interaction path; its deliberately broken commands prove the harness catches a bot that breaks
+Discord's rules. Every test ends with the `local_discord` fixture asserting that nothing
+unexpected was recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any, cast
+
+import aiohttp
+import discord
+import pytest
+from discord.ext import commands
+
+from tests.images import make_png
+from tests.local_discord import (
+    PROBE_EXTENSION,
+    CallbackType,
+    LocalDiscord,
+    LocalDiscordConfig,
+    MessageFlag,
+    Perm,
+    RunningBot,
+    start_bot,
+)
+from tests.local_discord.probe_cog import ProbeCog
+
+pytest_plugins = ("tests.local_discord.fixtures",)
+
+GLOBAL_SYNC = "PUT /applications/{application_id}/commands"
+GUILD_SYNC = "PUT /applications/{application_id}/guilds/{guild_id}/commands"
+CHANNEL_POST = "POST /channels/{channel_id}/messages"
+FOLLOWUP = "POST /webhooks/{webhook_id}/{webhook_token}"
+
+
+@pytest.fixture
+def bot_extensions() -> tuple[str, ...]:
+    return (PROBE_EXTENSION,)
+
+
+def probe(bot: commands.Bot) -> ProbeCog:
+    """The probe cog the bot loaded (its own module instance: load_extension re-imports)."""
+    cog = bot.get_cog("ProbeCog")
+    assert cog is not None and type(cog).__name__ == "ProbeCog"
+    return cast(ProbeCog, cog)
+
+
+# -- start-up and the gateway ----------------------------------------------------------------
+
+async def test_startup_identifies_and_syncs_commands_globally_and_to_a_guild(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    assert bot.user is not None and bot.user.id == local_discord.bot_user.id
+    assert bot.application_id == local_discord.application_id
+    assert [g.id for g in bot.guilds] == [local_discord.guild.id]
+    assert local_discord.gateway.identifies == 1
+
+    (sync,) = local_discord.requests_to(GLOBAL_SYNC)
+    assert sync.status == 200
+    names = {command["name"] for command in sync.body}
+    assert {"probe-ping", "probe-echo", "Probe: Describe"} <= names
+
+    await bot.sync_commands(local_discord.guild.id)
+    (guild_sync,) = local_discord.requests_to(GUILD_SYNC)
+    assert guild_sync.status == 200
+    guild_commands = local_discord.state.commands[local_discord.guild.id]
+    assert {c.name for c in guild_commands} == names
+    # A guild copy shadows the global command: the interaction names the guild.
+    ix = await alice.slash("probe-ping")
+    assert ix.interaction.data["guild_id"] == str(local_discord.guild.id)
+    assert (await ix.response()).content.startswith("pong")
+
+
+async def test_json_answers_carry_the_exact_content_type(local_discord: LocalDiscord) -> None:
+    headers = {"Authorization": f"Bot {local_discord.token}"}
+    async with aiohttp.ClientSession() as session, \
+            session.get(local_discord.api_base_url + "/users/@me", headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert (await response.json())["id"] == str(local_discord.bot_user.id)
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(heartbeat_interval_ms=50)])
+async def test_gateway_compresses_and_answers_heartbeats(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    gateway = local_discord.gateway
+    (session,) = gateway.sessions.values()
+    assert session.connection is not None and session.connection.path == "/gateway"
+    # discord.py asked for zlib-stream and decoded every (compressed) frame we sent.
+    assert session.connection.compressed
+    assert session.seq >= 2  # READY and GUILD_CREATE, numbered
+    await local_discord.state.wait_until(lambda: gateway.heartbeats >= 4, timeout=5,
+                                         what="four heartbeats")
+    await local_discord.state.wait_until(lambda: bot.latency < 1, timeout=5,
+                                         what="a heartbeat ACK")
+
+
+async def test_resume_after_reconnect_keeps_the_bot_working(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    resumed = asyncio.ensure_future(bot.wait_for("resumed", timeout=5))
+    await local_discord.gateway.request_reconnect()
+    # Sent while the bot is reconnecting: it must arrive exactly once, replayed on RESUME.
+    ix = await alice.slash("probe-ping", times=2)
+    await local_discord.gateway.wait_for_resume()
+    await resumed
+    assert local_discord.gateway.identifies == 1
+    assert local_discord.gateway.connection_paths == ["/gateway", "/gateway/resume"]
+    assert (await ix.response()).content.startswith("pong x2")
+    after = await alice.slash("probe-ping", times=3)
+    assert (await after.response()).content.startswith("pong x3")
+
+
+async def test_privileged_intent_refused_by_the_portal_stops_start_up() -> None:
+    config = LocalDiscordConfig(message_content_allowed=False)
+    async with LocalDiscord(config) as local:
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            async with start_bot(local, settings_overrides={"discord": {"message_content": True}}):
+                pass  # pragma: no cover - start-up must fail
+
+
+# -- interactions ----------------------------------------------------------------------------
+
+async def test_slash_command_is_answered_with_typed_options(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("probe-ping", times=3, scale=2.5, mood="loud")
+    assert await ix.acknowledged() is CallbackType.CHANNEL_MESSAGE
+    message = await ix.response()
+    assert message.content == "pong x3 scale=2.5 mood=loud for alice"
+    assert message.interaction_metadata is not None
+    assert message.interaction_metadata["name"] == "probe-ping"
+    assert alice.messages()[-1] is message
+
+    # The driver refuses what the Discord client would not send.
+    with pytest.raises(ValueError, match="outside"):
+        await alice.slash("probe-ping", times=9)
+    with pytest.raises(ValueError, match="not one of"):
+        await alice.slash("probe-ping", mood="sleepy")
+    with pytest.raises(TypeError, match="required"):
+        await alice.slash("probe-echo", prompt="no image")
+    with pytest.raises(LookupError, match="no slash command"):
+        await alice.slash("nope")
+
+
+async def test_deferred_followup_with_a_file_from_the_cdn(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    png = make_png((32, 24))
+    ix = await alice.slash("probe-echo", image=png, prompt="make it blue")
+    assert await ix.acknowledged() is CallbackType.DEFERRED_CHANNEL_MESSAGE
+    followup = await ix.followup()
+    # The first followup after a deferral fills the "thinking..." message.
+    assert followup.id == ix.interaction.original_message_id and not followup.loading
+    assert followup.content == f"echo 'make it blue': {len(png)} bytes"
+    (attachment,) = followup.attachments
+    assert attachment.filename == "echo-image.png"
+    assert (attachment.width, attachment.height) == (32, 24)
+    assert await alice.download(attachment) == png
+    # The bot read the user's upload from the local CDN too.
+    (uploaded,) = ix.interaction.data["resolved"]["attachments"]
+    assert int(uploaded) in local_discord.state.cdn.downloads
+
+
+async def test_thread_started_on_the_answer_and_written_to(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("probe-thread", name="blue cats")
+    answer = await ix.response()
+    thread = await alice.wait_for_thread(answer)
+    assert thread.id == answer.id and thread.name == "blue cats"
+    inside = await alice.wait_for_message(where=answer)
+    assert inside.content == f"inside blue cats, {alice.user.mention}"
+    assert inside.mentions(alice.user)
+    assert [m.content for m in alice.messages(thread)] == [inside.content]
+    # THREAD_CREATE reached the bot's cache.
+    assert isinstance(bot.get_channel(thread.id), discord.Thread)
+
+
+async def test_button_opens_a_modal_whose_submit_edits_the_message(
+    running_bot: RunningBot,
+) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("probe-button")
+    message = await ix.response()
+    assert message.button_labels == ["Reroll"]
+    click = await alice.click(message, "Reroll")
+    modal = await click.modal()
+    assert modal["title"] == "New prompt"
+    submit = await alice.submit_modal(click, prompt="a red fox")
+    assert await submit.acknowledged() is CallbackType.UPDATE_MESSAGE
+    edited = await submit.response()
+    assert edited.id == message.id
+    assert edited.content == "rerolled: a red fox"
+    assert edited.edited_at is not None
+
+
+async def test_message_context_menu_reads_the_target(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    png = make_png()
+    target = await alice.say("look at this", files=(png,))
+    ix = await alice.context_menu("Probe: Describe", target)
+    answer = await ix.response()
+    assert answer.content == f"alice said 'look at this' with attachments of [{len(png)}] bytes"
+    assert answer.flags & MessageFlag.EPHEMERAL
+    # Ephemeral: alice sees it, bob does not.
+    assert answer in alice.messages()
+    assert answer not in alice.stranger.messages()
+
+
+async def test_reply_with_mention_reaches_on_message(running_bot: RunningBot) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("probe-ping")
+    answer = await ix.response()
+    reply = await alice.reply(answer, "make it blue")
+    heard = await alice.wait_for_message(lambda m: m.content.startswith("heard"), after=reply)
+    assert heard.content == "heard: 'make it blue'"
+    assert heard.reference is not None and heard.reference["message_id"] == str(reply.id)
+    (received,) = probe(bot).heard
+    assert received.reference is not None and received.reference.message_id == answer.id
+    assert isinstance(received.channel, discord.TextChannel)
+
+    # Without the Message Content intent a plain message arrives with its content blanked.
+    plain = asyncio.ensure_future(bot.wait_for(
+        "message", check=lambda m: m.author.id == alice.user.id, timeout=5))
+    await alice.say("no mention here")
+    assert (await plain).content == ""
+
+
+async def test_user_events_reach_the_bot(running_bot: RunningBot) -> None:
+    alice, bot = running_bot
+    own = await alice.say("short-lived")
+    deleted = asyncio.ensure_future(bot.wait_for(
+        "raw_message_delete", check=lambda e: e.message_id == own.id, timeout=5))
+    await alice.delete(own)
+    await deleted
+    created = asyncio.ensure_future(bot.wait_for("thread_create", timeout=5))
+    thread = await alice.start_thread("made by alice")
+    assert (await created).id == thread.id
+    # A standalone thread is announced in the parent channel.
+    assert alice.messages()[-1].type == 18
+
+
+# -- rate limits -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("is_global", [False, True])
+async def test_429_retry_after_is_honoured(
+    running_bot: RunningBot, local_discord: LocalDiscord, is_global: bool
+) -> None:
+    alice, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    local_discord.rate_limits.fail_next(CHANNEL_POST, retry_after=0.3, is_global=is_global)
+    started = time.monotonic()
+    sent = await channel.send("after the wait")
+    assert time.monotonic() - started >= 0.3
+    assert [(h.retry_after, h.is_global) for h in local_discord.rate_limits.hits] == [
+        (0.3, is_global)]
+    assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [429, 200]
+    assert alice.messages()[-1].id == sent.id
+
+
+async def test_429_on_a_followup_is_honoured(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    local_discord.rate_limits.fail_next(FOLLOWUP, retry_after=0.2)
+    ix = await alice.slash("probe-echo", image=make_png(), prompt="later")
+    assert (await ix.followup()).content.startswith("echo 'later'")
+    assert [r.status for r in local_discord.requests_to(FOLLOWUP)] == [429, 200]
+
+
+async def test_bucket_headers_pace_the_bot(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    local_discord.rate_limits.limit_route(CHANNEL_POST, limit=2, per=0.3)
+    for number in range(5):
+        await channel.send(f"paced {number}")
+    assert [m.content for m in alice.messages()][-5:] == [f"paced {n}" for n in range(5)]
+    # discord.py read X-RateLimit-Remaining: 0 and waited instead of hitting the limit.
+    assert local_discord.rate_limits.hits == []
+
+
+async def test_coming_back_before_retry_after_is_a_violation(local_discord: LocalDiscord) -> None:
+    local_discord.rate_limits.fail_next("GET /users/@me", retry_after=2.0)
+    headers = {"Authorization": f"Bot {local_discord.token}"}
+    url = local_discord.api_base_url + "/users/@me"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            async with session.get(url, headers=headers) as response:
+                assert response.status == 429
+                assert response.headers["Via"]
+                body: dict[str, Any] = await response.json()
+                assert body["retry_after"] > 1 and body["global"] is False
+    violation = local_discord.violations.expect(kind="rate_limit")
+    assert "before retry_after" in violation.detail
+
+
+# -- the rules a naive bot breaks --------------------------------------------------------------
+
+async def test_late_acknowledgement_is_unknown_interaction(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    await alice.slash("probe-late")
+    violation = await local_discord.violations.wait_for(code=10062, timeout=8)
+    assert "allows 3s" in violation.detail
+    await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
+    assert probe(bot).errors[0].code == 10062
+
+
+async def test_file_over_the_attachment_size_limit_is_refused(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("probe-huge")
+    assert ix.interaction.attachment_size_limit == 10 * 1024 * 1024
+    violation = await local_discord.violations.wait_for(code=40005, timeout=10)
+    assert violation.status == 413 and "huge.bin" in violation.detail
+    await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
+    assert probe(bot).errors[0].code == 40005
+
+
+async def test_invalid_body_is_a_schema_error_with_its_path(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    await alice.slash("probe-invalid")
+    violation = await local_discord.violations.wait_for(kind="schema")
+    assert violation.code == 50035
+    assert "data.embeds[0].title: Must be 256 or fewer in length." in violation.detail
+    await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
+    error = probe(bot).errors[0]
+    assert error.code == 50035 and "data.embeds.0.title" in str(error)
+
+
+async def test_expired_token_is_unknown_webhook(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("probe-expired")
+    assert await ix.acknowledged() is CallbackType.DEFERRED_CHANNEL_MESSAGE
+    local_discord.clock.advance(15 * 60 + 1)
+    probe(bot).release.set()
+    violation = await local_discord.violations.wait_for(code=10015)
+    assert "15 min" in violation.detail
+    await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
+    assert probe(bot).errors[0].code == 10015
+
+
+async def test_content_over_2000_characters_is_refused(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("probe-long")
+    await ix.followup()
+    violation = local_discord.violations.expect(code=50035, kind="rule")
+    assert violation.route == CHANNEL_POST
+    assert "content: Must be 2000 or fewer in length." in violation.detail
+    assert probe(bot).errors[0].code == 50035
+
+
+async def test_limits_the_spec_is_silent_on(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    embeds = [discord.Embed(description="d" * 4000), discord.Embed(description="d" * 4000)]
+    with pytest.raises(discord.HTTPException):
+        await channel.send(embeds=embeds)
+    assert "6000" in local_discord.violations.expect(code=50035).detail
+
+    rows = [{"type": 1, "components": [{"type": 2, "style": 1, "label": str(n),
+                                        "custom_id": f"b{n}"}]} for n in range(6)]
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
+    with pytest.raises(discord.HTTPException):
+        await bot.http.request(route, json={"content": "rows", "components": rows})
+    assert "components: Must be 5 or fewer" in local_discord.violations.expect(code=50035).detail
+
+    message = await channel.send("thread me")
+    with pytest.raises(discord.HTTPException):
+        await message.create_thread(name="n" * 101)
+    assert "name: Must be 100 or fewer" in local_discord.violations.expect(kind="schema").detail
+
+
+async def test_posting_in_an_auto_archived_thread_is_refused(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    answer = await (await alice.slash("probe-thread", name="short-lived")).response()
+    await alice.wait_for_message(where=answer)
+    thread = bot.get_channel(answer.id)
+    assert isinstance(thread, discord.Thread) and not thread.archived
+    # The probe asked for a 60-minute auto-archive; an hour later the thread is archived,
+    # and THREAD_UPDATE tells the bot.
+    updated = asyncio.ensure_future(bot.wait_for(
+        "thread_update", check=lambda _, after: after.id == thread.id, timeout=5))
+    local_discord.clock.advance(61 * 60)
+    assert (await updated)[1].archived
+    with pytest.raises(discord.HTTPException) as raised:
+        await thread.send("still here?")
+    assert raised.value.code == 50083
+    local_discord.violations.expect(code=50083)
+    # Unarchiving first is the way.
+    await thread.edit(archived=False)
+    await thread.send("back again")
+
+
+# -- more of the REST surface ------------------------------------------------------------------
+
+async def test_original_response_edited_and_followups_deleted(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("probe-progress")
+    done = await ix.response(lambda m: m.content.startswith("done"))
+    assert done.content == "done (was 'half way')"
+    (note,) = await ix.followups(1)
+    assert note.content == "a passing note" and note.deleted
+    assert [m.content for m in alice.messages()] == [done.content]
+
+    vanish = await alice.slash("probe-vanish")
+    await alice.state.wait_until(
+        lambda: vanish.original is not None and vanish.original.deleted, timeout=5,
+        what="the deleted answer")
+    assert alice.messages() == [done]
+
+
+async def test_channel_messages_and_threads_through_the_bot(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    png = make_png((8, 8))
+    sent = await channel.send("first", file=discord.File(io.BytesIO(png), "a.png"))
+    edited = await sent.edit(content="second", attachments=[
+        *sent.attachments, discord.File(io.BytesIO(png), "b.png")])
+    assert [a.filename for a in edited.attachments] == ["a.png", "b.png"]
+    fetched = await channel.fetch_message(sent.id)
+    assert fetched.content == "second" and fetched.edited_at is not None
+    assert await fetched.attachments[1].read() == png
+    assert [m.id async for m in channel.history(limit=5)] == [sent.id]
+    await fetched.delete()
+    assert alice.in_channel(local_discord.images).messages() == []
+
+    thread = await channel.create_thread(name="standalone", type=discord.ChannelType.public_thread)
+    await thread.send("in the standalone thread")
+    viewer = alice.in_channel(local_discord.state.channels[thread.id])
+    assert [m.content for m in viewer.messages()] == ["in the standalone thread"]
+
+    # A member's mention inside the thread reaches on_message, and the bot answers there.
+    question = await viewer.say("are you there?", mention_bot=True)
+    answer = await viewer.wait_for_message(lambda m: m.content.startswith("heard"),
+                                           where=local_discord.state.channels[thread.id])
+    assert answer.reference is not None and answer.reference["message_id"] == str(question.id)
+
+
+async def test_direct_messages_both_ways(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    user = await bot.fetch_user(alice.user.id)
+    await user.send("your image is ready")
+    dm = alice.dm()
+    assert [m.content for m in dm.messages()] == ["your image is ready"]
+    # In a DM the bot sees the content without the Message Content intent.
+    received = asyncio.ensure_future(bot.wait_for(
+        "message", check=lambda m: m.author.id == alice.user.id, timeout=5))
+    await dm.say("thanks!")
+    assert (await received).content == "thanks!"
+    assert isinstance((await received).channel, discord.DMChannel)
+
+
+async def test_second_acknowledgement_is_refused(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("probe-ping")
+    await ix.response()
+    url = (f"{local_discord.api_base_url}/interactions/{ix.id}/{ix.interaction.token}"
+           "/callback?with_response=true")
+    async with aiohttp.ClientSession() as session, \
+            session.post(url, json={"type": 4, "data": {"content": "again"}}) as response:
+        assert response.status == 400
+        assert (await response.json())["code"] == 40060
+    local_discord.violations.expect(code=40060)
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(
+    everyone_permissions=int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.READ_MESSAGE_HISTORY
+                             | Perm.USE_APPLICATION_COMMANDS),
+    bot_permissions=int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES),
+)])
+async def test_missing_permission_is_refused(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("probe-thread", name="not allowed")
+    answer = await ix.response()
+    violation = await local_discord.violations.wait_for(code=50013)
+    assert violation.route == "POST /channels/{channel_id}/messages/{message_id}/threads"
+    assert alice.thread_of(answer) is None
