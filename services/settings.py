@@ -91,6 +91,20 @@ class SimulatorSettings(_Section):
     port: int = Field(default=0, ge=0, le=65535)
 
 
+class StorageSettings(_Section):
+    # SQLite file holding jobs, edit chains and their images (created if missing).
+    database: Path = Path("kontext.sqlite3")
+
+
+class JobSettings(_Section):
+    # Jobs running at WaveSpeed at once; WaveSpeed's entry tier runs 2 (more just wait there).
+    max_concurrent: int = Field(default=2, ge=1)
+    # Jobs one member may have running at once; the rest wait their fair turn.
+    per_member: int = Field(default=1, ge=1)
+    # Least time between two edits of a job's status message (Discord rate-limits edits).
+    status_interval_s: float = Field(default=2.0, gt=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -107,6 +121,8 @@ class Settings(BaseSettings):
     discord: DiscordSettings
     wavespeed: WaveSpeedSettings = WaveSpeedSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    storage: StorageSettings = StorageSettings()
+    jobs: JobSettings = JobSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod
