@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .settings import JobSettings
-from .storage import JobRecord, Repository, StoredImage
+from .storage import JobImage, JobRecord, Repository
 from .wavespeed import (
     InputImage,
     KontextError,
@@ -70,7 +70,7 @@ class Presenter(Protocol):
 
     async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None: ...
 
-    async def deliver(self, job: JobRecord, outputs: list[tuple[StoredImage, bool]]) -> None: ...
+    async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None: ...
 
     async def report_failure(self, job: JobRecord, message: str) -> None: ...
 
@@ -338,7 +338,7 @@ class JobService:
             width, height = _dimensions(image.data)
             image_id = await self._repository.add_image(image.data, image.content_type,
                                                         width, height)
-            outputs.append((image_id, image.nsfw))
+            outputs.append((image_id, image.nsfw, image.url))
         await self._repository.set_job_images(job.id, "output", outputs)
         job = await self._repository.update_job(
             job.id,
@@ -367,9 +367,12 @@ class JobService:
             return
         await self._repository.update_job(job.id, status=JobStatus.DELIVERED,
                                           delivered_at=self._clock())
+        if job.chain_id is not None:
+            # The newest delivered step is what a plain message in the thread edits next.
+            await self._repository.update_chain(job.chain_id, head_job_id=job.id)
 
     async def _inputs(self, job: JobRecord, spec: ModelSpec) -> dict[str, Any]:
-        stored = [image for image, _ in await self._repository.job_images(job.id, "input")]
+        stored = [entry.image for entry in await self._repository.job_images(job.id, "input")]
         images = [InputImage(image.data, image.content_type) for image in stored]
         if not images:
             return {}

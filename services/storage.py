@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -77,6 +77,7 @@ MIGRATIONS: tuple[str, ...] = (
         position INTEGER NOT NULL,
         image_id INTEGER NOT NULL REFERENCES images(id),
         nsfw INTEGER NOT NULL DEFAULT 0,
+        source_url TEXT,
         PRIMARY KEY (job_id, role, position)
     );
     CREATE TABLE messages (
@@ -96,7 +97,14 @@ class StoredImage:
     content_type: str
     width: int
     height: int
-    data: bytes
+    data: bytes = field(repr=False)
+
+
+class JobImage(NamedTuple):
+    image: StoredImage
+    nsfw: bool
+    # Where WaveSpeed hosts an output (7 days), for results too large to upload to Discord.
+    source_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,27 +242,32 @@ class Repository:
                            bytes(row["data"]))
 
     async def set_job_images(
-        self, job_id: int, role: str, images: Sequence[tuple[int, bool]]
+        self, job_id: int, role: str, images: Sequence[tuple[int, bool] | tuple[int, bool, str]]
     ) -> None:
+        """The job's input or output images, in order: (image id, nsfw[, hosted URL])."""
         await self._db.execute("DELETE FROM job_images WHERE job_id = ? AND role = ?",
                                (job_id, role))
         await self._db.executemany(
-            "INSERT INTO job_images (job_id, role, position, image_id, nsfw) VALUES (?,?,?,?,?)",
-            [(job_id, role, n, image_id, int(nsfw)) for n, (image_id, nsfw) in enumerate(images)],
+            "INSERT INTO job_images (job_id, role, position, image_id, nsfw, source_url)"
+            " VALUES (?,?,?,?,?,?)",
+            [(job_id, role, n, entry[0], int(entry[1]), entry[2] if len(entry) > 2 else None)
+             for n, entry in enumerate(images)],
         )
         await self._db.commit()
 
-    async def job_images(self, job_id: int, role: str) -> list[tuple[StoredImage, bool]]:
+    async def job_images(self, job_id: int, role: str) -> list[JobImage]:
         async with self._db.execute(
-            "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw FROM job_images j"
-            " JOIN images i ON i.id = j.image_id WHERE j.job_id = ? AND j.role = ?"
-            " ORDER BY j.position",
+            "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw, j.source_url"
+            " FROM job_images j JOIN images i ON i.id = j.image_id"
+            " WHERE j.job_id = ? AND j.role = ? ORDER BY j.position",
             (job_id, role),
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            (StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
-             bool(r["nsfw"]))
+            JobImage(
+                StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
+                bool(r["nsfw"]), r["source_url"],
+            )
             for r in rows
         ]
 

@@ -11,7 +11,7 @@ import pytest
 from services.jobs import CancelOutcome, JobService, JobStatus, NewJob, Stage
 from services.settings import JobSettings
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
-from services.storage import JobRecord, Repository, StoredImage
+from services.storage import JobImage, JobRecord, Repository
 from services.wavespeed import WaveSpeedClient, model_for_path
 from tests.conftest import API_KEY
 from tests.images import make_png
@@ -25,7 +25,7 @@ class RecordingPresenter:
 
     def __init__(self) -> None:
         self.progress: list[tuple[int, Stage, str]] = []
-        self.delivered: dict[int, list[tuple[StoredImage, bool]]] = {}
+        self.delivered: dict[int, list[JobImage]] = {}
         self.failures: dict[int, str] = {}
         self.changed = asyncio.Event()
 
@@ -33,7 +33,7 @@ class RecordingPresenter:
         self.progress.append((job.id, stage, detail))
         self.changed.set()
 
-    async def deliver(self, job: JobRecord, outputs: list[tuple[StoredImage, bool]]) -> None:
+    async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None:
         self.delivered.setdefault(job.id, []).extend(outputs)
         self.changed.set()
 
@@ -96,7 +96,8 @@ async def test_a_job_runs_from_queue_to_delivery(
     assert stored.status == JobStatus.DELIVERED
     assert stored.prediction_id in simulator.predictions
     assert stored.cost == "0.04"
-    (image, nsfw), = presenter.delivered[job.id]
+    (image, nsfw, url), = presenter.delivered[job.id]
+    assert url is not None and url.startswith(simulator.base_url)
     assert image.content_type == "image/jpeg" and nsfw is False
     stages = [stage for job_id, stage, _ in presenter.progress if job_id == job.id]
     assert stages[0] == Stage.PREPARING

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -56,10 +56,12 @@ _MODERATION_WORDS = re.compile(r"moderat|nsfw|content polic|flagged", re.IGNOREC
 
 @dataclass(frozen=True, slots=True)
 class GeneratedImage:
-    data: bytes
+    data: bytes = field(repr=False)
     content_type: str
     nsfw: bool
     index: int
+    # Where WaveSpeed hosts it (for 7 days); None for base64 outputs.
+    url: str | None = None
 
     @property
     def extension(self) -> str:
@@ -273,8 +275,11 @@ class WaveSpeedClient:
         )
         nsfw = prediction.has_nsfw_contents
         images = tuple(
-            GeneratedImage(data, kind, index < len(nsfw) and nsfw[index], index)
-            for index, (data, kind) in enumerate(payloads)
+            GeneratedImage(data, kind, index < len(nsfw) and nsfw[index], index,
+                           output if output.startswith(("http://", "https://")) else None)
+            for index, ((data, kind), output) in enumerate(
+                zip(payloads, prediction.outputs, strict=True)
+            )
         )
         return GenerationResult(
             prediction_id=prediction.id,
