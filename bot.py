@@ -14,7 +14,8 @@ import asyncio
 import logging
 import pkgutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -24,8 +25,12 @@ import yarl
 from discord.ext import commands
 
 import cogs
+from cogs._errors import KontextTree
+from services.edits import EditService
+from services.jobs import JobService
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
+from services.storage import Repository
 from services.wavespeed import WaveSpeedClient, create_session
 
 log = logging.getLogger("kontext.bot")
@@ -52,18 +57,23 @@ def intents_for(settings: Settings) -> discord.Intents:
 class KontextBot(commands.Bot):
     def __init__(self, settings: Settings, *, sync: bool = False,
                  sync_guild: int | None = None, extra_extensions: Sequence[str] = (),
-                 **options: Any) -> None:
+                 clock: Callable[[], float] = time.time, **options: Any) -> None:
         # `options` go to discord.py as they are (the end-to-end tests lower
-        # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog).
+        # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
+        # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
         super().__init__(command_prefix=commands.when_mentioned, intents=intents_for(settings),
-                         help_command=None, **options)
+                         help_command=None, tree_cls=KontextTree, **options)
         self.settings = settings
+        self.clock = clock
         self._sync = sync
         self._sync_guild = sync_guild
         self._extra_extensions = tuple(extra_extensions)
         self._resources = AsyncExitStack()
         self.http_session: aiohttp.ClientSession | None = None
         self.wavespeed: WaveSpeedClient | None = None
+        self.repository: Repository | None = None
+        self.jobs: JobService | None = None
+        self.edits: EditService | None = None
 
     async def setup_hook(self) -> None:
         self.http_session = await self._resources.enter_async_context(
@@ -72,6 +82,11 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
+        self.repository = await Repository.open(self.settings.storage.database)
+        self._resources.push_async_callback(self.repository.close)
+        self.jobs = JobService(self.repository, self.wavespeed, self.settings.jobs,
+                               clock=self.clock)
+        self.edits = EditService(self.repository, self.jobs, self.wavespeed)
         for name in [*extension_names(), *self._extra_extensions]:
             try:
                 await self.load_extension(name)
@@ -102,6 +117,12 @@ class KontextBot(commands.Bot):
         )
 
     async def close(self) -> None:
+        # Extensions first (their jobs stop), then the resources they used.
+        for name in list(self.extensions):
+            try:
+                await self.unload_extension(name)
+            except commands.ExtensionError:
+                log.exception("extension %s failed to unload", name)
         await super().close()
         await self._resources.aclose()
 
@@ -110,6 +131,7 @@ def extension_names() -> list[str]:
     """Every module in cogs/, in name order."""
     return sorted(
         f"{cogs.__name__}.{module.name}" for module in pkgutil.iter_modules(cogs.__path__)
+        if not module.name.startswith("_")  # shared helpers, not features
     )
 
 

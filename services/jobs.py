@@ -95,6 +95,8 @@ class NewJob:
     token_expires_at: float | None = None
     upload_limit: int | None = None
     nsfw_allowed: bool = False
+    status_message_id: int | None = None
+    status_channel_id: int | None = None
 
 
 class CancelOutcome(enum.StrEnum):
@@ -188,6 +190,8 @@ class JobService:
             token_expires_at=new.token_expires_at,
             upload_limit=new.upload_limit,
             nsfw_allowed=new.nsfw_allowed,
+            status_message_id=new.status_message_id,
+            status_channel_id=new.status_channel_id,
             model_path=new.model.path,
             params=new.params,
             prompt=str(new.params.get("prompt") or ""),
@@ -263,7 +267,7 @@ class JobService:
     async def _announce_positions(self) -> None:
         for position, job_id in enumerate(self._queue_order(), start=1):
             job = await self._repository.job(job_id)
-            await self._progress(job, Stage.QUEUED, _queued_text(position))
+            await self._progress(job, Stage.QUEUED, queued_text(position))
 
     def _launch(self, job: JobRecord, work: Any) -> None:
         self._running.setdefault(job.id, job.requester_id)
@@ -413,7 +417,7 @@ class _Ticket:
         return (self.round, self.arrival)
 
 
-def _queued_text(position: int) -> str:
+def queued_text(position: int) -> str:
     if position == 1:
         return "Queued: you're next."
     return f"Queued: position {position}."

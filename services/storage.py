@@ -64,6 +64,7 @@ MIGRATIONS: tuple[str, ...] = (
         error TEXT,
         inference_ms INTEGER,
         status_message_id INTEGER,
+        status_channel_id INTEGER,
         created_at REAL NOT NULL,
         submitted_at REAL,
         completed_at REAL,
@@ -144,7 +145,10 @@ class JobRecord:
     cost: str | None = None
     error: str | None = None
     inference_ms: int | None = None
+    # The message showing the job's progress: the interaction's (ephemeral) answer, or a
+    # reply the bot posted in `status_channel_id`.
     status_message_id: int | None = None
+    status_channel_id: int | None = None
     submitted_at: float | None = None
     completed_at: float | None = None
     delivered_at: float | None = None

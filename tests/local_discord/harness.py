@@ -56,6 +56,9 @@ def bot_settings(local: LocalDiscord, overrides: Mapping[str, Any] | None = None
     data = _merge({
         "discord": {"token": local.token},
         "simulator": {"latency_s": 0.0, "sync_wait_s": 5.0},
+        # Each run its own job store, unless a test (a restart) shares a file between runs.
+        "storage": {"database": ":memory:"},
+        "jobs": {"status_interval_s": 0.2},
     }, overrides or {})
     settings = Settings(**data)
     # Whatever the environment says (DISCORD_API_BASE_URL, DISCORD_TOKEN, WAVESPEED_API_KEY...),
@@ -90,7 +93,8 @@ async def start_bot(
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     point_at_discord(settings)
     bot = KontextBot(settings, sync=sync, sync_guild=sync_guild,
-                     extra_extensions=extra_extensions, guild_ready_timeout=guild_ready_timeout)
+                     extra_extensions=extra_extensions, guild_ready_timeout=guild_ready_timeout,
+                     clock=local.clock.now)
     try:
         async with bot:
             runner = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()),
