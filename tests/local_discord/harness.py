@@ -69,7 +69,11 @@ def bot_settings(local: LocalDiscord, overrides: Mapping[str, Any] | None = None
         "api_base_url": local.api_base_url,
         "gateway_url": local.gateway_url,
     })
-    wavespeed = WaveSpeedSettings(**dict((overrides or {}).get("wavespeed") or {}))
+    wavespeed = WaveSpeedSettings(**{
+        # Poll the in-process simulator briskly: tests wait on results, not on backoff.
+        "poll_initial_s": 0.05, "poll_max_interval_s": 0.2,
+        **dict((overrides or {}).get("wavespeed") or {}),
+    })
     return settings.model_copy(update={"discord": local_discord, "wavespeed": wavespeed})
 
 
