@@ -14,7 +14,7 @@ from typing import Any
 
 from .images import PreparedImage, prepare_input, prepare_inputs
 from .jobs import JobService, NewJob
-from .storage import Chain, JobImage, JobRecord, Repository
+from .storage import Chain, JobImage, JobRecord, Repository, StoredImage
 from .wavespeed import (
     Family,
     InvalidInputError,
@@ -117,10 +117,8 @@ class EditService:
                 f"That result has {len(outputs)} image{'s' if len(outputs) > 1 else ''}; "
                 f"pick a number from 1 to {len(outputs)}."
             )
-        chosen = outputs[image_number - 1].image
+        prepared = _prepared(outputs[image_number - 1].image)
         spec = pick_model(model_for_path(parent.model_path).family, ModelKind.EDIT)
-        prepared = PreparedImage(chosen.data, chosen.content_type, chosen.width, chosen.height,
-                                 source_format=chosen.content_type.split("/")[-1].upper())
         request = self._prepare(spec, prompt, [prepared], None)
         if not self._may_change(origin, parent, await self._chain(parent)):
             # Someone else's result: they remix it in a chain of their own.
@@ -135,10 +133,8 @@ class EditService:
         original = await self._repository.job(job_id)
         self._check_may_change(origin, original, await self._chain(original))
         spec = model_for_path(original.model_path)
-        inputs = [entry.image for entry in await self._repository.job_images(job_id, "input")]
-        prepared = [PreparedImage(i.data, i.content_type, i.width, i.height,
-                                  source_format=i.content_type.split("/")[-1].upper())
-                    for i in inputs]
+        prepared = [_prepared(entry.image)
+                    for entry in await self._repository.job_images(job_id, "input")]
         options = {k: v for k, v in original.params.items() if k not in {"prompt", "seed"}}
         request = self._prepare(spec, original.prompt, prepared, options)
         return await self._jobs.enqueue(self._new_job(
@@ -256,3 +252,9 @@ class EditService:
     def _check_may_change(self, origin: Origin, job: JobRecord, chain: Chain | None) -> None:
         if not self._may_change(origin, job, chain):
             raise NotAllowedError()
+
+
+def _prepared(image: StoredImage) -> PreparedImage:
+    """A stored image (already checked and re-encoded once) as an input for a new job."""
+    return PreparedImage(image.data, image.content_type, image.width, image.height,
+                         source_format=image.content_type.split("/")[-1].upper())
