@@ -45,19 +45,22 @@ class DiscordPresenter:
         self._simulated = simulated
         self._interval = status_interval_s
         self._clock = clock
-        self._shown: dict[int, float] = {}  # job id -> monotonic time of the last status edit
+        # job id -> (monotonic time, text) of its last status edit
+        self._shown: dict[int, tuple[float, str]] = {}
 
     # --- Progress -------------------------------------------------------------------------------
 
     async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
         now = time.monotonic()
+        text = render.status_line(stage, detail)
         last = self._shown.get(job.id)
-        # Discord rate-limits message edits: at most one every `interval` per job.
-        if last is not None and now - last < self._interval:
+        # Discord rate-limits message edits: at most one every `interval` per job, and none
+        # that would change nothing.
+        if last is not None and (now - last[0] < self._interval or last[1] == text):
             return
-        self._shown[job.id] = now
+        self._shown[job.id] = (now, text)
         view = cancel_view(job.id) if stage == Stage.QUEUED else None
-        await self._edit_status(job, render.status_line(stage, detail), view)
+        await self._edit_status(job, text, view)
 
     async def _edit_status(self, job: JobRecord, content: str,
                            view: discord.ui.View | None) -> bool:
