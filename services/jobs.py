@@ -369,11 +369,11 @@ class JobService:
             # The result is stored and stays SUCCEEDED: the next start delivers it again.
             log.exception("job %d: delivery failed; it will be retried at the next start", job.id)
             return
+        # The presenter made this step the chain's head when it posted the result (what a plain
+        # message in the thread edits next): setting it again here, after the status edit,
+        # would undo an Undo clicked in between.
         await self._repository.update_job(job.id, status=JobStatus.DELIVERED,
                                           delivered_at=self._clock())
-        if job.chain_id is not None:
-            # The newest delivered step is what a plain message in the thread edits next.
-            await self._repository.update_chain(job.chain_id, head_job_id=job.id)
 
     async def _inputs(self, job: JobRecord, spec: ModelSpec) -> dict[str, Any]:
         stored = [entry.image for entry in await self._repository.job_images(job.id, "input")]

@@ -55,8 +55,10 @@ class DiscordPresenter:
         text = render.status_line(stage, detail)
         last = self._shown.get(job.id)
         # Discord rate-limits message edits: at most one every `interval` per job, and none
-        # that would change nothing.
-        if last is not None and (now - last[0] < self._interval or last[1] == text):
+        # that would change nothing. A new queue position always goes out: positions change
+        # only when the queue does, and a dropped one would stay wrong until the job starts.
+        if last is not None and (last[1] == text or (
+                stage != Stage.QUEUED and now - last[0] < self._interval)):
             return
         self._shown[job.id] = (now, text)
         view = cancel_view(job.id) if stage == Stage.QUEUED else None
@@ -82,6 +84,10 @@ class DiscordPresenter:
 
     async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None:
         message = await self.post_result(job, outputs)
+        if job.chain_id is not None:
+            # The result is visible now: the thread's next plain message must edit it, even
+            # while the status edit below is still on its way (or rate-limited).
+            await self._edits.set_head(job.chain_id, job.id)
         self._shown.pop(job.id, None)
         await self._finish_status(job, f"✅ Done: {message.jump_url}")
 

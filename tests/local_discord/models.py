@@ -192,6 +192,8 @@ class Channel:
     owner_id: int | None = None
     position: int = 0
     topic: str | None = None
+    # Age-restricted; threads take it from their parent channel.
+    nsfw: bool = False
     recipient_ids: list[int] = field(default_factory=list)
     # Thread state.
     archived: bool = False

@@ -69,7 +69,8 @@ def channel_payload(state: DiscordState, channel: Channel) -> dict[str, Any]:
         "last_message_id": _opt_id(channel.last_message_id),
         "rate_limit_per_user": 0,
         "flags": 0,
-        "nsfw": False,
+        "nsfw": channel.nsfw or bool(
+            channel.parent_id and state.channels[channel.parent_id].nsfw),
     }
     if channel.is_thread:
         data.update(
@@ -293,9 +294,13 @@ def interaction_payload(state: DiscordState, interaction: Interaction) -> dict[s
     return data
 
 
-def interaction_metadata(interaction: Interaction, *, followup_of: int | None = None
-                         ) -> dict[str, Any]:
-    """What a message sent in answer to an interaction says about it."""
+def interaction_metadata(interaction: Interaction, *, followup_of: int | None = None,
+                         parent: Interaction | None = None) -> dict[str, Any]:
+    """What a message sent in answer to an interaction says about it.
+
+    A modal submit also describes the interaction that opened the modal (`parent`), as
+    Discord's spec requires (`triggering_interaction_metadata`).
+    """
     owners = ({"0": str(interaction.guild_id)} if interaction.guild_id
               else {"0": str(interaction.user.id)})
     data: dict[str, Any] = {
@@ -313,6 +318,8 @@ def interaction_metadata(interaction: Interaction, *, followup_of: int | None = 
         data["interacted_message_id"] = str(interaction.message_id)
     if followup_of is not None:
         data["original_response_message_id"] = str(followup_of)
+    if interaction.type is InteractionType.MODAL_SUBMIT and parent is not None:
+        data["triggering_interaction_metadata"] = interaction_metadata(parent)
     return data
 
 

@@ -122,7 +122,9 @@ def _respond(call: Call, interaction: Interaction, kind: CallbackType, data: dic
                                         ephemeral=ephemeral) or [],
             type=_message_type(interaction), webhook_id=state.application_id,
             application_id=state.application_id,
-            interaction_metadata=interaction_metadata(interaction), interaction_id=interaction.id,
+            interaction_metadata=interaction_metadata(
+                interaction, parent=state.interactions.get(interaction.parent_id or 0)),
+            interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
             mention_ids=pinged(state, fields["content"], data.get("allowed_mentions"), None),
         )
@@ -245,7 +247,8 @@ async def followup(call: Call) -> web.Response:
                                         ephemeral=ephemeral) or [],
             webhook_id=state.application_id, application_id=state.application_id,
             interaction_metadata=interaction_metadata(
-                interaction, followup_of=interaction.original_message_id),
+                interaction, followup_of=interaction.original_message_id,
+                parent=state.interactions.get(interaction.parent_id or 0)),
             interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
             mention_ids=pinged(state, fields["content"], body.get("allowed_mentions"), None),

@@ -160,9 +160,13 @@ class DiscordState:
             "communication_disabled_until": None,
         })
 
-    def add_text_channel(self, guild: Guild, name: str, *, topic: str | None = None) -> Channel:
+    def add_text_channel(self, guild: Guild, name: str, *, topic: str | None = None,
+                         nsfw: bool = False) -> Channel:
+        """A new text channel (`nsfw`: age-restricted). Announce it with `dispatch` if the
+        bot is already connected (CHANNEL_CREATE with `channel_payload`)."""
         channel = Channel(self.ids.next(), ChannelType.GUILD_TEXT, name, guild.id,
-                          self.clock.now(), position=len(guild.channel_ids), topic=topic)
+                          self.clock.now(), position=len(guild.channel_ids), topic=topic,
+                          nsfw=nsfw)
         self.channels[channel.id] = channel
         self.channel_messages[channel.id] = []
         guild.channel_ids.append(channel.id)
