@@ -447,6 +447,44 @@ async def test_restart_after_submit_polls_the_same_prediction_and_delivers_once(
         await repository.close()
 
 
+async def test_replies_and_buttons_keep_working_after_a_restart(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    overrides_db = {"storage": {"database": str(tmp_path / "jobs.sqlite3")}}
+    async with shared_simulator(latency_s=0.0) as sim:
+        overrides = against(sim, **overrides_db)
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, _):
+            step1, thread = await first_step(alice, "make it blue")
+            step2 = await reply_step(alice, step1, "add a red hat", thread=thread, step="Step 2")
+
+        # A new process: the buttons and the chain live on in the job store.
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, _):
+            assert history(await details(alice, step2)) == ["1. make it blue", "2. add a red hat"]
+            step3 = await reply_step(alice, step2, "make it night", thread=thread, step="Step 3")
+            undo = await alice.click(step3, "Undo")
+            await undo.response(starts("↩️"))
+            await alice.wait_for_message(is_step("Step 2 · back from step 3", "add a red hat"),
+                                         where=thread, after=step3)
+
+
+async def test_where_threads_are_impossible_the_chain_goes_on_as_replies(
+    running_bot: RunningBot,
+) -> None:
+    alice, _ = running_bot
+    dm = alice.dm()
+    ix = await dm.slash("edit", image=make_png(), prompt="make it blue")
+    await ix.response(starts("✅"))
+    step1 = await dm.wait_for_message(is_step("Step 1", "make it blue"), where=dm.channel)
+    assert dm.thread_of(step1) is None
+
+    reply = await dm.reply(step1, "add a red hat")
+    step2 = await dm.wait_for_message(is_step("Step 2", "add a red hat"), where=dm.channel,
+                                      after=reply)
+    # Posted in the DM as a reply to the step it continues.
+    assert step2.reference is not None
+    assert step2.reference["message_id"] == str(step1.id)
+
+
 # -- 8. a result that outlives the interaction token ---------------------------------------------
 
 @pytest.mark.parametrize("bot_settings_overrides", [{
