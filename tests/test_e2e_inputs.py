@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import struct
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,7 +21,7 @@ from PIL import Image
 
 from services import runtime
 from services.simulator import SimulatorConfig, WaveSpeedSimulator
-from tests.images import decoded, make_png
+from tests.images import decoded, make_png, png_claiming
 from tests.local_discord import (
     Channel,
     DiscordDriver,
@@ -150,21 +148,6 @@ def has_colour(image: Image.Image, colour: tuple[int, int, int], tolerance: int 
                for _, pixel in colours)
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    """A genuine 1-bit greyscale PNG of `width` x `height`: a few KB that decode to billions.
-
-    Built like tests/test_images.py builds its bombs."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    compressor = zlib.compressobj(9)
-    rows = (b"\x00" * (1 + (width + 7) // 8)) * 1000  # filter byte + packed pixels, per row
-    idat = b"".join(compressor.compress(rows) for _ in range(height // 1000))
-    idat += compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 # -- /imagine, /combine -------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import asyncio
 import io
 import os
 import struct
-import zlib
 
 import pytest
 from PIL import Image, ImageCms
@@ -32,7 +31,7 @@ from services.images import (
 )
 from services.wavespeed.errors import KontextError
 from services.wavespeed.media import InputImage
-from tests.images import decoded
+from tests.images import decoded, png_claiming
 
 MB = 1024 * 1024
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -59,19 +58,6 @@ def close_to(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int =
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    """A genuine 1-bit greyscale PNG of `width` x `height`: a few KB that decode to billions."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    compressor = zlib.compressobj(9)
-    rows = (b"\x00" * (1 + (width + 7) // 8)) * 1000  # filter byte + packed pixels, per row
-    idat = b"".join(compressor.compress(rows) for _ in range(height // 1000))
-    idat += compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def swapped_primaries_profile() -> bytes:
