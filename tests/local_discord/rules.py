@@ -43,7 +43,7 @@ ARCHIVED_THREAD = 50083
 INVALID_JSON = 50109
 THREAD_ALREADY_CREATED = 160004
 
-# Limits (see /work/shared/docs/discord-facts.md).
+# Limits, from Discord's developer docs and its OpenAPI spec.
 CONTENT_MAX = 2000
 EMBEDS_MAX = 10
 EMBED_TOTAL_MAX = 6000
