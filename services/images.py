@@ -395,7 +395,8 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
-def _scaled_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+def scaled_to_fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down, aspect kept, so neither side exceeds `max_side`."""
     width, height = size
     long_side = max(width, height)
     if long_side <= max_side:
@@ -481,7 +482,7 @@ def _decode(data: bytes, filename: str | None, max_side: int | None) -> tuple[Im
     with _open_untrusted(data, filename) as image:
         source_format = _source_format(image)
         _check_pixels(image, filename)
-        target = image.size if max_side is None else _scaled_size(image.size, max_side)
+        target = image.size if max_side is None else scaled_to_fit(image.size, max_side)
         if isinstance(image, JpegImagePlugin.JpegImageFile) and target != image.size:
             # libjpeg can decode at 1/2, 1/4 or 1/8 scale for a fraction of the work; draft()
             # never picks a scale that goes below the target, so LANCZOS still finishes the job.
@@ -535,7 +536,8 @@ def _prepare_sync(data: bytes, filename: str | None, max_side: int) -> PreparedI
 # Fitting results to the upload limit (worker thread)
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone, no pixels decoded; (0, 0) when unreadable."""
     try:
         with _open_untrusted(data, None) as image:
             return image.size
@@ -545,7 +547,7 @@ def _header_size(data: bytes) -> tuple[int, int]:
 
 def _fit_sync(data: bytes, limit: int) -> FittedImage | None:
     if len(data) <= limit:
-        width, height = _header_size(data)
+        width, height = header_size(data)
         return FittedImage(
             data=data,
             content_type=sniff_image_type(data) or "application/octet-stream",

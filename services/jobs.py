@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .images import header_size
 from .settings import JobSettings
 from .storage import JobImage, JobRecord, Repository
 from .wavespeed import (
@@ -157,7 +158,7 @@ class JobService:
     async def _recover(self) -> None:
         for job in await self._repository.jobs_with_status(OPEN_STATUSES):
             if job.status == JobStatus.QUEUED:
-                self._admit(job.id, job.requester_id)
+                self._admit(job)
             elif job.status == JobStatus.SUBMITTING:
                 log.warning("job %d: submission outcome unknown after a restart", job.id)
                 job = await self._repository.update_job(
@@ -199,17 +200,18 @@ class JobService:
         )
         image_ids = [await self._repository.add_image(*image) for image in new.inputs]
         await self._repository.set_job_images(job.id, "input", [(i, False) for i in image_ids])
-        self._admit(job.id, new.requester_id)
+        self._admit(job)
         self._wake.set()
         return job
 
-    def _admit(self, job_id: int, member: int) -> None:
+    def _admit(self, job: JobRecord) -> None:
         # A member's next job waits one round after their previous one, but never in a round
         # already served: so turns alternate between members, and a place once given to a
         # member is never taken by a later job of someone who already had a turn.
+        member = job.requester_id
         job_round = max(self._round, self._member_round.get(member, -1) + 1)
         self._member_round[member] = job_round
-        self._queue[job_id] = _Ticket(member, job_round, next(self._arrivals))
+        self._queue[job.id] = _Ticket(job, job_round, next(self._arrivals))
 
     def position(self, job_id: int) -> int | None:
         """1 for the next job to start, 2 for the one after...; None once started or gone."""
@@ -260,14 +262,13 @@ class JobService:
                 ticket = self._queue.pop(job_id)
                 self._round = max(self._round, ticket.round)
                 self._running[job_id] = ticket.member
-                job = await self._repository.job(job_id)
-                self._launch(job, self._run(job))
+                self._launch(ticket.job, self._run(ticket.job))
             await self._announce_positions()
 
     async def _announce_positions(self) -> None:
+        # Waiting jobs do not change in the store, so their tickets' records are current.
         for position, job_id in enumerate(self._queue_order(), start=1):
-            job = await self._repository.job(job_id)
-            await self._progress(job, Stage.QUEUED, queued_text(position))
+            await self._progress(self._queue[job_id].job, Stage.QUEUED, queued_text(position))
 
     def _launch(self, job: JobRecord, work: Any) -> None:
         self._running.setdefault(job.id, job.requester_id)
@@ -339,7 +340,7 @@ class JobService:
                 await ticker
         outputs = []
         for image in result.images:
-            width, height = _dimensions(image.data)
+            width, height = header_size(image.data)
             image_id = await self._repository.add_image(image.data, image.content_type,
                                                         width, height)
             outputs.append((image_id, image.nsfw, image.url))
@@ -408,9 +409,13 @@ class JobService:
 
 @dataclass(frozen=True, slots=True)
 class _Ticket:
-    member: int
+    job: JobRecord
     round: int
     arrival: int
+
+    @property
+    def member(self) -> int:
+        return self.job.requester_id
 
     @property
     def order(self) -> tuple[int, int]:
@@ -421,13 +426,3 @@ def queued_text(position: int) -> str:
     if position == 1:
         return "Queued: you're next."
     return f"Queued: position {position}."
-
-
-def _dimensions(data: bytes) -> tuple[int, int]:
-    # Reading the header only: cheap enough for the event loop, no pixel decoding.
-    from io import BytesIO
-
-    from PIL import Image
-
-    with Image.open(BytesIO(data)) as image:
-        return image.size

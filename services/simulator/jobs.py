@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.images import scaled_to_fit
 from services.wavespeed.catalog import KontextRequest, ModelKind
 from services.wavespeed.media import EXTENSIONS, sniff_image_type
 from services.wavespeed.protocol import Code, Status
@@ -40,14 +41,6 @@ class RenderPlan:
     images: list[SourceImage] = field(repr=False)
 
 
-def _clamp(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """`size` scaled down (aspect kept) so neither side exceeds `max_side`."""
-    width, height = size
-    longest = max(width, height)
-    if longest <= max_side:
-        return size
-    scale = max_side / longest
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def plan_render(
@@ -67,7 +60,7 @@ def plan_render(
         prompt=request.prompt or "",
         seed=seed,
         count=request.output_count(),
-        size=_clamp(size, max_side),
+        size=scaled_to_fit(size, max_side),
         fmt=getattr(request, "output_format", None) or "jpeg",
         images=images,
     )
