@@ -55,14 +55,26 @@ def intents_for(settings: Settings) -> discord.Intents:
 
 
 class KontextBot(commands.Bot):
-    def __init__(self, settings: Settings, *, sync: bool = False,
-                 sync_guild: int | None = None, extra_extensions: Sequence[str] = (),
-                 clock: Callable[[], float] = time.time, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sync: bool = False,
+        sync_guild: int | None = None,
+        extra_extensions: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
         # `options` go to discord.py as they are (the end-to-end tests lower
         # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
         # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents_for(settings),
-                         help_command=None, tree_cls=KontextTree, **options)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents_for(settings),
+            help_command=None,
+            tree_cls=KontextTree,
+            **options,
+        )
         self.settings = settings
         self.clock = clock
         self._sync = sync
@@ -84,8 +96,9 @@ class KontextBot(commands.Bot):
         )
         self.repository = await Repository.open(self.settings.storage.database)
         self._resources.push_async_callback(self.repository.close)
-        self.jobs = JobService(self.repository, self.wavespeed, self.settings.jobs,
-                               clock=self.clock)
+        self.jobs = JobService(
+            self.repository, self.wavespeed, self.settings.jobs, clock=self.clock
+        )
         self.edits = EditService(self.repository, self.jobs, self.wavespeed)
         for name in [*extension_names(), *self._extra_extensions]:
             try:
@@ -130,7 +143,8 @@ class KontextBot(commands.Bot):
 def extension_names() -> list[str]:
     """Every module in cogs/, in name order."""
     return sorted(
-        f"{cogs.__name__}.{module.name}" for module in pkgutil.iter_modules(cogs.__path__)
+        f"{cogs.__name__}.{module.name}"
+        for module in pkgutil.iter_modules(cogs.__path__)
         if not module.name.startswith("_")  # shared helpers, not features
     )
 
@@ -155,7 +169,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run Kontext Bot.")
     parser.add_argument("--config", help="config file (default: $KONTEXT_CONFIG or config.toml)")
     parser.add_argument(
-        "--sync", nargs="?", const="global", metavar="GUILD_ID",
+        "--sync",
+        nargs="?",
+        const="global",
+        metavar="GUILD_ID",
         help="publish slash commands on start: globally, or to one guild for development",
     )
     return parser.parse_args(argv)

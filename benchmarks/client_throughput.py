@@ -50,11 +50,23 @@ def free_port() -> int:
 @contextlib.contextmanager
 def simulator_process(port: int) -> Iterator[str]:
     command = [
-        sys.executable, "-m", "services.simulator", "--port", str(port), "--latency", "0",
-        "--api-key", KEY, "--max-output-side", "256", "--max-concurrent", "100000",
+        sys.executable,
+        "-m",
+        "services.simulator",
+        "--port",
+        str(port),
+        "--latency",
+        "0",
+        "--api-key",
+        KEY,
+        "--max-output-side",
+        "256",
+        "--max-concurrent",
+        "100000",
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -78,8 +90,14 @@ async def one_round(base_url: str, mode: str, jobs: int) -> SimpleNamespace:
     path, overrides = MODES[mode]
     spec = model_for_path(path)
     settings = WaveSpeedSettings(
-        api_key=SecretStr(KEY), base_url=base_url, poll_initial_s=0.05, poll_max_interval_s=0.5,
-        submit_timeout_s=300, result_timeout_s=60, download_timeout_s=60, max_connections=200,
+        api_key=SecretStr(KEY),
+        base_url=base_url,
+        poll_initial_s=0.05,
+        poll_max_interval_s=0.5,
+        submit_timeout_s=300,
+        result_timeout_s=60,
+        download_timeout_s=60,
+        max_connections=200,
         **overrides,
     )
     requests = 0
@@ -99,8 +117,9 @@ async def one_round(base_url: str, mode: str, jobs: int) -> SimpleNamespace:
         results = await asyncio.gather(*(client.generate(spec, request) for _ in range(jobs)))
         elapsed = time.perf_counter() - started
     assert all(result.images for result in results)
-    return SimpleNamespace(jobs_per_s=jobs / elapsed, requests_per_job=requests / jobs,
-                           seconds=elapsed)
+    return SimpleNamespace(
+        jobs_per_s=jobs / elapsed, requests_per_job=requests / jobs, seconds=elapsed
+    )
 
 
 def main() -> None:
@@ -111,16 +130,23 @@ def main() -> None:
     args = parser.parse_args()
 
     with simulator_process(free_port()) as base_url:
-        rounds = [asyncio.run(one_round(base_url, args.mode, args.jobs))
-                  for _ in range(args.rounds)]
+        rounds = [
+            asyncio.run(one_round(base_url, args.mode, args.jobs)) for _ in range(args.rounds)
+        ]
     rates = [r.jobs_per_s for r in rounds]
     per_job = [r.requests_per_job for r in rounds]
-    print(f"mode={args.mode} model={MODES[args.mode][0]} jobs={args.jobs} "
-          f"in flight at once, rounds={args.rounds}")
-    print(f"jobs/s            median {statistics.median(rates):8.1f}   "
-          f"rounds {', '.join(f'{r:.1f}' for r in rates)}")
-    print(f"requests per job  median {statistics.median(per_job):8.2f}   "
-          f"rounds {', '.join(f'{r:.2f}' for r in per_job)}")
+    print(
+        f"mode={args.mode} model={MODES[args.mode][0]} jobs={args.jobs} "
+        f"in flight at once, rounds={args.rounds}"
+    )
+    print(
+        f"jobs/s            median {statistics.median(rates):8.1f}   "
+        f"rounds {', '.join(f'{r:.1f}' for r in rates)}"
+    )
+    print(
+        f"requests per job  median {statistics.median(per_job):8.2f}   "
+        f"rounds {', '.join(f'{r:.2f}' for r in per_job)}"
+    )
     print(f"client peak RSS   {peak_rss_mb():8.1f} MB")
 
 

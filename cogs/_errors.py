@@ -41,8 +41,9 @@ async def tell_member(interaction: discord.Interaction, error: BaseException) ->
     text = message_for(error)
     try:
         if interaction.response.is_done():
-            await interaction.edit_original_response(content=f"❌ {text}", embed=None,
-                                                     attachments=[], view=None)
+            await interaction.edit_original_response(
+                content=f"❌ {text}", embed=None, attachments=[], view=None
+            )
         else:
             await interaction.response.send_message(f"❌ {text}", ephemeral=True)
     except discord.HTTPException:
@@ -50,6 +51,7 @@ async def tell_member(interaction: discord.Interaction, error: BaseException) ->
 
 
 class KontextTree(app_commands.CommandTree):
-    async def on_error(self, interaction: discord.Interaction,
-                       error: app_commands.AppCommandError) -> None:
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
         await tell_member(interaction, error)

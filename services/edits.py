@@ -78,25 +78,44 @@ class EditService:
 
     # --- Starting a chain -----------------------------------------------------------------------
 
-    async def new_edit(self, origin: Origin, image: bytes, prompt: str, *,
-                       filename: str | None = None, model: str = Family.PRO,
-                       options: dict[str, Any] | None = None) -> JobRecord:
+    async def new_edit(
+        self,
+        origin: Origin,
+        image: bytes,
+        prompt: str,
+        *,
+        filename: str | None = None,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
         """Edit a member's image: the first step of a new chain."""
         spec = pick_model(model, ModelKind.EDIT)
         prepared = await prepare_input(image, filename=filename)
         request = self._prepare(spec, prompt, [prepared], options)
         return await self._start_chain(origin, "edit", spec, request, [prepared])
 
-    async def imagine(self, origin: Origin, prompt: str, *, model: str = Family.PRO,
-                      options: dict[str, Any] | None = None) -> JobRecord:
+    async def imagine(
+        self,
+        origin: Origin,
+        prompt: str,
+        *,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
         """Make images from text: the first step of a new chain."""
         spec = pick_model(model, ModelKind.TEXT_TO_IMAGE)
         request = self._prepare(spec, prompt, [], options)
         return await self._start_chain(origin, "imagine", spec, request, [])
 
-    async def combine(self, origin: Origin, images: Sequence[tuple[bytes, str | None]],
-                      prompt: str, *, model: str = Family.PRO,
-                      options: dict[str, Any] | None = None) -> JobRecord:
+    async def combine(
+        self,
+        origin: Origin,
+        images: Sequence[tuple[bytes, str | None]],
+        prompt: str,
+        *,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
         """Compose several images into one: the first step of a new chain."""
         spec = pick_model(model, ModelKind.MULTI)
         prepared = await prepare_inputs(images, minimum=2, maximum=spec.max_input_images)
@@ -105,8 +124,9 @@ class EditService:
 
     # --- Continuing one -------------------------------------------------------------------------
 
-    async def edit_result(self, origin: Origin, job_id: int, prompt: str, *,
-                          image_number: int = 1) -> JobRecord:
+    async def edit_result(
+        self, origin: Origin, job_id: int, prompt: str, *, image_number: int = 1
+    ) -> JobRecord:
         """Edit one of a result's images: the next step, branching from that result."""
         parent = await self._repository.job(job_id)
         outputs = await self._repository.job_images(job_id, "output")
@@ -123,24 +143,41 @@ class EditService:
         if not self._may_change(origin, parent, await self._chain(parent)):
             # Someone else's result: they remix it in a chain of their own.
             return await self._start_chain(origin, "edit", spec, request, [prepared])
-        return await self._jobs.enqueue(self._new_job(
-            origin, "edit", spec, request, [prepared], chain_id=parent.chain_id,
-            parent_id=parent.id, step=parent.step + 1,
-        ))
+        return await self._jobs.enqueue(
+            self._new_job(
+                origin,
+                "edit",
+                spec,
+                request,
+                [prepared],
+                chain_id=parent.chain_id,
+                parent_id=parent.id,
+                step=parent.step + 1,
+            )
+        )
 
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord:
         """The same inputs and instruction again with a new seed: a sibling of the step."""
         original = await self._repository.job(job_id)
         self._check_may_change(origin, original, await self._chain(original))
         spec = model_for_path(original.model_path)
-        prepared = [_prepared(entry.image)
-                    for entry in await self._repository.job_images(job_id, "input")]
+        prepared = [
+            _prepared(entry.image) for entry in await self._repository.job_images(job_id, "input")
+        ]
         options = {k: v for k, v in original.params.items() if k not in {"prompt", "seed"}}
         request = self._prepare(spec, original.prompt, prepared, options)
-        return await self._jobs.enqueue(self._new_job(
-            origin, "reroll", spec, request, prepared, chain_id=original.chain_id,
-            parent_id=original.parent_id, step=original.step,
-        ))
+        return await self._jobs.enqueue(
+            self._new_job(
+                origin,
+                "reroll",
+                spec,
+                request,
+                prepared,
+                chain_id=original.chain_id,
+                parent_id=original.parent_id,
+                step=original.step,
+            )
+        )
 
     async def undo(self, origin: Origin, job_id: int) -> tuple[JobRecord, list[JobImage]]:
         """The step before `job_id`, made the chain's head again (its images, not regenerated)."""
@@ -200,8 +237,13 @@ class EditService:
 
     # --- Helpers --------------------------------------------------------------------------------
 
-    def _prepare(self, spec: ModelSpec, prompt: str, images: Sequence[PreparedImage],
-                 options: dict[str, Any] | None) -> KontextRequest:
+    def _prepare(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        images: Sequence[PreparedImage],
+        options: dict[str, Any] | None,
+    ) -> KontextRequest:
         params: dict[str, Any] = {"prompt": prompt, **(options or {})}
         if "images" in spec.request.model_fields:
             params["images"] = [image.as_input() for image in images]
@@ -209,8 +251,14 @@ class EditService:
             params["image"] = images[0].as_input()
         return self._client.prepare(spec, **params)
 
-    async def _start_chain(self, origin: Origin, action: str, spec: ModelSpec,
-                           request: KontextRequest, inputs: Sequence[PreparedImage]) -> JobRecord:
+    async def _start_chain(
+        self,
+        origin: Origin,
+        action: str,
+        spec: ModelSpec,
+        request: KontextRequest,
+        inputs: Sequence[PreparedImage],
+    ) -> JobRecord:
         chain_id = await self._repository.create_chain(
             guild_id=origin.guild_id, channel_id=origin.channel_id, owner_id=origin.member_id
         )
@@ -218,9 +266,18 @@ class EditService:
             self._new_job(origin, action, spec, request, inputs, chain_id=chain_id)
         )
 
-    def _new_job(self, origin: Origin, action: str, spec: ModelSpec, request: KontextRequest,
-                 inputs: Sequence[PreparedImage], *, chain_id: int | None,
-                 parent_id: int | None = None, step: int = 1) -> NewJob:
+    def _new_job(
+        self,
+        origin: Origin,
+        action: str,
+        spec: ModelSpec,
+        request: KontextRequest,
+        inputs: Sequence[PreparedImage],
+        *,
+        chain_id: int | None,
+        parent_id: int | None = None,
+        step: int = 1,
+    ) -> NewJob:
         params = request.model_dump(mode="json", exclude_none=True, exclude=IMAGE_FIELDS)
         return NewJob(
             action=action,
@@ -256,5 +313,10 @@ class EditService:
 
 def _prepared(image: StoredImage) -> PreparedImage:
     """A stored image (already checked and re-encoded once) as an input for a new job."""
-    return PreparedImage(image.data, image.content_type, image.width, image.height,
-                         source_format=image.content_type.split("/")[-1].upper())
+    return PreparedImage(
+        image.data,
+        image.content_type,
+        image.width,
+        image.height,
+        source_format=image.content_type.split("/")[-1].upper(),
+    )

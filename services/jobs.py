@@ -58,8 +58,7 @@ class Stage(enum.StrEnum):
     POSTING = "posting"
 
 
-OPEN_STATUSES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING,
-                 JobStatus.SUCCEEDED)
+OPEN_STATUSES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.SUCCEEDED)
 UNKNOWN_OUTCOME_MESSAGE = (
     "The bot restarted while sending this job to the image service, so it cannot tell whether "
     "the image was made. It was not sent again, so you are not charged twice: please try again."
@@ -233,10 +232,12 @@ class JobService:
         self._wake.set()
         return CancelOutcome.CANCELLED
 
-    async def record_message(self, job: JobRecord, message_id: int, channel_id: int,
-                             kind: str) -> None:
-        await self._repository.record_message(message_id, channel_id=channel_id, job_id=job.id,
-                                              kind=kind)
+    async def record_message(
+        self, job: JobRecord, message_id: int, channel_id: int, kind: str
+    ) -> None:
+        await self._repository.record_message(
+            message_id, channel_id=channel_id, job_id=job.id, kind=kind
+        )
 
     # --- The queue ------------------------------------------------------------------------------
 
@@ -328,7 +329,9 @@ class JobService:
         ticker = asyncio.create_task(self._tick_generating(job))
         try:
             result = await self._client.resume(
-                spec, job.prediction_id, seed=job.params.get("seed"),
+                spec,
+                job.prediction_id,
+                seed=job.params.get("seed"),
             )
         except KontextError as exc:
             log.info("job %d failed: %s", job.id, exc)
@@ -341,8 +344,9 @@ class JobService:
         outputs = []
         for image in result.images:
             width, height = header_size(image.data)
-            image_id = await self._repository.add_image(image.data, image.content_type,
-                                                        width, height)
+            image_id = await self._repository.add_image(
+                image.data, image.content_type, width, height
+            )
             outputs.append((image_id, image.nsfw, image.url))
         await self._repository.set_job_images(job.id, "output", outputs)
         job = await self._repository.update_job(
@@ -373,8 +377,9 @@ class JobService:
         # The presenter made this step the chain's head when it posted the result (what a plain
         # message in the thread edits next): setting it again here, after the status edit,
         # would undo an Undo clicked in between.
-        await self._repository.update_job(job.id, status=JobStatus.DELIVERED,
-                                          delivered_at=self._clock())
+        await self._repository.update_job(
+            job.id, status=JobStatus.DELIVERED, delivered_at=self._clock()
+        )
 
     async def _inputs(self, job: JobRecord, spec: ModelSpec) -> dict[str, Any]:
         stored = [entry.image for entry in await self._repository.job_images(job.id, "input")]

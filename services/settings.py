@@ -181,8 +181,10 @@ def _one_line(error: Any, data: dict[str, Any], path: Path) -> str:
     env_name = f"{section}_{key}".upper() if key else section.upper()
     in_file = isinstance(data.get(section), dict) and key in data[section]
     if error["type"] == "missing":
-        return (f"config error: {name} is missing: set it in {path} or the environment "
-                f"variable {env_name}")
+        return (
+            f"config error: {name} is missing: set it in {path} or the environment "
+            f"variable {env_name}"
+        )
     if error["type"] == "extra_forbidden":
         return f"config error: {name} in {path} is not a known setting"
     if env_name in {k.upper() for k in os.environ}:

@@ -242,20 +242,24 @@ class Repository:
             row = await cursor.fetchone()
         if row is None:
             raise LookupError(f"image {image_id}")
-        return StoredImage(row["id"], row["content_type"], row["width"], row["height"],
-                           bytes(row["data"]))
+        return StoredImage(
+            row["id"], row["content_type"], row["width"], row["height"], bytes(row["data"])
+        )
 
     async def set_job_images(
         self, job_id: int, role: str, images: Sequence[tuple[int, bool] | tuple[int, bool, str]]
     ) -> None:
         """The job's input or output images, in order: (image id, nsfw[, hosted URL])."""
-        await self._db.execute("DELETE FROM job_images WHERE job_id = ? AND role = ?",
-                               (job_id, role))
+        await self._db.execute(
+            "DELETE FROM job_images WHERE job_id = ? AND role = ?", (job_id, role)
+        )
         await self._db.executemany(
             "INSERT INTO job_images (job_id, role, position, image_id, nsfw, source_url)"
             " VALUES (?,?,?,?,?,?)",
-            [(job_id, role, n, entry[0], int(entry[1]), entry[2] if len(entry) > 2 else None)
-             for n, entry in enumerate(images)],
+            [
+                (job_id, role, n, entry[0], int(entry[1]), entry[2] if len(entry) > 2 else None)
+                for n, entry in enumerate(images)
+            ],
         )
         await self._db.commit()
 
@@ -270,7 +274,8 @@ class Repository:
         return [
             JobImage(
                 StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
-                bool(r["nsfw"]), r["source_url"],
+                bool(r["nsfw"]),
+                r["source_url"],
             )
             for r in rows
         ]
@@ -305,8 +310,9 @@ class Repository:
         if not values or not set(values) <= allowed:
             raise ValueError(f"chains can only update {sorted(allowed)}")
         assignments = ", ".join(f"{name} = ?" for name in values)
-        await self._db.execute(f"UPDATE chains SET {assignments} WHERE id = ?",
-                               (*values.values(), chain_id))
+        await self._db.execute(
+            f"UPDATE chains SET {assignments} WHERE id = ?", (*values.values(), chain_id)
+        )
         await self._db.commit()
 
     # --- Jobs -----------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ class Repository:
                 SELECT jobs.parent_id, lineage.depth + 1 FROM jobs
                 JOIN lineage ON jobs.id = lineage.id WHERE jobs.parent_id IS NOT NULL
             )
-            SELECT {', '.join('jobs.' + c for c in _JOB_COLUMNS)} FROM lineage
+            SELECT {", ".join("jobs." + c for c in _JOB_COLUMNS)} FROM lineage
             JOIN jobs ON jobs.id = lineage.id ORDER BY lineage.depth DESC
             """,
             (job_id,),

@@ -64,8 +64,9 @@ def make_client(
     simulator: WaveSpeedSimulator, http_session: aiohttp.ClientSession
 ) -> Callable[..., WaveSpeedClient]:
     def build(**overrides: object) -> WaveSpeedClient:
-        return WaveSpeedClient(http_session, fast_settings(simulator.base_url, **overrides),
-                               simulated=True)
+        return WaveSpeedClient(
+            http_session, fast_settings(simulator.base_url, **overrides), simulated=True
+        )
 
     return build
 

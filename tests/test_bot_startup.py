@@ -36,8 +36,7 @@ async def test_a_normal_start_syncs_nothing_and_logs_the_invite(
     assert "scope=bot+applications.commands" in invite
     assert "permissions=309237763072" in invite
     # No WaveSpeed key in the test settings: the dry run is announced at start-up.
-    assert any("DRY RUN" in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records)
+    assert any("DRY RUN" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
 async def test_message_content_intent_only_when_the_operator_enables_it(
@@ -49,8 +48,9 @@ async def test_message_content_intent_only_when_the_operator_enables_it(
 
 
 async def test_sync_to_one_guild_when_asked(local_discord: LocalDiscord) -> None:
-    async with start_bot(local_discord, extra_extensions=(PROBE_EXTENSION,),
-                         sync_guild=local_discord.guild.id):
+    async with start_bot(
+        local_discord, extra_extensions=(PROBE_EXTENSION,), sync_guild=local_discord.guild.id
+    ):
         assert local_discord.requests_to(GLOBAL_SYNC) == []
         (guild_sync,) = local_discord.requests_to(GUILD_SYNC)
         assert "probe-ping" in {command["name"] for command in guild_sync.body}

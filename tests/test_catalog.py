@@ -87,8 +87,10 @@ def out_of_range(draw: st.DrawFn) -> tuple[ModelSpec, str, float]:
     name = draw(st.sampled_from(numeric_fields(spec)))
     low, high = _bounds(spec.request, name)
     value = draw(
-        st.one_of(st.integers(int(high) + 1, int(high) + 10**6),
-                  st.integers(int(low) - 10**6, int(low) - 1))
+        st.one_of(
+            st.integers(int(high) + 1, int(high) + 10**6),
+            st.integers(int(low) - 10**6, int(low) - 1),
+        )
     )
     return spec, name, value
 
@@ -123,39 +125,87 @@ def test_unknown_options_are_refused_not_dropped(spec: ModelSpec, option: str) -
 @pytest.mark.parametrize(
     ("path", "params", "message"),
     [
-        ("flux-kontext-pro", {"guidance_scale": 10.5},
-         "guidance must be between 1 and 10 for Kontext Pro."),
-        ("flux-kontext-pro/multi", {"guidance_scale": 20.5},
-         "guidance must be between 1 and 20 for Kontext Pro Multi."),
-        ("flux-kontext-pro", {"seed": 10_000_000_000},
-         "seed must be between -1 and 9999999999 for Kontext Pro."),
-        ("flux-kontext-max", {"seed": 2_147_483_648},
-         "seed must be between -1 and 2147483647 for Kontext Max."),
-        ("flux-kontext-pro", {"aspect_ratio": "16:9"},
-         "Kontext Pro does not take the option 'aspect ratio'."),
-        ("flux-kontext-max", {"aspect_ratio": "5:4"},
-         "aspect ratio must be one of 21:9, 16:9, 4:3, 3:2, 1:1, 2:3, 3:4, 9:16, 9:21 "
-         "for Kontext Max."),
-        ("flux-kontext-pro", {"safety_tolerance": "9"},
-         "safety tolerance must be one of 1, 2, 3, 4, 5 for Kontext Pro."),
-        ("flux-kontext-dev", {"num_inference_steps": 0},
-         "steps must be between 1 and 50 for Kontext Dev."),
-        ("flux-kontext-dev", {"size": "2048*512"},
-         "size must look like 1024*768, each side between 256 and 1536, for Kontext Dev."),
-        ("flux-kontext-dev", {"output_format": "gif"},
-         "output format must be one of jpeg, png, webp for Kontext Dev."),
-        ("flux-kontext-pro", {"num_inference_steps": 20},
-         "Kontext Pro does not take the option 'steps'."),
-        ("flux-kontext-pro", {"prompt": "   "},
-         "Kontext Pro needs a prompt: describe what you want."),
-        ("flux-kontext-pro/multi", {"images": [IMAGE] * 6},
-         "Kontext Pro Multi takes between 1 and 5 images."),
-        ("flux-kontext-dev/multi", {"images": [IMAGE] * 5},
-         "Kontext Dev Multi takes between 1 and 4 images."),
-        ("flux-kontext-dev-lora", {"loras": [{"path": "a", "scale": 5}]},
-         "each LoRA scale must be between 0 and 4 for Kontext Dev LoRA."),
-        ("flux-kontext-dev-lora", {"loras": [{"path": "a"}] * 4},
-         "Kontext Dev LoRA takes at most 3 LoRAs."),
+        (
+            "flux-kontext-pro",
+            {"guidance_scale": 10.5},
+            "guidance must be between 1 and 10 for Kontext Pro.",
+        ),
+        (
+            "flux-kontext-pro/multi",
+            {"guidance_scale": 20.5},
+            "guidance must be between 1 and 20 for Kontext Pro Multi.",
+        ),
+        (
+            "flux-kontext-pro",
+            {"seed": 10_000_000_000},
+            "seed must be between -1 and 9999999999 for Kontext Pro.",
+        ),
+        (
+            "flux-kontext-max",
+            {"seed": 2_147_483_648},
+            "seed must be between -1 and 2147483647 for Kontext Max.",
+        ),
+        (
+            "flux-kontext-pro",
+            {"aspect_ratio": "16:9"},
+            "Kontext Pro does not take the option 'aspect ratio'.",
+        ),
+        (
+            "flux-kontext-max",
+            {"aspect_ratio": "5:4"},
+            "aspect ratio must be one of 21:9, 16:9, 4:3, 3:2, 1:1, 2:3, 3:4, 9:16, 9:21 "
+            "for Kontext Max.",
+        ),
+        (
+            "flux-kontext-pro",
+            {"safety_tolerance": "9"},
+            "safety tolerance must be one of 1, 2, 3, 4, 5 for Kontext Pro.",
+        ),
+        (
+            "flux-kontext-dev",
+            {"num_inference_steps": 0},
+            "steps must be between 1 and 50 for Kontext Dev.",
+        ),
+        (
+            "flux-kontext-dev",
+            {"size": "2048*512"},
+            "size must look like 1024*768, each side between 256 and 1536, for Kontext Dev.",
+        ),
+        (
+            "flux-kontext-dev",
+            {"output_format": "gif"},
+            "output format must be one of jpeg, png, webp for Kontext Dev.",
+        ),
+        (
+            "flux-kontext-pro",
+            {"num_inference_steps": 20},
+            "Kontext Pro does not take the option 'steps'.",
+        ),
+        (
+            "flux-kontext-pro",
+            {"prompt": "   "},
+            "Kontext Pro needs a prompt: describe what you want.",
+        ),
+        (
+            "flux-kontext-pro/multi",
+            {"images": [IMAGE] * 6},
+            "Kontext Pro Multi takes between 1 and 5 images.",
+        ),
+        (
+            "flux-kontext-dev/multi",
+            {"images": [IMAGE] * 5},
+            "Kontext Dev Multi takes between 1 and 4 images.",
+        ),
+        (
+            "flux-kontext-dev-lora",
+            {"loras": [{"path": "a", "scale": 5}]},
+            "each LoRA scale must be between 0 and 4 for Kontext Dev LoRA.",
+        ),
+        (
+            "flux-kontext-dev-lora",
+            {"loras": [{"path": "a"}] * 4},
+            "Kontext Dev LoRA takes at most 3 LoRAs.",
+        ),
     ],
 )
 def test_messages_a_member_reads(path: str, params: dict[str, Any], message: str) -> None:
@@ -172,9 +222,10 @@ def test_a_missing_image_is_named() -> None:
 
 
 def test_dev_size_accepts_the_x_spelling() -> None:
-    request = validate_request(model_for_path("flux-kontext-dev"),
-                               {**base_params(model_for_path("flux-kontext-dev")),
-                                "size": "1024x768"})
+    request = validate_request(
+        model_for_path("flux-kontext-dev"),
+        {**base_params(model_for_path("flux-kontext-dev")), "size": "1024x768"},
+    )
     assert request.wire_json()["size"] == "1024*768"
 
 
@@ -222,7 +273,11 @@ def test_cost_estimate(path: str, params: dict[str, Any], cost: Decimal | None) 
 
 
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
     st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=6),
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
 )
@@ -231,9 +286,7 @@ ANY_VALUE = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(
     st.sampled_from(MODELS),
-    st.dictionaries(
-        st.sampled_from([*FIELD_NAMES, "steps", "colour"]), ANY_VALUE, max_size=8
-    ),
+    st.dictionaries(st.sampled_from([*FIELD_NAMES, "steps", "colour"]), ANY_VALUE, max_size=8),
 )
 def test_any_input_is_accepted_or_refused_in_words(spec: ModelSpec, params: dict[str, Any]) -> None:
     """Whatever arrives (a member's options, a JSON body), the answer is a request or a sentence."""

@@ -47,6 +47,7 @@ RESULT_BUTTONS = ["Edit", "Reroll", "Undo", "Details", "Delete"]
 
 # -- reading what members see ------------------------------------------------------------------
 
+
 def embed_of(message: Message) -> dict[str, Any]:
     assert message.embeds, f"message {message.id} has no embed: {message.content!r}"
     return message.embeds[0]
@@ -68,18 +69,23 @@ def history(embed: dict[str, Any]) -> list[str]:
 
 def job_id_of(message: Message) -> int:
     """The job a result (or a status) belongs to: its buttons carry `kontext:<action>:<id>`."""
-    ids = {int(m[1]) for b in message.buttons
-           if (m := re.fullmatch(r"kontext:\w+:(\d+)", b.get("custom_id", "")))}
+    ids = {
+        int(m[1])
+        for b in message.buttons
+        if (m := re.fullmatch(r"kontext:\w+:(\d+)", b.get("custom_id", "")))
+    }
     assert len(ids) == 1, f"buttons of message {message.id}: {message.buttons}"
     return ids.pop()
 
 
 def is_step(name: str, prompt: str | None = None) -> Callable[[Message], bool]:
     """A result whose embed title is `name` (and description `prompt`, when given)."""
+
     def matches(message: Message) -> bool:
         if title(message) != name:
             return False
         return prompt is None or embed_of(message).get("description") == prompt
+
     return matches
 
 
@@ -93,8 +99,11 @@ def says(text: str) -> Callable[[Message], bool]:
 
 def results_in(driver: DiscordDriver, where: Channel) -> list[Message]:
     """The bot's result messages there (not the private Details answers)."""
-    return [m for m in driver.messages(where)
-            if m.embeds and m.author.id == driver.bot_user.id and not m.ephemeral]
+    return [
+        m
+        for m in driver.messages(where)
+        if m.embeds and m.author.id == driver.bot_user.id and not m.ephemeral
+    ]
 
 
 async def job_status(bot: KontextBot, job_id: int, wanted: str) -> None:
@@ -116,8 +125,10 @@ def add_member(local: LocalDiscord, name: str) -> User:
 
 # -- doing what members do ---------------------------------------------------------------------
 
-async def first_step(alice: DiscordDriver, prompt: str, *,
-                     image: bytes | None = None) -> tuple[Message, Channel]:
+
+async def first_step(
+    alice: DiscordDriver, prompt: str, *, image: bytes | None = None
+) -> tuple[Message, Channel]:
     """/edit an image to its Step 1 result; (the result, the thread started on it)."""
     ix = await alice.slash("edit", image=image or make_png(), prompt=prompt)
     await ix.response(starts("✅"))
@@ -125,17 +136,22 @@ async def first_step(alice: DiscordDriver, prompt: str, *,
     return result, await alice.wait_for_thread(result)
 
 
-async def reply_step(driver: DiscordDriver, target: Message, instruction: str, *,
-                     thread: Channel, step: str) -> Message:
+async def reply_step(
+    driver: DiscordDriver, target: Message, instruction: str, *, thread: Channel, step: str
+) -> Message:
     """Reply to a result: the next step in the thread, once the public status reply is gone
     (the bot's last word on the job, as a member can tell)."""
     reply = await driver.reply(target, instruction)
     result = await driver.wait_for_message(is_step(step, instruction), where=thread, after=reply)
 
     def status_gone() -> bool:
-        replies = [m for m in driver.state.messages.values()
-                   if m.author.id == driver.bot_user.id and m.reference
-                   and m.reference.get("message_id") == str(reply.id)]
+        replies = [
+            m
+            for m in driver.state.messages.values()
+            if m.author.id == driver.bot_user.id
+            and m.reference
+            and m.reference.get("message_id") == str(reply.id)
+        ]
         return bool(replies) and all(m.deleted for m in replies)
 
     await driver.state.wait_until(status_gone, timeout=5, what="the status reply deleted")
@@ -147,15 +163,17 @@ async def details(driver: DiscordDriver, result: Message) -> dict[str, Any]:
     answer = await ix.response()
     assert answer.ephemeral
     assert answer not in driver.as_user(driver.discord.stranger).messages(
-        driver.state.channels[result.channel_id])
+        driver.state.channels[result.channel_id]
+    )
     return embed_of(answer)
 
 
 @contextlib.asynccontextmanager
 async def shared_simulator(latency_s: float) -> AsyncIterator[WaveSpeedSimulator]:
     """One WaveSpeed simulator outside the bot, so it outlives a bot run and can be counted."""
-    config = SimulatorConfig(api_keys=frozenset({SIM_KEY}), latency_s=latency_s,
-                             max_output_side=256)
+    config = SimulatorConfig(
+        api_keys=frozenset({SIM_KEY}), latency_s=latency_s, max_output_side=256
+    )
     async with run_simulator(config) as sim:
         yield sim
 
@@ -171,6 +189,7 @@ def prompts_in_submit_order(sim: WaveSpeedSimulator) -> list[str]:
 
 
 # -- 1. /edit to a result in a new thread --------------------------------------------------------
+
 
 async def test_edit_posts_the_result_and_starts_a_thread_named_from_the_prompt(
     running_bot: RunningBot, local_discord: LocalDiscord
@@ -209,9 +228,13 @@ async def test_edit_posts_the_result_and_starts_a_thread_named_from_the_prompt(
 
 # -- 2. the next steps: a reply, then a plain message in the thread ------------------------------
 
-@pytest.mark.parametrize("bot_settings_overrides", [
-    {**MESSAGE_CONTENT, "simulator": {"latency_s": 0.3}},
-])
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides",
+    [
+        {**MESSAGE_CONTENT, "simulator": {"latency_s": 0.3}},
+    ],
+)
 async def test_reply_and_plain_thread_message_continue_the_chain(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
@@ -225,22 +248,28 @@ async def test_reply_and_plain_thread_message_continue_the_chain(
     step2 = await alice.wait_for_message(is_step("Step 2", "add a red hat"), where=thread)
     assert step2.mentions(alice.user) and step2.button_labels == RESULT_BUTTONS
     # ...that goes away once the result is there.
-    await local_discord.state.wait_until(lambda: status.deleted, timeout=5,
-                                         what="the status reply deleted")
+    await local_discord.state.wait_until(
+        lambda: status.deleted, timeout=5, what="the status reply deleted"
+    )
 
     in_thread = alice.in_channel(thread)
     plain = await in_thread.say("now make it night")
-    step3 = await alice.wait_for_message(is_step("Step 3", "now make it night"),
-                                         where=thread, after=plain)
+    step3 = await alice.wait_for_message(
+        is_step("Step 3", "now make it night"), where=thread, after=plain
+    )
     assert [title(m) for m in results_in(alice, thread)] == ["Step 2", "Step 3"]
     assert history(await details(alice, step3)) == [
-        "1. make it blue", "2. add a red hat", "3. now make it night"]
+        "1. make it blue",
+        "2. add a red hat",
+        "3. now make it night",
+    ]
     for result in (step2, step3):
         (attachment,) = result.attachments
         decoded(await alice.download(attachment))
 
 
 # -- 3. branching from an older step --------------------------------------------------------------
+
 
 async def test_reply_to_an_older_step_branches_from_it(running_bot: RunningBot) -> None:
     alice, _ = running_bot
@@ -253,10 +282,13 @@ async def test_reply_to_an_older_step_branches_from_it(running_bot: RunningBot) 
     assert history(await details(alice, branch)) == ["1. make it blue", "2. make it night"]
     assert history(await details(alice, step2)) == ["1. make it blue", "2. add a red hat"]
     assert [embed_of(m)["description"] for m in results_in(alice, thread)] == [
-        "add a red hat", "make it night"]
+        "add a red hat",
+        "make it night",
+    ]
 
 
 # -- 4. the result's buttons --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bot_settings_overrides", [MESSAGE_CONTENT])
 async def test_result_buttons_reroll_edit_undo_details_delete(
@@ -270,8 +302,9 @@ async def test_result_buttons_reroll_edit_undo_details_delete(
     # Reroll: the same instruction with a new seed, posted in the thread.
     reroll = await alice.click(step1, "Reroll")
     await reroll.response(starts("✅"))
-    rerolled = await alice.wait_for_message(is_step("Step 1 · reroll", "make it blue"),
-                                            where=thread)
+    rerolled = await alice.wait_for_message(
+        is_step("Step 1 · reroll", "make it blue"), where=thread
+    )
     assert field(embed_of(rerolled), "Seed") != seed1
 
     # Edit asks what should change; the answer becomes step 2, in the thread.
@@ -287,8 +320,9 @@ async def test_result_buttons_reroll_edit_undo_details_delete(
     # Undo: step 1's image again, as the thread's newest message.
     undo = await alice.click(step2, "Undo")
     back = await undo.response(starts("↩️"))
-    undone = await alice.wait_for_message(is_step("Step 1 · back from step 2", "make it blue"),
-                                          where=thread, after=step2)
+    undone = await alice.wait_for_message(
+        is_step("Step 1 · back from step 2", "make it blue"), where=thread, after=step2
+    )
     assert back.ephemeral and back.content.endswith(f"/{thread.id}/{undone.id}")
     assert alice.messages(thread)[-1] is undone
     assert undone.mentions(alice.user) and undone.button_labels == RESULT_BUTTONS
@@ -297,8 +331,9 @@ async def test_result_buttons_reroll_edit_undo_details_delete(
 
     # The next plain message in the thread edits what Undo brought back, not step 2.
     plain = await alice.in_channel(thread).say("make it night")
-    night = await alice.wait_for_message(is_step("Step 2", "make it night"), where=thread,
-                                         after=plain)
+    night = await alice.wait_for_message(
+        is_step("Step 2", "make it night"), where=thread, after=plain
+    )
 
     # Details: private, every parameter, the prediction id and the history.
     shown = await details(alice, night)
@@ -323,11 +358,15 @@ async def test_result_buttons_reroll_edit_undo_details_delete(
 
 # -- 5. the queue: positions, fairness, everyone served ----------------------------------------
 
+
 async def test_queue_positions_are_fair_between_members(local_discord: LocalDiscord) -> None:
-    async with shared_simulator(latency_s=1.5) as sim, start_bot(
-        local_discord, settings_overrides=against(sim, jobs={"max_concurrent": 2,
-                                                             "per_member": 1}),
-    ) as (alice, _):
+    async with (
+        shared_simulator(latency_s=1.5) as sim,
+        start_bot(
+            local_discord,
+            settings_overrides=against(sim, jobs={"max_concurrent": 2, "per_member": 1}),
+        ) as (alice, _),
+    ):
         bob = alice.stranger
         carol = alice.as_user(add_member(local_discord, "carol"))
         started = starts("🧰", "🎨")
@@ -351,18 +390,28 @@ async def test_queue_positions_are_fair_between_members(local_discord: LocalDisc
             await ix.response(starts("✅"), timeout=10)
         assert prompts_in_submit_order(sim)[2:] == ["carol one", "alice two", "alice three"]
         assert sorted(embed_of(m)["description"] for m in results_in(alice, alice.channel)) == [
-            "alice one", "alice three", "alice two", "bob one", "carol one"]
+            "alice one",
+            "alice three",
+            "alice two",
+            "bob one",
+            "carol one",
+        ]
         assert sim.request_counts["submit"] == 5 and len(sim.billed) == 5
 
 
 # -- 6. Cancel ----------------------------------------------------------------------------------
 
+
 async def test_cancel_while_queued_spends_nothing_and_only_the_requester_may(
     local_discord: LocalDiscord,
 ) -> None:
-    async with shared_simulator(latency_s=1.5) as sim, start_bot(
-        local_discord, settings_overrides=against(sim),
-    ) as (alice, bot):
+    async with (
+        shared_simulator(latency_s=1.5) as sim,
+        start_bot(
+            local_discord,
+            settings_overrides=against(sim),
+        ) as (alice, bot),
+    ):
         bob = alice.stranger
         carol = alice.as_user(add_member(local_discord, "carol"))
         started = starts("🧰", "🎨")
@@ -390,15 +439,18 @@ async def test_cancel_while_queued_spends_nothing_and_only_the_requester_may(
         assert refusal.content == "Only the person who asked for this image can cancel it."
         assert status.content == "⏳ Queued: you're next." and status.button_labels == ["Cancel"]
         await carol.click(status, "Cancel")
-        await local_discord.state.wait_until(lambda: status.content == CANCELLED, timeout=5,
-                                             what="carol's status cancelled")
+        await local_discord.state.wait_until(
+            lambda: status.content == CANCELLED, timeout=5, what="carol's status cancelled"
+        )
         assert status.buttons == []
         assert bot.jobs is not None and bot.jobs.queued_count() == 0
 
         await a1.response(starts("✅"), timeout=10)
         await b1.response(starts("✅"), timeout=10)
         assert sorted(embed_of(m)["description"] for m in results_in(alice, alice.channel)) == [
-            "alice one", "bob one"]
+            "alice one",
+            "bob one",
+        ]
         assert bot.repository is not None
         for job in await bot.repository.jobs_with_status([JobStatus.CANCELLED]):
             assert job.prediction_id is None
@@ -408,6 +460,7 @@ async def test_cancel_while_queued_spends_nothing_and_only_the_requester_may(
 
 
 # -- 7. a restart between submit and result ----------------------------------------------------
+
 
 async def test_restart_after_submit_polls_the_same_prediction_and_delivers_once(
     local_discord: LocalDiscord, tmp_path: Path
@@ -440,9 +493,12 @@ async def test_restart_after_submit_polls_the_same_prediction_and_delivers_once(
     # Nothing was left for a third run.
     repository = await Repository.open(database)
     try:
-        assert await repository.jobs_with_status(
-            [JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.SUCCEEDED]
-        ) == []
+        assert (
+            await repository.jobs_with_status(
+                [JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.SUCCEEDED]
+            )
+            == []
+        )
     finally:
         await repository.close()
 
@@ -463,8 +519,9 @@ async def test_replies_and_buttons_keep_working_after_a_restart(
             step3 = await reply_step(alice, step2, "make it night", thread=thread, step="Step 3")
             undo = await alice.click(step3, "Undo")
             await undo.response(starts("↩️"))
-            await alice.wait_for_message(is_step("Step 2 · back from step 3", "add a red hat"),
-                                         where=thread, after=step3)
+            await alice.wait_for_message(
+                is_step("Step 2 · back from step 3", "add a red hat"), where=thread, after=step3
+            )
 
 
 async def test_where_threads_are_impossible_the_chain_goes_on_as_replies(
@@ -478,8 +535,9 @@ async def test_where_threads_are_impossible_the_chain_goes_on_as_replies(
     assert dm.thread_of(step1) is None
 
     reply = await dm.reply(step1, "add a red hat")
-    step2 = await dm.wait_for_message(is_step("Step 2", "add a red hat"), where=dm.channel,
-                                      after=reply)
+    step2 = await dm.wait_for_message(
+        is_step("Step 2", "add a red hat"), where=dm.channel, after=reply
+    )
     # Posted in the DM as a reply to the step it continues.
     assert step2.reference is not None
     assert step2.reference["message_id"] == str(step1.id)
@@ -487,11 +545,17 @@ async def test_where_threads_are_impossible_the_chain_goes_on_as_replies(
 
 # -- 8. a result that outlives the interaction token ---------------------------------------------
 
-@pytest.mark.parametrize("bot_settings_overrides", [{
-    "simulator": {"latency_s": 1.0},
-    # One status edit per job (Preparing): nothing is in flight when the clock jumps.
-    "jobs": {"status_interval_s": 60.0},
-}])
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides",
+    [
+        {
+            "simulator": {"latency_s": 1.0},
+            # One status edit per job (Preparing): nothing is in flight when the clock jumps.
+            "jobs": {"status_interval_s": 60.0},
+        }
+    ],
+)
 async def test_result_after_the_token_expired_is_a_channel_message(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
@@ -504,8 +568,10 @@ async def test_result_after_the_token_expired_is_a_channel_message(
 
     # "Queued: you're next" (the cog) and "Preparing" (the job): both answered.
     await local_discord.state.wait_until(
-        lambda: len(status_edits()) == 2 and all(r.status for r in status_edits()), timeout=5,
-        what="the status edits answered")
+        lambda: len(status_edits()) == 2 and all(r.status for r in status_edits()),
+        timeout=5,
+        what="the status edits answered",
+    )
     local_discord.clock.advance(15 * 60)
 
     result = await alice.wait_for_message(is_step("Step 1", "make it blue"), timeout=10)

@@ -46,6 +46,7 @@ WAIT = 10.0
 
 # -- fixtures -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def _started_simulators(monkeypatch: pytest.MonkeyPatch) -> list[WaveSpeedSimulator]:
     """Every simulator the bot starts for its dry run (the bot keeps no handle on it).
@@ -56,8 +57,9 @@ def _started_simulators(monkeypatch: pytest.MonkeyPatch) -> list[WaveSpeedSimula
     original = runtime.run_simulator
 
     @contextlib.asynccontextmanager
-    async def recording(config: SimulatorConfig | None = None,
-                        **kwargs: Any) -> AsyncIterator[WaveSpeedSimulator]:
+    async def recording(
+        config: SimulatorConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[WaveSpeedSimulator]:
         async with original(config, **kwargs) as simulator:
             started.append(simulator)
             yield simulator
@@ -67,8 +69,9 @@ def _started_simulators(monkeypatch: pytest.MonkeyPatch) -> list[WaveSpeedSimula
 
 
 @pytest.fixture
-def simulator(running_bot: RunningBot,
-              _started_simulators: list[WaveSpeedSimulator]) -> WaveSpeedSimulator:
+def simulator(
+    running_bot: RunningBot, _started_simulators: list[WaveSpeedSimulator]
+) -> WaveSpeedSimulator:
     """The WaveSpeed simulator the running bot talks to."""
     (simulator,) = _started_simulators
     assert running_bot.bot.wavespeed is not None and running_bot.bot.wavespeed.simulated
@@ -76,15 +79,17 @@ def simulator(running_bot: RunningBot,
 
 
 @pytest.fixture
-def age_restricted(running_bot: RunningBot, local_discord: LocalDiscord
-                   ) -> Callable[[str], Awaitable[Channel]]:
+def age_restricted(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> Callable[[str], Awaitable[Channel]]:
     """Creates an age-restricted (NSFW) text channel, announced to the bot by CHANNEL_CREATE."""
 
     async def create(name: str) -> Channel:
         state, bot = local_discord.state, running_bot.bot
         channel = state.add_text_channel(local_discord.guild, name, nsfw=True)
-        seen = asyncio.ensure_future(bot.wait_for(
-            "guild_channel_create", check=lambda c: c.id == channel.id, timeout=WAIT))
+        seen = asyncio.ensure_future(
+            bot.wait_for("guild_channel_create", check=lambda c: c.id == channel.id, timeout=WAIT)
+        )
         await asyncio.sleep(0)  # the listener is in place before the event goes out
         state.dispatch("CHANNEL_CREATE", payloads.channel_payload(state, channel))
         assert (await seen).is_nsfw(), "the bot sees the channel as age-restricted"
@@ -95,6 +100,7 @@ def age_restricted(running_bot: RunningBot, local_discord: LocalDiscord
 
 # -- helpers ------------------------------------------------------------------------------------
 
+
 async def final_status(ix: InteractionHandle) -> Message:
     """The member's ephemeral status message once it says how things ended."""
     status = await ix.response(lambda m: m.content.startswith(("✅", "❌")), timeout=WAIT)
@@ -104,8 +110,9 @@ async def final_status(ix: InteractionHandle) -> Message:
 
 async def result_message(discord: DiscordDriver, status: Message) -> Message:
     """The result the "✅ Done: <link>" status points to."""
-    match = re.fullmatch(r"✅ Done: https://discord\.com/channels/(\d+|@me)/(\d+)/(\d+)",
-                         status.content)
+    match = re.fullmatch(
+        r"✅ Done: https://discord\.com/channels/(\d+|@me)/(\d+)/(\d+)", status.content
+    )
     assert match, status.content
     message = discord.state.messages[int(match[3])]
     assert message.channel_id == int(match[2])
@@ -144,13 +151,14 @@ async def images_of(discord: DiscordDriver, message: Message) -> list[Image.Imag
 def has_colour(image: Image.Image, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
     rgb = image.convert("RGB")
     colours = rgb.getcolors(maxcolors=rgb.width * rgb.height) or []
-    return any(all(abs(p - c) <= tolerance for p, c in zip(pixel, colour, strict=True))
-               for _, pixel in colours)
-
-
+    return any(
+        all(abs(p - c) <= tolerance for p, c in zip(pixel, colour, strict=True))
+        for _, pixel in colours
+    )
 
 
 # -- /imagine, /combine -------------------------------------------------------------------------
+
 
 async def test_imagine_four_images_in_one_result(
     running_bot: RunningBot, simulator: WaveSpeedSimulator
@@ -167,7 +175,8 @@ async def test_imagine_four_images_in_one_result(
     assert "Notes" not in fields
     job_id = job_of(result)
     assert [a.filename for a in result.attachments] == [
-        f"kontext-{job_id}-{n}.jpeg" for n in range(1, 5)]
+        f"kontext-{job_id}-{n}.jpeg" for n in range(1, 5)
+    ]
     images = await images_of(alice, result)
     assert [(i.format, i.size) for i in images] == [("JPEG", (1024, 1024))] * 4
     # Four different pictures, not one posted four times.
@@ -184,7 +193,8 @@ async def test_combine_three_images_into_one(
 ) -> None:
     alice, _ = running_bot
     ix = await alice.slash(
-        "combine", prompt="put them side by side",
+        "combine",
+        prompt="put them side by side",
         image1=("red.png", make_png((256, 256), RED)),
         image2=("green.png", make_png((256, 256), GREEN)),
         image3=("blue.png", make_png((256, 256), BLUE)),
@@ -202,6 +212,7 @@ async def test_combine_three_images_into_one(
 
 
 # -- the "Edit with Kontext" context menu -------------------------------------------------------
+
 
 async def test_context_menu_edits_a_members_image_in_a_new_thread(
     running_bot: RunningBot, local_discord: LocalDiscord, simulator: WaveSpeedSimulator
@@ -247,13 +258,16 @@ async def test_context_menu_on_a_message_without_an_image_is_refused(
 
 # -- bad input ----------------------------------------------------------------------------------
 
+
 def _text_as_png() -> dict[str, Any]:
     return {"image": ("cat.png", b"I am a cat, honest. Meow.\n" * 40)}
 
 
 def _pdf_as_png() -> dict[str, Any]:
-    pdf = (b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
-           b"trailer\n<< /Root 1 0 R >>\n%%EOF\n")
+    pdf = (
+        b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+        b"trailer\n<< /Root 1 0 R >>\n%%EOF\n"
+    )
     return {"image": ("cat.png", pdf)}
 
 
@@ -282,8 +296,10 @@ def _guidance_on_pro() -> dict[str, Any]:
 
 def _five_images_on_dev() -> dict[str, Any]:
     colours = [RED, GREEN, BLUE, (240, 240, 40), (240, 240, 240)]
-    return {f"image{n}": (f"{n}.png", make_png((64, 64), colour))
-            for n, colour in enumerate(colours, start=1)} | {"model": "dev"}
+    return {
+        f"image{n}": (f"{n}.png", make_png((64, 64), colour))
+        for n, colour in enumerate(colours, start=1)
+    } | {"model": "dev"}
 
 
 def _one_bad_image_among_good() -> dict[str, Any]:
@@ -292,41 +308,56 @@ def _one_bad_image_among_good() -> dict[str, Any]:
 
 BAD_INPUTS = {
     "text named .png": (
-        "edit", _text_as_png,
-        "cat.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF."),
+        "edit",
+        _text_as_png,
+        "cat.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF.",
+    ),
     "pdf named .png": (
-        "edit", _pdf_as_png,
-        "cat.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF."),
+        "edit",
+        _pdf_as_png,
+        "cat.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF.",
+    ),
     "truncated png": (
-        "edit", _truncated_png,
-        "holiday.png looks damaged and can't be opened. Try saving it again."),
+        "edit",
+        _truncated_png,
+        "holiday.png looks damaged and can't be opened. Try saving it again.",
+    ),
     "decompression bomb": (
-        "edit", _bomb,
+        "edit",
+        _bomb,
         "bomb.png is too big to work with (20000×20000 pixels). "
-        "Please send one under 40 megapixels."),
-    "over 20 MB": (
-        "edit", _over_20_mb,
-        "big.png is over 20 MB. Please send a smaller one."),
+        "Please send one under 40 megapixels.",
+    ),
+    "over 20 MB": ("edit", _over_20_mb, "big.png is over 20 MB. Please send a smaller one."),
     "option the model does not take": (
-        "edit", _steps_on_pro,
-        "Kontext Pro does not take the option 'steps'."),
+        "edit",
+        _steps_on_pro,
+        "Kontext Pro does not take the option 'steps'.",
+    ),
     "value out of range": (
-        "edit", _guidance_on_pro,
-        "guidance must be between 1 and 10 for Kontext Pro."),
-    "too many images for dev": (
-        "combine", _five_images_on_dev,
-        "This takes at most 4 images."),
+        "edit",
+        _guidance_on_pro,
+        "guidance must be between 1 and 10 for Kontext Pro.",
+    ),
+    "too many images for dev": ("combine", _five_images_on_dev, "This takes at most 4 images."),
     "one bad image in a combine": (
-        "combine", _one_bad_image_among_good,
-        "notes.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF."),
+        "combine",
+        _one_bad_image_among_good,
+        "notes.png isn't an image I can read. Send a PNG, JPEG, WebP, GIF, BMP or TIFF.",
+    ),
 }
 
 
-@pytest.mark.parametrize(("command", "options", "expected"), list(BAD_INPUTS.values()),
-                         ids=list(BAD_INPUTS))
+@pytest.mark.parametrize(
+    ("command", "options", "expected"), list(BAD_INPUTS.values()), ids=list(BAD_INPUTS)
+)
 async def test_bad_input_is_refused_before_anything_is_sent(
-    running_bot: RunningBot, local_discord: LocalDiscord, simulator: WaveSpeedSimulator,
-    command: str, options: Callable[[], dict[str, Any]], expected: str,
+    running_bot: RunningBot,
+    local_discord: LocalDiscord,
+    simulator: WaveSpeedSimulator,
+    command: str,
+    options: Callable[[], dict[str, Any]],
+    expected: str,
 ) -> None:
     alice, _ = running_bot
     ix = await alice.slash(command, prompt="make it blue", **options())
@@ -382,7 +413,8 @@ async def test_oversized_result_is_re_encoded_to_fit(
     (image,) = await images_of(dm, result)
     assert image.format == "WEBP" and image.size == (1024, 1024)
     assert embed_fields(result)["Notes"] == (
-        "The image: Re-encoded as WebP to fit Discord's 24 KB upload limit.")
+        "The image: Re-encoded as WebP to fit Discord's 24 KB upload limit."
+    )
 
 
 @pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(dm_upload_limit=2 * 1024)])
@@ -397,8 +429,11 @@ async def test_result_too_large_even_re_encoded_is_linked(
     check_result_card(result, dm)
     assert result.attachments == []
     notes = embed_fields(result)["Notes"]
-    match = re.fullmatch(r"The image is too large to upload here, even re-encoded\. "
-                         r"\[Open it here\]\((\S+)\) \(kept for 7 days\)\.", notes)
+    match = re.fullmatch(
+        r"The image is too large to upload here, even re-encoded\. "
+        r"\[Open it here\]\((\S+)\) \(kept for 7 days\)\.",
+        notes,
+    )
     assert match, notes
     # The link works: it is the simulator's copy of the full-size result.
     async with aiohttp.ClientSession() as session, session.get(match[1]) as response:
@@ -423,13 +458,15 @@ async def test_nsfw_result_is_withheld_outside_age_restricted_channels(
     assert result.attachments == []
     assert embed_fields(result)["Notes"] == (
         "The image was withheld: the image service flagged it as NSFW, and this channel is "
-        "not age-restricted.")
+        "not age-restricted."
+    )
     (prediction,) = simulator.predictions.values()
     assert prediction.has_nsfw_contents == [True]
 
 
 async def test_nsfw_result_is_a_spoiler_in_an_age_restricted_channel(
-    running_bot: RunningBot, local_discord: LocalDiscord,
+    running_bot: RunningBot,
+    local_discord: LocalDiscord,
     age_restricted: Callable[[str], Awaitable[Channel]],
 ) -> None:
     alice, _ = running_bot

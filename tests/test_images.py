@@ -58,8 +58,6 @@ def close_to(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int =
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
-
-
 def swapped_primaries_profile() -> bytes:
     """A minimal ICC v2 RGB profile whose red and blue primaries are swapped.
 

@@ -50,8 +50,9 @@ class RecordingPresenter:
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(api_keys=frozenset({API_KEY}), latency_s=0.3, max_output_side=128,
-                           max_concurrent_per_key=10)
+    return SimulatorConfig(
+        api_keys=frozenset({API_KEY}), latency_s=0.3, max_output_side=128, max_concurrent_per_key=10
+    )
 
 
 @pytest.fixture
@@ -66,8 +67,10 @@ def make_service(
     repository: Repository, make_client: Callable[..., WaveSpeedClient]
 ) -> Callable[..., JobService]:
     def build(**settings: Any) -> JobService:
-        return JobService(repository, make_client(),
-                          JobSettings(status_interval_s=0.05, **settings))
+        return JobService(
+            repository, make_client(), JobSettings(status_interval_s=0.05, **settings)
+        )
+
     return build
 
 
@@ -79,9 +82,14 @@ async def service(make_service: Callable[..., JobService]) -> AsyncIterator[JobS
 
 
 def edit(member: int = ALICE, prompt: str = "make it a watercolor", seed: int = 7) -> NewJob:
-    return NewJob(action="edit", requester_id=member, channel_id=555, model=PRO,
-                  params={"prompt": prompt, "seed": seed},
-                  inputs=[(make_png(), "image/png", 64, 48)])
+    return NewJob(
+        action="edit",
+        requester_id=member,
+        channel_id=555,
+        model=PRO,
+        params={"prompt": prompt, "seed": seed},
+        inputs=[(make_png(), "image/png", 64, 48)],
+    )
 
 
 async def test_a_job_runs_from_queue_to_delivery(
@@ -96,7 +104,7 @@ async def test_a_job_runs_from_queue_to_delivery(
     assert stored.status == JobStatus.DELIVERED
     assert stored.prediction_id in simulator.predictions
     assert stored.cost == "0.04"
-    (image, nsfw, url), = presenter.delivered[job.id]
+    ((image, nsfw, url),) = presenter.delivered[job.id]
     assert url is not None and url.startswith(simulator.base_url)
     assert image.content_type == "image/jpeg" and nsfw is False
     stages = [stage for job_id, stage, _ in presenter.progress if job_id == job.id]
@@ -126,7 +134,11 @@ async def test_cap_and_fair_order_between_members(
     await presenter.wait_for(lambda: len(presenter.delivered) == 5, within_s=10)
     finished = [await repository.job(j.id) for j in (a1, b1, c1, a2, a3)]
     assert [j.prompt for j in sorted(finished, key=lambda j: j.submitted_at or 0)] == [
-        "a1", "b1", "c1", "a2", "a3"
+        "a1",
+        "b1",
+        "c1",
+        "a2",
+        "a3",
     ]
 
 
@@ -148,15 +160,19 @@ async def test_cancel_while_queued_only_by_the_requester(
 
 
 async def test_restart_between_submit_and_completion_delivers_once_billed_once(
-    make_service: Callable[..., JobService], repository: Repository,
+    make_service: Callable[..., JobService],
+    repository: Repository,
     simulator: WaveSpeedSimulator,
 ) -> None:
     before = make_service()
     watcher = RecordingPresenter()
     await before.start(watcher)
     job = await before.enqueue(edit())
-    await watcher.wait_for(lambda: (job.id, Stage.GENERATING) in
-                           {(job_id, stage) for job_id, stage, _ in watcher.progress})
+    await watcher.wait_for(
+        lambda: (
+            (job.id, Stage.GENERATING) in {(job_id, stage) for job_id, stage, _ in watcher.progress}
+        )
+    )
     assert (await repository.job(job.id)).status == JobStatus.RUNNING
     await before.stop()  # the bot goes down with the job running at WaveSpeed
 
@@ -189,7 +205,8 @@ async def test_unknown_submission_outcome_is_reported_not_resubmitted(
 
 
 async def test_restart_finds_open_jobs_in_every_state(
-    make_service: Callable[..., JobService], repository: Repository,
+    make_service: Callable[..., JobService],
+    repository: Repository,
     simulator: WaveSpeedSimulator,
 ) -> None:
     queued = await make_service().enqueue(edit(prompt="was queued"))
@@ -204,8 +221,12 @@ async def test_restart_finds_open_jobs_in_every_state(
     presenter = RecordingPresenter()
     await service.start(presenter)
     try:
-        await presenter.wait_for(lambda: {queued.id, done.id} <= set(presenter.delivered)
-                                 and cut_off.id in presenter.failures)
+        await presenter.wait_for(
+            lambda: (
+                {queued.id, done.id} <= set(presenter.delivered)
+                and cut_off.id in presenter.failures
+            )
+        )
     finally:
         await service.stop()
 

@@ -53,6 +53,7 @@ def probe(bot: commands.Bot) -> ProbeCog:
 
 # -- start-up and the gateway ----------------------------------------------------------------
 
+
 async def test_startup_identifies_and_syncs_commands_globally_and_to_a_guild(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
@@ -80,8 +81,10 @@ async def test_startup_identifies_and_syncs_commands_globally_and_to_a_guild(
 
 async def test_json_answers_carry_the_exact_content_type(local_discord: LocalDiscord) -> None:
     headers = {"Authorization": f"Bot {local_discord.token}"}
-    async with aiohttp.ClientSession() as session, \
-            session.get(local_discord.api_base_url + "/users/@me", headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(local_discord.api_base_url + "/users/@me", headers=headers) as response,
+    ):
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/json"
         assert (await response.json())["id"] == str(local_discord.bot_user.id)
@@ -98,10 +101,10 @@ async def test_gateway_compresses_and_answers_heartbeats(
     # discord.py asked for zlib-stream and decoded every (compressed) frame we sent.
     assert session.connection.compressed
     assert session.seq >= 2  # READY and GUILD_CREATE, numbered
-    await local_discord.state.wait_until(lambda: gateway.heartbeats >= 4, timeout=5,
-                                         what="four heartbeats")
-    await local_discord.state.wait_until(lambda: bot.latency < 1, timeout=5,
-                                         what="a heartbeat ACK")
+    await local_discord.state.wait_until(
+        lambda: gateway.heartbeats >= 4, timeout=5, what="four heartbeats"
+    )
+    await local_discord.state.wait_until(lambda: bot.latency < 1, timeout=5, what="a heartbeat ACK")
 
 
 async def test_resume_after_reconnect_keeps_the_bot_working(
@@ -130,6 +133,7 @@ async def test_privileged_intent_refused_by_the_portal_stops_start_up() -> None:
 
 
 # -- interactions ----------------------------------------------------------------------------
+
 
 async def test_slash_command_is_answered_with_typed_options(running_bot: RunningBot) -> None:
     alice, _ = running_bot
@@ -232,8 +236,9 @@ async def test_reply_with_mention_reaches_on_message(running_bot: RunningBot) ->
     assert isinstance(received.channel, discord.TextChannel)
 
     # Without the Message Content intent a plain message arrives with its content blanked.
-    plain = asyncio.ensure_future(bot.wait_for(
-        "message", check=lambda m: m.author.id == alice.user.id, timeout=5))
+    plain = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.author.id == alice.user.id, timeout=5)
+    )
     await alice.say("no mention here")
     assert (await plain).content == ""
 
@@ -241,8 +246,9 @@ async def test_reply_with_mention_reaches_on_message(running_bot: RunningBot) ->
 async def test_user_events_reach_the_bot(running_bot: RunningBot) -> None:
     alice, bot = running_bot
     own = await alice.say("short-lived")
-    deleted = asyncio.ensure_future(bot.wait_for(
-        "raw_message_delete", check=lambda e: e.message_id == own.id, timeout=5))
+    deleted = asyncio.ensure_future(
+        bot.wait_for("raw_message_delete", check=lambda e: e.message_id == own.id, timeout=5)
+    )
     await alice.delete(own)
     await deleted
     created = asyncio.ensure_future(bot.wait_for("thread_create", timeout=5))
@@ -253,6 +259,7 @@ async def test_user_events_reach_the_bot(running_bot: RunningBot) -> None:
 
 
 # -- rate limits -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("is_global", [False, True])
 async def test_429_retry_after_is_honoured(
@@ -266,7 +273,8 @@ async def test_429_retry_after_is_honoured(
     sent = await channel.send("after the wait")
     assert time.monotonic() - started >= 0.3
     assert [(h.retry_after, h.is_global) for h in local_discord.rate_limits.hits] == [
-        (0.3, is_global)]
+        (0.3, is_global)
+    ]
     assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [429, 200]
     assert alice.messages()[-1].id == sent.id
 
@@ -311,6 +319,7 @@ async def test_coming_back_before_retry_after_is_a_violation(local_discord: Loca
 
 
 # -- the rules a naive bot breaks --------------------------------------------------------------
+
 
 async def test_late_acknowledgement_is_unknown_interaction(
     running_bot: RunningBot, local_discord: LocalDiscord
@@ -385,8 +394,10 @@ async def test_limits_the_spec_is_silent_on(
         await channel.send(embeds=embeds)
     assert "6000" in local_discord.violations.expect(code=50035).detail
 
-    rows = [{"type": 1, "components": [{"type": 2, "style": 1, "label": str(n),
-                                        "custom_id": f"b{n}"}]} for n in range(6)]
+    rows = [
+        {"type": 1, "components": [{"type": 2, "style": 1, "label": str(n), "custom_id": f"b{n}"}]}
+        for n in range(6)
+    ]
     route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
     with pytest.raises(discord.HTTPException):
         await bot.http.request(route, json={"content": "rows", "components": rows})
@@ -408,8 +419,9 @@ async def test_posting_in_an_auto_archived_thread_is_refused(
     assert isinstance(thread, discord.Thread) and not thread.archived
     # The probe asked for a 60-minute auto-archive; an hour later the thread is archived,
     # and THREAD_UPDATE tells the bot.
-    updated = asyncio.ensure_future(bot.wait_for(
-        "thread_update", check=lambda _, after: after.id == thread.id, timeout=5))
+    updated = asyncio.ensure_future(
+        bot.wait_for("thread_update", check=lambda _, after: after.id == thread.id, timeout=5)
+    )
     local_discord.clock.advance(61 * 60)
     assert (await updated)[1].archived
     with pytest.raises(discord.HTTPException) as raised:
@@ -423,6 +435,7 @@ async def test_posting_in_an_auto_archived_thread_is_refused(
 
 # -- more of the REST surface ------------------------------------------------------------------
 
+
 async def test_original_response_edited_and_followups_deleted(running_bot: RunningBot) -> None:
     alice, _ = running_bot
     ix = await alice.slash("probe-progress")
@@ -434,8 +447,10 @@ async def test_original_response_edited_and_followups_deleted(running_bot: Runni
 
     vanish = await alice.slash("probe-vanish")
     await alice.state.wait_until(
-        lambda: vanish.original is not None and vanish.original.deleted, timeout=5,
-        what="the deleted answer")
+        lambda: vanish.original is not None and vanish.original.deleted,
+        timeout=5,
+        what="the deleted answer",
+    )
     assert alice.messages() == [done]
 
 
@@ -447,8 +462,9 @@ async def test_channel_messages_and_threads_through_the_bot(
     assert isinstance(channel, discord.TextChannel)
     png = make_png((8, 8))
     sent = await channel.send("first", file=discord.File(io.BytesIO(png), "a.png"))
-    edited = await sent.edit(content="second", attachments=[
-        *sent.attachments, discord.File(io.BytesIO(png), "b.png")])
+    edited = await sent.edit(
+        content="second", attachments=[*sent.attachments, discord.File(io.BytesIO(png), "b.png")]
+    )
     assert [a.filename for a in edited.attachments] == ["a.png", "b.png"]
     fetched = await channel.fetch_message(sent.id)
     assert fetched.content == "second" and fetched.edited_at is not None
@@ -464,8 +480,9 @@ async def test_channel_messages_and_threads_through_the_bot(
 
     # A member's mention inside the thread reaches on_message, and the bot answers there.
     question = await viewer.say("are you there?", mention_bot=True)
-    answer = await viewer.wait_for_message(lambda m: m.content.startswith("heard"),
-                                           where=local_discord.state.channels[thread.id])
+    answer = await viewer.wait_for_message(
+        lambda m: m.content.startswith("heard"), where=local_discord.state.channels[thread.id]
+    )
     assert answer.reference is not None and answer.reference["message_id"] == str(question.id)
 
 
@@ -478,8 +495,9 @@ async def test_direct_messages_both_ways(
     dm = alice.dm()
     assert [m.content for m in dm.messages()] == ["your image is ready"]
     # In a DM the bot sees the content without the Message Content intent.
-    received = asyncio.ensure_future(bot.wait_for(
-        "message", check=lambda m: m.author.id == alice.user.id, timeout=5))
+    received = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.author.id == alice.user.id, timeout=5)
+    )
     await dm.say("thanks!")
     assert (await received).content == "thanks!"
     assert isinstance((await received).channel, discord.DMChannel)
@@ -491,20 +509,33 @@ async def test_second_acknowledgement_is_refused(
     alice, _ = running_bot
     ix = await alice.slash("probe-ping")
     await ix.response()
-    url = (f"{local_discord.api_base_url}/interactions/{ix.id}/{ix.interaction.token}"
-           "/callback?with_response=true")
-    async with aiohttp.ClientSession() as session, \
-            session.post(url, json={"type": 4, "data": {"content": "again"}}) as response:
+    url = (
+        f"{local_discord.api_base_url}/interactions/{ix.id}/{ix.interaction.token}"
+        "/callback?with_response=true"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"type": 4, "data": {"content": "again"}}) as response,
+    ):
         assert response.status == 400
         assert (await response.json())["code"] == 40060
     local_discord.violations.expect(code=40060)
 
 
-@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(
-    everyone_permissions=int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.READ_MESSAGE_HISTORY
-                             | Perm.USE_APPLICATION_COMMANDS),
-    bot_permissions=int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES),
-)])
+@pytest.mark.parametrize(
+    "local_discord_config",
+    [
+        LocalDiscordConfig(
+            everyone_permissions=int(
+                Perm.VIEW_CHANNEL
+                | Perm.SEND_MESSAGES
+                | Perm.READ_MESSAGE_HISTORY
+                | Perm.USE_APPLICATION_COMMANDS
+            ),
+            bot_permissions=int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES),
+        )
+    ],
+)
 async def test_missing_permission_is_refused(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:

@@ -192,7 +192,8 @@ async def test_output_download_retries(
 
 
 async def test_bad_key_is_an_authentication_error_without_the_key(
-    make_client: Callable[..., WaveSpeedClient], simulator: WaveSpeedSimulator,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from pydantic import SecretStr
@@ -226,7 +227,9 @@ async def test_key_never_reaches_logs_of_a_full_job(
     [(Fault.MODERATION, ModeratedError), (Fault.TASK_FAILED, TaskFailedError)],
 )
 async def test_failed_tasks_carry_their_prediction_id(
-    client: WaveSpeedClient, simulator: WaveSpeedSimulator, fault: Fault,
+    client: WaveSpeedClient,
+    simulator: WaveSpeedSimulator,
+    fault: Fault,
     error: type[Exception],
 ) -> None:
     simulator.inject(fault)
@@ -292,7 +295,9 @@ async def test_discord_cdn_url_is_never_sent(
 ) -> None:
     spec = model_for_path("flux-kontext-pro")
     request = client.prepare(
-        spec, prompt="hat", image="https://cdn.discordapp.com/attachments/1/2/cat.png?ex=1&is=2&hm=3"
+        spec,
+        prompt="hat",
+        image="https://cdn.discordapp.com/attachments/1/2/cat.png?ex=1&is=2&hm=3",
     )
     with pytest.raises(InvalidInputError):
         await client.generate(spec, request)

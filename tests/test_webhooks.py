@@ -15,14 +15,23 @@ NOW = 1_800_000_000
 
 
 def delivery(
-    prediction_id: str = "pred-1", status: str = "completed", *, at: int = NOW,
-    webhook_id: str = "msg-1", secret: str = SECRET,
+    prediction_id: str = "pred-1",
+    status: str = "completed",
+    *,
+    at: int = NOW,
+    webhook_id: str = "msg-1",
+    secret: str = SECRET,
 ) -> tuple[dict[str, str], bytes]:
-    body = json.dumps({
-        "id": prediction_id, "model": "wavespeed-ai/flux-kontext-pro", "status": status,
-        "outputs": ["https://example.invalid/out.jpeg"], "has_nsfw_contents": [False],
-        "input": {"prompt": "hat", "seed": 42},
-    }).encode()
+    body = json.dumps(
+        {
+            "id": prediction_id,
+            "model": "wavespeed-ai/flux-kontext-pro",
+            "status": status,
+            "outputs": ["https://example.invalid/out.jpeg"],
+            "has_nsfw_contents": [False],
+            "input": {"prompt": "hat", "seed": 42},
+        }
+    ).encode()
     headers = {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(at),
@@ -35,8 +44,9 @@ def test_signature_is_hmac_sha256_over_id_timestamp_body_with_prefix_stripped() 
     import hashlib
     import hmac
 
-    expected = hmac.new(b"c2VjcmV0LWtleS1mb3ItdGVzdHM", b"msg-1.1800000000.{}",
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        b"c2VjcmV0LWtleS1mb3ItdGVzdHM", b"msg-1.1800000000.{}", hashlib.sha256
+    ).hexdigest()
     assert sign(SECRET, "msg-1", NOW, b"{}") == f"v3,{expected}"
 
 

@@ -38,10 +38,16 @@ EDIT_MODELS = [
     Choice(name="Kontext Dev", value="dev"),
     Choice(name="Kontext Dev ultra-fast", value="dev-ultra-fast"),
 ]
-ASPECT_RATIOS = [Choice(name=r, value=r) for r in
-                 ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")]
-SAFETY = [Choice(name=f"{n}{' (strictest)' if n == 1 else ' (most permissive)' if n == 5 else ''}",
-                 value=n) for n in range(1, 6)]
+ASPECT_RATIOS = [
+    Choice(name=r, value=r)
+    for r in ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
+]
+SAFETY = [
+    Choice(
+        name=f"{n}{' (strictest)' if n == 1 else ' (most permissive)' if n == 5 else ''}", value=n
+    )
+    for n in range(1, 6)
+]
 FORMATS = [Choice(name=f, value=f) for f in ("jpeg", "png", "webp")]
 
 
@@ -55,8 +61,7 @@ class NoImageError(KontextError):
 
 class NoInstructionError(KontextError):
     default_message = (
-        "Tell me what to change, e.g. \"make it a watercolor\" or \"swap the background for "
-        "a beach\"."
+        'Tell me what to change, e.g. "make it a watercolor" or "swap the background for a beach".'
     )
 
 
@@ -67,8 +72,11 @@ def _is_nsfw(channel: Any) -> bool:
 
 def _images_of(message: discord.Message) -> list[discord.Attachment]:
     # content_type is only a hint (the bytes are checked later); it keeps text files out.
-    return [a for a in message.attachments
-            if (a.content_type or "").startswith("image/") or a.width is not None]
+    return [
+        a
+        for a in message.attachments
+        if (a.content_type or "").startswith("image/") or a.width is not None
+    ]
 
 
 async def read_attachment(attachment: discord.Attachment) -> bytes:
@@ -89,11 +97,16 @@ class KontextCog(commands.Cog, name="Kontext"):
         self.edits: EditService = bot.edits
         self.jobs: JobService = bot.jobs
         self.presenter = DiscordPresenter(
-            bot, self.edits, self.jobs, simulated=bot.wavespeed.simulated,
-            status_interval_s=bot.settings.jobs.status_interval_s, clock=bot.clock,
+            bot,
+            self.edits,
+            self.jobs,
+            simulated=bot.wavespeed.simulated,
+            status_interval_s=bot.settings.jobs.status_interval_s,
+            clock=bot.clock,
         )
-        self.edit_menu = app_commands.ContextMenu(name="Edit with Kontext",
-                                                  callback=self.edit_menu_callback)
+        self.edit_menu = app_commands.ContextMenu(
+            name="Edit with Kontext", callback=self.edit_menu_callback
+        )
         self._starter: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
@@ -130,75 +143,117 @@ class KontextCog(commands.Cog, name="Kontext"):
         size="Output size as WIDTH*HEIGHT, 256-1536 per side (Dev only)",
         output_format="jpeg, png or webp (Dev only)",
     )
-    @app_commands.choices(model=EDIT_MODELS, aspect_ratio=ASPECT_RATIOS,
-                          safety_tolerance=SAFETY, output_format=FORMATS)
+    @app_commands.choices(
+        model=EDIT_MODELS,
+        aspect_ratio=ASPECT_RATIOS,
+        safety_tolerance=SAFETY,
+        output_format=FORMATS,
+    )
     async def edit(
-        self, interaction: discord.Interaction, image: discord.Attachment, prompt: Prompt,
-        model: str = "pro", guidance: Range[float, 0.0, 20.0] | None = None,
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: Prompt,
+        model: str = "pro",
+        guidance: Range[float, 0.0, 20.0] | None = None,
         seed: Range[int, -1, 9_999_999_999] | None = None,
-        safety_tolerance: int | None = None, aspect_ratio: str | None = None,
-        steps: Range[int, 1, 50] | None = None, size: str | None = None,
+        safety_tolerance: int | None = None,
+        aspect_ratio: str | None = None,
+        steps: Range[int, 1, 50] | None = None,
+        size: str | None = None,
         output_format: str | None = None,
     ) -> None:
         """Edit an image with an instruction."""
         origin = await self._begin(interaction)
         data = await read_attachment(image)
-        options = {"guidance_scale": guidance, "seed": seed, "safety_tolerance": safety_tolerance,
-                   "aspect_ratio": aspect_ratio, "num_inference_steps": steps, "size": size,
-                   "output_format": output_format}
-        job = await self.edits.new_edit(origin, data, prompt, filename=image.filename,
-                                        model=model, options=options)
+        options = {
+            "guidance_scale": guidance,
+            "seed": seed,
+            "safety_tolerance": safety_tolerance,
+            "aspect_ratio": aspect_ratio,
+            "num_inference_steps": steps,
+            "size": size,
+            "output_format": output_format,
+        }
+        job = await self.edits.new_edit(
+            origin, data, prompt, filename=image.filename, model=model, options=options
+        )
         await self._show_queued(interaction, job)
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
-        prompt="What to make", model="Kontext Pro (default) or Max",
-        aspect_ratio="Shape of the image (default 1:1)", count="How many images, 1-4",
+        prompt="What to make",
+        model="Kontext Pro (default) or Max",
+        aspect_ratio="Shape of the image (default 1:1)",
+        count="How many images, 1-4",
         seed="Same seed + same prompt = same image",
-        guidance="How closely to follow the prompt", safety_tolerance="1 strictest, 5 most "
-        "permissive",
+        guidance="How closely to follow the prompt",
+        safety_tolerance="1 strictest, 5 most permissive",
     )
-    @app_commands.choices(model=EDIT_MODELS[:2], aspect_ratio=ASPECT_RATIOS,
-                          safety_tolerance=SAFETY)
+    @app_commands.choices(
+        model=EDIT_MODELS[:2], aspect_ratio=ASPECT_RATIOS, safety_tolerance=SAFETY
+    )
     async def imagine(
-        self, interaction: discord.Interaction, prompt: Prompt, model: str = "pro",
-        aspect_ratio: str | None = None, count: Range[int, 1, 4] = 1,
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        model: str = "pro",
+        aspect_ratio: str | None = None,
+        count: Range[int, 1, 4] = 1,
         seed: Range[int, -1, 2_147_483_647] | None = None,
-        guidance: Range[float, 1.0, 20.0] | None = None, safety_tolerance: int | None = None,
+        guidance: Range[float, 1.0, 20.0] | None = None,
+        safety_tolerance: int | None = None,
     ) -> None:
         """Make images from a description."""
         origin = await self._begin(interaction)
-        options = {"aspect_ratio": aspect_ratio, "num_images": count if count > 1 else None,
-                   "seed": seed, "guidance_scale": guidance, "safety_tolerance": safety_tolerance}
+        options = {
+            "aspect_ratio": aspect_ratio,
+            "num_images": count if count > 1 else None,
+            "seed": seed,
+            "guidance_scale": guidance,
+            "safety_tolerance": safety_tolerance,
+        }
         job = await self.edits.imagine(origin, prompt, model=model, options=options)
         await self._show_queued(interaction, job)
 
     @app_commands.command(name="combine")
     @app_commands.describe(
         prompt="How to combine them, e.g. 'put the cat on the sofa'",
-        image1="First image", image2="Second image", image3="Third image (optional)",
-        image4="Fourth image (optional)", image5="Fifth image (optional; Pro and Max)",
-        model="Which Kontext model (default: Pro)", aspect_ratio="Shape of the result",
+        image1="First image",
+        image2="Second image",
+        image3="Third image (optional)",
+        image4="Fourth image (optional)",
+        image5="Fifth image (optional; Pro and Max)",
+        model="Which Kontext model (default: Pro)",
+        aspect_ratio="Shape of the result",
     )
     @app_commands.choices(model=EDIT_MODELS, aspect_ratio=ASPECT_RATIOS)
     async def combine(
-        self, interaction: discord.Interaction, prompt: Prompt, image1: discord.Attachment,
-        image2: discord.Attachment, image3: discord.Attachment | None = None,
-        image4: discord.Attachment | None = None, image5: discord.Attachment | None = None,
-        model: str = "pro", aspect_ratio: str | None = None,
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        model: str = "pro",
+        aspect_ratio: str | None = None,
     ) -> None:
         """Combine several images into one."""
         origin = await self._begin(interaction)
         attachments = [a for a in (image1, image2, image3, image4, image5) if a is not None]
         files = [(await read_attachment(a), a.filename) for a in attachments]
-        job = await self.edits.combine(origin, files, prompt, model=model,
-                                       options={"aspect_ratio": aspect_ratio})
+        job = await self.edits.combine(
+            origin, files, prompt, model=model, options={"aspect_ratio": aspect_ratio}
+        )
         await self._show_queued(interaction, job)
 
     # --- Context menu, buttons, modals ----------------------------------------------------------
 
-    async def edit_menu_callback(self, interaction: discord.Interaction,
-                                 message: discord.Message) -> None:
+    async def edit_menu_callback(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
         """Edit with Kontext: ask for the instruction, then edit the message's image."""
         result = await self.edits.result_for_message(message.id)
         if result is None and not _images_of(message):
@@ -208,8 +263,9 @@ class KontextCog(commands.Cog, name="Kontext"):
             InstructionModal(title="Edit with Kontext", target=message, image_count=count)
         )
 
-    async def on_instruction(self, interaction: discord.Interaction, target: Any,
-                             instruction: str, image_number: str) -> None:
+    async def on_instruction(
+        self, interaction: discord.Interaction, target: Any, instruction: str, image_number: str
+    ) -> None:
         """A submitted instruction modal: from the Edit button (a job id) or the menu."""
         number = _image_number(image_number)
         origin = await self._begin(interaction)
@@ -219,8 +275,9 @@ class KontextCog(commands.Cog, name="Kontext"):
             job = await self._edit_message_image(origin, target, instruction, number)
         await self._show_queued(interaction, job)
 
-    async def on_job_button(self, interaction: discord.Interaction, action: str,
-                            job_id: int) -> None:
+    async def on_job_button(
+        self, interaction: discord.Interaction, action: str, job_id: int
+    ) -> None:
         if action == "edit":
             count = len(await self.edits.outputs(job_id))
             await interaction.response.send_modal(
@@ -236,13 +293,16 @@ class KontextCog(commands.Cog, name="Kontext"):
             previous, outputs = await self.edits.undo(origin, job_id)
             message = await self.presenter.post_result(previous, outputs, undo_of=current.step)
             await interaction.edit_original_response(
-                content=f"↩️ Back to step {previous.step}: {message.jump_url}")
+                content=f"↩️ Back to step {previous.step}: {message.jump_url}"
+            )
         elif action == "details":
             details = await self.edits.details(job_id)
             await interaction.response.send_message(
-                embed=render.details_embed(details.job, details.history,
-                                           simulated=self.bot.wavespeed.simulated),
-                ephemeral=True)
+                embed=render.details_embed(
+                    details.job, details.history, simulated=self.bot.wavespeed.simulated
+                ),
+                ephemeral=True,
+            )
         elif action == "delete":
             await self.edits.check_may_change(self._origin_of(interaction), job_id)
             await interaction.response.defer(ephemeral=True, thinking=True)
@@ -253,15 +313,17 @@ class KontextCog(commands.Cog, name="Kontext"):
         elif action == "cancel":
             outcome = await self.jobs.cancel(job_id, interaction.user.id)
             if outcome == CancelOutcome.CANCELLED:
-                await interaction.response.edit_message(content="🚫 Cancelled. Nothing was "
-                                                        "charged.", view=None)
+                await interaction.response.edit_message(
+                    content="🚫 Cancelled. Nothing was charged.", view=None
+                )
             elif outcome == CancelOutcome.NOT_YOURS:
                 await interaction.response.send_message(
-                    "Only the person who asked for this image can cancel it.", ephemeral=True)
+                    "Only the person who asked for this image can cancel it.", ephemeral=True
+                )
             else:
                 await interaction.response.send_message(
-                    "It has already started, so it can't be cancelled any more.",
-                    ephemeral=True)
+                    "It has already started, so it can't be cancelled any more.", ephemeral=True
+                )
 
     # --- Replies and thread messages ------------------------------------------------------------
 
@@ -284,8 +346,7 @@ class KontextCog(commands.Cog, name="Kontext"):
             if not instruction:
                 raise NoInstructionError()
             status = await message.reply("⏳ Queued…", mention_author=False)
-            job = await self._run_plan(self._origin_of_message(message, status), plan,
-                                       instruction)
+            job = await self._run_plan(self._origin_of_message(message, status), plan, instruction)
         except Exception as exc:  # the one error path, for plain messages
             text = f"❌ {message_for(exc)}"
             if status is None:
@@ -295,17 +356,21 @@ class KontextCog(commands.Cog, name="Kontext"):
             return
         position = self.jobs.position(job.id)
         if position is not None:
-            await status.edit(content=render.status_line(Stage.QUEUED, queued_text(position)),
-                              view=cancel_view(job.id))
+            await status.edit(
+                content=render.status_line(Stage.QUEUED, queued_text(position)),
+                view=cancel_view(job.id),
+            )
 
-    async def _plan(self, message: discord.Message, head: JobRecord | None
-                    ) -> tuple[str, Any]:
+    async def _plan(self, message: discord.Message, head: JobRecord | None) -> tuple[str, Any]:
         """What a message asks to edit: ("result", job id) or ("image", message)."""
         reference = message.reference
         if reference is not None and reference.message_id is not None:
             resolved = reference.resolved
-            target = (resolved if isinstance(resolved, discord.Message)
-                      else await message.channel.fetch_message(reference.message_id))
+            target = (
+                resolved
+                if isinstance(resolved, discord.Message)
+                else await message.channel.fetch_message(reference.message_id)
+            )
             result = await self.edits.result_for_message(target.id)
             if result is not None:
                 return "result", result.id
@@ -317,8 +382,7 @@ class KontextCog(commands.Cog, name="Kontext"):
             return "result", head.id
         raise NoImageError()
 
-    async def _run_plan(self, origin: Origin, plan: tuple[str, Any],
-                        instruction: str) -> JobRecord:
+    async def _run_plan(self, origin: Origin, plan: tuple[str, Any], instruction: str) -> JobRecord:
         kind, target = plan
         if kind == "result":
             return await self.edits.edit_result(origin, target, instruction)
@@ -331,21 +395,23 @@ class KontextCog(commands.Cog, name="Kontext"):
 
     # --- Helpers --------------------------------------------------------------------------------
 
-    async def _edit_message_image(self, origin: Origin, message: discord.Message,
-                                  instruction: str, number: int) -> JobRecord:
+    async def _edit_message_image(
+        self, origin: Origin, message: discord.Message, instruction: str, number: int
+    ) -> JobRecord:
         result = await self.edits.result_for_message(message.id)
         if result is not None:
-            return await self.edits.edit_result(origin, result.id, instruction,
-                                                image_number=number)
+            return await self.edits.edit_result(origin, result.id, instruction, image_number=number)
         images = _images_of(message)
         if not images:
             raise NoImageError()
         if not 1 <= number <= len(images):
-            raise InvalidInputError(f"That message has {len(images)} images; pick 1 to "
-                                    f"{len(images)}.")
+            raise InvalidInputError(
+                f"That message has {len(images)} images; pick 1 to {len(images)}."
+            )
         attachment = images[number - 1]
-        return await self.edits.new_edit(origin, await read_attachment(attachment),
-                                         instruction, filename=attachment.filename)
+        return await self.edits.new_edit(
+            origin, await read_attachment(attachment), instruction, filename=attachment.filename
+        )
 
     async def _begin(self, interaction: discord.Interaction) -> Origin:
         """Acknowledge at once (privately), then describe who asked and where."""
@@ -353,8 +419,9 @@ class KontextCog(commands.Cog, name="Kontext"):
         status = await interaction.original_response()
         return self._origin_of(interaction, status_message_id=status.id)
 
-    def _origin_of(self, interaction: discord.Interaction, *,
-                   status_message_id: int | None = None) -> Origin:
+    def _origin_of(
+        self, interaction: discord.Interaction, *, status_message_id: int | None = None
+    ) -> Origin:
         channel = interaction.channel
         return Origin(
             member_id=interaction.user.id,
@@ -372,8 +439,9 @@ class KontextCog(commands.Cog, name="Kontext"):
         channel = message.channel
         guild = message.guild
         author = message.author
-        can_manage = (isinstance(author, discord.Member)
-                      and channel.permissions_for(author).manage_messages)  # type: ignore[union-attr]
+        can_manage = (
+            isinstance(author, discord.Member) and channel.permissions_for(author).manage_messages
+        )  # type: ignore[union-attr]
         return Origin(
             member_id=author.id,
             channel_id=channel.id,
@@ -395,11 +463,8 @@ class KontextCog(commands.Cog, name="Kontext"):
         )
 
 
-
 def _image_number(text: str) -> int:
     try:
         return int(text.strip() or "1")
     except ValueError:
         raise InvalidInputError("The image number has to be a number, like 1 or 2.") from None
-
-

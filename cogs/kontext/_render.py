@@ -55,8 +55,9 @@ def _cost(job: JobRecord) -> str:
     return "price not published" if job.cost is None else f"${job.cost}"
 
 
-def result_embed(job: JobRecord, *, simulated: bool, notes: Sequence[str] = (),
-                 undo_of: int | None = None) -> discord.Embed:
+def result_embed(
+    job: JobRecord, *, simulated: bool, notes: Sequence[str] = (), undo_of: int | None = None
+) -> discord.Embed:
     """The card under every result: what was asked, with which settings, what it cost."""
     spec = model_for_path(job.model_path)
     title = f"Step {job.step}"
@@ -82,8 +83,9 @@ def result_embed(job: JobRecord, *, simulated: bool, notes: Sequence[str] = (),
     return embed
 
 
-def details_embed(job: JobRecord, history: Sequence[JobRecord], *, simulated: bool
-                  ) -> discord.Embed:
+def details_embed(
+    job: JobRecord, history: Sequence[JobRecord], *, simulated: bool
+) -> discord.Embed:
     """Everything about one step, and the chain's instructions up to it."""
     spec = model_for_path(job.model_path)
     embed = discord.Embed(title=f"Step {job.step} · details", colour=discord.Colour.greyple())
@@ -91,8 +93,10 @@ def details_embed(job: JobRecord, history: Sequence[JobRecord], *, simulated: bo
     for name, value in sorted(job.params.items()):
         if name == "prompt":
             continue
-        embed.add_field(name=OPTION_LABELS.get(name, name.replace("_", " ").capitalize()),
-                        value=clip(str(value), 1024))
+        embed.add_field(
+            name=OPTION_LABELS.get(name, name.replace("_", " ").capitalize()),
+            value=clip(str(value), 1024),
+        )
     embed.add_field(name="Prediction", value=f"`{job.prediction_id or '—'}`", inline=False)
     embed.add_field(name="Status", value=job.status)
     embed.add_field(name="Cost", value=_cost(job))

@@ -43,14 +43,16 @@ class JobButton(
 
     def __init__(self, action: str, job_id: int) -> None:
         label, style = ACTIONS[action]
-        super().__init__(discord.ui.Button(label=label, style=style,
-                                           custom_id=f"kontext:{action}:{job_id}"))
+        super().__init__(
+            discord.ui.Button(label=label, style=style, custom_id=f"kontext:{action}:{job_id}")
+        )
         self.action = action
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> JobButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
         return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -95,8 +97,9 @@ class InstructionModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         number = self.image_number.value if self.image_number else "1"
-        await _cog(interaction).on_instruction(interaction, self.target,
-                                               self.instruction.value, number)
+        await _cog(interaction).on_instruction(
+            interaction, self.target, self.instruction.value, number
+        )
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         await tell_member(interaction, error)

@@ -41,8 +41,6 @@ class RenderPlan:
     images: list[SourceImage] = field(repr=False)
 
 
-
-
 def plan_render(
     kind: ModelKind, request: KontextRequest, images: list[SourceImage], seed: int, max_side: int
 ) -> RenderPlan:

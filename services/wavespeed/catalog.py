@@ -43,9 +43,7 @@ def _tolerance_as_string(value: Any) -> Any:
     return value
 
 
-SafetyTolerance = Annotated[
-    Literal["1", "2", "3", "4", "5"], BeforeValidator(_tolerance_as_string)
-]
+SafetyTolerance = Annotated[Literal["1", "2", "3", "4", "5"], BeforeValidator(_tolerance_as_string)]
 
 
 def _arbitrary_image(value: Any) -> Any:
@@ -116,6 +114,7 @@ class _SyncCapable(KontextRequest):
 
 # --- Pro ---------------------------------------------------------------------------------------
 
+
 class ProEditRequest(KontextRequest):
     """flux-kontext-pro: its seed page lists neither aspect_ratio nor sync mode."""
 
@@ -141,6 +140,7 @@ class ProTextToImageRequest(_SyncCapable):
 
 
 # --- Max ---------------------------------------------------------------------------------------
+
 
 class MaxEditRequest(KontextRequest):
     image: MediaRef
@@ -218,6 +218,7 @@ class DevLoraRequest(DevEditRequest):
 
 # --- The table ---------------------------------------------------------------------------------
 
+
 class ModelKind(enum.StrEnum):
     EDIT = "edit"
     MULTI = "multi"
@@ -269,29 +270,116 @@ def _max_len(request: type[KontextRequest], field: str) -> int:
 
 _D = Decimal
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("flux-kontext-pro", "Kontext Pro", Family.PRO, ModelKind.EDIT,
-              ProEditRequest, _D("0.04"), False, "seed"),
-    ModelSpec("flux-kontext-pro/multi", "Kontext Pro Multi", Family.PRO, ModelKind.MULTI,
-              ProMultiRequest, _D("0.04"), False, "seed"),
-    ModelSpec("flux-kontext-pro/text-to-image", "Kontext Pro Text-to-Image", Family.PRO,
-              ModelKind.TEXT_TO_IMAGE, ProTextToImageRequest, _D("0.04"), True, "seed"),
-    ModelSpec("flux-kontext-max", "Kontext Max", Family.MAX, ModelKind.EDIT,
-              MaxEditRequest, _D("0.08"), False, "docs"),
-    ModelSpec("flux-kontext-max/multi", "Kontext Max Multi", Family.MAX, ModelKind.MULTI,
-              MaxMultiRequest, _D("0.08"), True, "docs"),
-    ModelSpec("flux-kontext-max/text-to-image", "Kontext Max Text-to-Image", Family.MAX,
-              ModelKind.TEXT_TO_IMAGE, MaxTextToImageRequest, _D("0.08"), True, "seed"),
-    ModelSpec("flux-kontext-dev", "Kontext Dev", Family.DEV, ModelKind.EDIT,
-              DevEditRequest, _D("0.025"), True, "seed"),
-    ModelSpec("flux-kontext-dev/multi", "Kontext Dev Multi", Family.DEV, ModelKind.MULTI,
-              DevMultiRequest, _D("0.03"), False, "docs"),
-    ModelSpec("flux-kontext-dev-ultra-fast", "Kontext Dev Ultra-Fast", Family.DEV_ULTRA_FAST,
-              ModelKind.EDIT, DevUltraFastRequest, _D("0.02"), True, "docs"),
-    ModelSpec("flux-kontext-dev/multi-ultra-fast", "Kontext Dev Multi Ultra-Fast",
-              Family.DEV_ULTRA_FAST, ModelKind.MULTI, DevMultiUltraFastRequest, _D("0.025"),
-              False, "docs"),
-    ModelSpec("flux-kontext-dev-lora", "Kontext Dev LoRA", Family.DEV_LORA, ModelKind.EDIT,
-              DevLoraRequest, None, True, "docs"),
+    ModelSpec(
+        "flux-kontext-pro",
+        "Kontext Pro",
+        Family.PRO,
+        ModelKind.EDIT,
+        ProEditRequest,
+        _D("0.04"),
+        False,
+        "seed",
+    ),
+    ModelSpec(
+        "flux-kontext-pro/multi",
+        "Kontext Pro Multi",
+        Family.PRO,
+        ModelKind.MULTI,
+        ProMultiRequest,
+        _D("0.04"),
+        False,
+        "seed",
+    ),
+    ModelSpec(
+        "flux-kontext-pro/text-to-image",
+        "Kontext Pro Text-to-Image",
+        Family.PRO,
+        ModelKind.TEXT_TO_IMAGE,
+        ProTextToImageRequest,
+        _D("0.04"),
+        True,
+        "seed",
+    ),
+    ModelSpec(
+        "flux-kontext-max",
+        "Kontext Max",
+        Family.MAX,
+        ModelKind.EDIT,
+        MaxEditRequest,
+        _D("0.08"),
+        False,
+        "docs",
+    ),
+    ModelSpec(
+        "flux-kontext-max/multi",
+        "Kontext Max Multi",
+        Family.MAX,
+        ModelKind.MULTI,
+        MaxMultiRequest,
+        _D("0.08"),
+        True,
+        "docs",
+    ),
+    ModelSpec(
+        "flux-kontext-max/text-to-image",
+        "Kontext Max Text-to-Image",
+        Family.MAX,
+        ModelKind.TEXT_TO_IMAGE,
+        MaxTextToImageRequest,
+        _D("0.08"),
+        True,
+        "seed",
+    ),
+    ModelSpec(
+        "flux-kontext-dev",
+        "Kontext Dev",
+        Family.DEV,
+        ModelKind.EDIT,
+        DevEditRequest,
+        _D("0.025"),
+        True,
+        "seed",
+    ),
+    ModelSpec(
+        "flux-kontext-dev/multi",
+        "Kontext Dev Multi",
+        Family.DEV,
+        ModelKind.MULTI,
+        DevMultiRequest,
+        _D("0.03"),
+        False,
+        "docs",
+    ),
+    ModelSpec(
+        "flux-kontext-dev-ultra-fast",
+        "Kontext Dev Ultra-Fast",
+        Family.DEV_ULTRA_FAST,
+        ModelKind.EDIT,
+        DevUltraFastRequest,
+        _D("0.02"),
+        True,
+        "docs",
+    ),
+    ModelSpec(
+        "flux-kontext-dev/multi-ultra-fast",
+        "Kontext Dev Multi Ultra-Fast",
+        Family.DEV_ULTRA_FAST,
+        ModelKind.MULTI,
+        DevMultiUltraFastRequest,
+        _D("0.025"),
+        False,
+        "docs",
+    ),
+    ModelSpec(
+        "flux-kontext-dev-lora",
+        "Kontext Dev LoRA",
+        Family.DEV_LORA,
+        ModelKind.EDIT,
+        DevLoraRequest,
+        None,
+        True,
+        "docs",
+    ),
 )
 
 MODELS_BY_PATH: dict[str, ModelSpec] = {spec.path: spec for spec in MODELS}
@@ -387,8 +475,10 @@ def explain(error: dict[str, Any], spec: ModelSpec) -> tuple[str, str]:
     if field == "loras" and len(loc) > 1:
         low, high = _bounds(LoraWeight, loc[-1])
         if low is not None:
-            return field, (f"each LoRA {loc[-1]} must be between {_number(low)} and "
-                           f"{_number(high)} for {name}.")
+            return field, (
+                f"each LoRA {loc[-1]} must be between {_number(low)} and "
+                f"{_number(high)} for {name}."
+            )
         return field, f"each LoRA needs a {loc[-1]} for {name}."
     if kind in {"too_short", "too_long"} and field in {"images", "loras"}:
         info = spec.request.model_fields[field]
@@ -400,8 +490,10 @@ def explain(error: dict[str, Any], spec: ModelSpec) -> tuple[str, str]:
     if field == "prompt":
         return field, f"{name} needs a prompt: describe what you want."
     if field == "size":
-        return field, (f"size must look like 1024*768, each side between {SIZE_MIN} and "
-                       f"{SIZE_MAX}, for {name}.")
+        return field, (
+            f"size must look like 1024*768, each side between {SIZE_MIN} and "
+            f"{SIZE_MAX}, for {name}."
+        )
     if kind == "literal_error" and field in CHOICES:
         return field, f"{what} must be one of {', '.join(CHOICES[field])} for {name}."
     low, high = _bounds(spec.request, field)

@@ -187,8 +187,11 @@ class WaveSpeedClient:
         use_sync = self._settings.sync_mode if sync is None else sync
         if use_sync and spec.supports_sync and webhook_url is None:
             body["enable_sync_mode"] = True
-        if (self._settings.base64_output and webhook_url is None
-                and "enable_base64_output" in spec.request.model_fields):
+        if (
+            self._settings.base64_output
+            and webhook_url is None
+            and "enable_base64_output" in spec.request.model_fields
+        ):
             # WaveSpeed refuses base64 output together with a webhook.
             body["enable_base64_output"] = True
         params = {"webhook": webhook_url} if webhook_url else None
@@ -275,8 +278,13 @@ class WaveSpeedClient:
         )
         nsfw = prediction.has_nsfw_contents
         images = tuple(
-            GeneratedImage(data, kind, index < len(nsfw) and nsfw[index], index,
-                           output if output.startswith(("http://", "https://")) else None)
+            GeneratedImage(
+                data,
+                kind,
+                index < len(nsfw) and nsfw[index],
+                index,
+                output if output.startswith(("http://", "https://")) else None,
+            )
             for index, ((data, kind), output) in enumerate(
                 zip(payloads, prediction.outputs, strict=True)
             )
@@ -319,8 +327,9 @@ class WaveSpeedClient:
         except (AuthenticationError, InsufficientCreditError):
             raise
         except KontextError as first:
-            log.warning("image upload via %s failed (%s); trying the other flow",
-                        flows[0].__name__, first)
+            log.warning(
+                "image upload via %s failed (%s); trying the other flow", flows[0].__name__, first
+            )
             try:
                 return await flows[1](image)
             except KontextError as second:
@@ -344,12 +353,18 @@ class WaveSpeedClient:
     async def _upload_binary(self, image: InputImage) -> str:
         def form() -> aiohttp.FormData:
             data = aiohttp.FormData()
-            data.add_field("file", image.data, filename=f"input.{image.extension}",
-                           content_type=image.content_type)
+            data.add_field(
+                "file",
+                image.data,
+                filename=f"input.{image.extension}",
+                content_type=image.content_type,
+            )
             return data
 
         envelope, _ = await self._api(
-            "POST", "/api/v3/media/upload/binary", body=form,
+            "POST",
+            "/api/v3/media/upload/binary",
+            body=form,
             timeout_s=self._settings.upload_timeout_s,
         )
         return _field(envelope, "download_url")
@@ -358,8 +373,11 @@ class WaveSpeedClient:
         envelope, _ = await self._api(
             "POST",
             "/api/v3/media/uploads",
-            json={"filename": f"input.{image.extension}", "size": image.size,
-                  "content_type": image.content_type},
+            json={
+                "filename": f"input.{image.extension}",
+                "size": image.size,
+                "content_type": image.content_type,
+            },
             timeout_s=self._settings.upload_timeout_s,
         )
         ticket = envelope.data.get("upload") if isinstance(envelope.data, dict) else None
@@ -382,32 +400,41 @@ class WaveSpeedClient:
     async def _output_bytes(self, prediction_id: str, output: str) -> tuple[bytes, str]:
         if output.startswith(("http://", "https://")):
             data = await self._call(
-                "GET", output, interpret=_read_image, timeout_s=self._settings.download_timeout_s,
+                "GET",
+                output,
+                interpret=_read_image,
+                timeout_s=self._settings.download_timeout_s,
                 prediction_id=prediction_id,
             )
         else:
             try:
                 data = decode_base64(output)
             except ValueError:
-                raise ServerError("The image service returned an unreadable image.",
-                                  prediction_id=prediction_id) from None
+                raise ServerError(
+                    "The image service returned an unreadable image.", prediction_id=prediction_id
+                ) from None
         kind = sniff_image_type(data)
         if kind is None:
-            raise ServerError("The image service returned something that is not an image.",
-                              prediction_id=prediction_id)
+            raise ServerError(
+                "The image service returned something that is not an image.",
+                prediction_id=prediction_id,
+            )
         return data, kind
 
     # --- HTTP -----------------------------------------------------------------------------------
 
     async def _fetch_prediction(self, prediction_id: str) -> tuple[Prediction, float | None]:
         envelope, headers = await self._api(
-            "GET", f"/api/v3/predictions/{prediction_id}/result", prediction_id=prediction_id,
+            "GET",
+            f"/api/v3/predictions/{prediction_id}/result",
+            prediction_id=prediction_id,
         )
         try:
             prediction = Prediction.model_validate(envelope.data)
         except ValidationError:
-            raise ServerError(detail="result answer without a prediction",
-                              prediction_id=prediction_id) from None
+            raise ServerError(
+                detail="result answer without a prediction", prediction_id=prediction_id
+            ) from None
         return prediction, parse_retry_after(headers.get("Retry-After"))
 
     async def _api(
@@ -424,9 +451,9 @@ class WaveSpeedClient:
     ) -> tuple[Envelope, Mapping[str, str]]:
         """A call to WaveSpeed's API (with the key), answered by an envelope."""
 
-        def interpret(status: int, headers: Mapping[str, str], raw: bytes) -> tuple[
-            Envelope, Mapping[str, str]
-        ]:
+        def interpret(
+            status: int, headers: Mapping[str, str], raw: bytes
+        ) -> tuple[Envelope, Mapping[str, str]]:
             envelope = _parse_envelope(raw)
             if status < 400 and envelope is not None:
                 _raise_for_envelope(envelope, prediction_id)
@@ -481,13 +508,19 @@ class WaveSpeedClient:
             retry_after: float | None = None
             try:
                 async with self._session.request(
-                    method, url, headers=headers, json=json,
+                    method,
+                    url,
+                    headers=headers,
+                    json=json,
                     data=body() if body is not None else None,
-                    params=params, timeout=client_timeout,
+                    params=params,
+                    timeout=client_timeout,
                 ) as response:
                     if (response.content_length or 0) > MAX_OUTPUT_BYTES:
-                        raise ServerError(detail="answer larger than any image we asked for",
-                                          prediction_id=prediction_id)
+                        raise ServerError(
+                            detail="answer larger than any image we asked for",
+                            prediction_id=prediction_id,
+                        )
                     raw = await response.read()
                     log.debug("%s %s -> %s", method, urlsplit(url).path, response.status)
                     return interpret(response.status, response.headers, raw)
@@ -497,7 +530,8 @@ class WaveSpeedClient:
                 # The connection was never made, so not even a submit reached the server.
                 failure = ServerError(
                     "The image service cannot be reached right now.",
-                    detail=type(exc).__name__, prediction_id=prediction_id,
+                    detail=type(exc).__name__,
+                    prediction_id=prediction_id,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if not repeatable:
@@ -506,13 +540,20 @@ class WaveSpeedClient:
             if not self._retry.should_retry(attempt, retry_after):
                 raise failure
             wait = self._retry.delay(attempt, retry_after)
-            log.info("%s %s failed (%s); retry %d in %.2f s", method, urlsplit(url).path,
-                     failure.detail or type(failure).__name__, attempt + 1, wait)
+            log.info(
+                "%s %s failed (%s); retry %d in %.2f s",
+                method,
+                urlsplit(url).path,
+                failure.detail or type(failure).__name__,
+                attempt + 1,
+                wait,
+            )
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop only exits by return
 
 
 # --- Interpreting answers ---------------------------------------------------------------------
+
 
 def _parse_envelope(raw: bytes) -> Envelope | None:
     try:
@@ -530,8 +571,9 @@ def _field(envelope: Envelope, name: str) -> str:
 
 def _expect_success(status: int, headers: Mapping[str, str], raw: bytes) -> None:
     if status in RETRYABLE_STATUSES:
-        raise _Transient(ServerError(detail=f"HTTP {status}"),
-                         parse_retry_after(headers.get("Retry-After")))
+        raise _Transient(
+            ServerError(detail=f"HTTP {status}"), parse_retry_after(headers.get("Retry-After"))
+        )
     if status >= 400:
         raise ServerError(detail=f"HTTP {status}")
 
@@ -558,7 +600,8 @@ def _error_for_code(code: int, message: str, prediction_id: str | None) -> Konte
     if code in (Code.MISSING_PARAMETER, Code.INVALID_PARAMETER):
         return InvalidInputError(
             f"The image service refused the request: {message}" if message else None,
-            prediction_id=prediction_id, detail=message,
+            prediction_id=prediction_id,
+            detail=message,
         )
     if code in (Code.TASK_FAILED, Code.TASK_FAILED_ALT):
         return TaskFailedError(prediction_id=prediction_id, detail=message)
@@ -577,12 +620,17 @@ def _error_for_status(
     if status == 402 or _CREDIT_WORDS.search(message):
         return InsufficientCreditError(prediction_id=prediction_id, detail=message)
     if status == 429:
-        return RateLimitedError(retry_after=parse_retry_after(headers.get("Retry-After")),
-                                prediction_id=prediction_id, detail=message)
+        return RateLimitedError(
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+            prediction_id=prediction_id,
+            detail=message,
+        )
     if status == 404 and prediction_id:
         return TaskFailedError(
             "This image is no longer kept by the image service (results last 7 days).",
-            prediction_id=prediction_id, status=Status.DELETED, detail=message,
+            prediction_id=prediction_id,
+            status=Status.DELETED,
+            detail=message,
         )
     if envelope is not None and envelope.code not in (status, Code.OK):
         return _error_for_code(envelope.code, message, prediction_id)
@@ -590,7 +638,8 @@ def _error_for_status(
         return ServerError(prediction_id=prediction_id, detail=f"HTTP {status}: {message}")
     return InvalidInputError(
         f"The image service refused the request: {message}" if message else None,
-        prediction_id=prediction_id, detail=f"HTTP {status}",
+        prediction_id=prediction_id,
+        detail=f"HTTP {status}",
     )
 
 
@@ -608,8 +657,12 @@ def _failure(prediction: Prediction) -> KontextError:
         Status.TIMEOUT: "The image service ran out of time making this image.",
         Status.DELETED: "This image is no longer kept by the image service.",
     }
-    return TaskFailedError(messages.get(prediction.status), prediction_id=pid,
-                           status=prediction.status, detail=text or None)
+    return TaskFailedError(
+        messages.get(prediction.status),
+        prediction_id=pid,
+        status=prediction.status,
+        detail=text or None,
+    )
 
 
 def _seed_of(prediction: Prediction, sent: int | None) -> int | None:

@@ -56,8 +56,13 @@ class RateLimitedError(KontextError):
 
     default_message = "The image service is busy right now. Please try again in a minute."
 
-    def __init__(self, user_message: str | None = None, *, retry_after: float | None = None,
-                 **kwargs: str | None) -> None:
+    def __init__(
+        self,
+        user_message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        **kwargs: str | None,
+    ) -> None:
         super().__init__(user_message, **kwargs)
         self.retry_after = retry_after
 
@@ -75,8 +80,9 @@ class InvalidInputError(KontextError):
 
     default_message = "Some of the options for this request are not valid."
 
-    def __init__(self, user_message: str | None = None, *, field: str | None = None,
-                 **kwargs: str | None) -> None:
+    def __init__(
+        self, user_message: str | None = None, *, field: str | None = None, **kwargs: str | None
+    ) -> None:
         super().__init__(user_message, **kwargs)
         self.field = field
 
@@ -92,8 +98,9 @@ class TaskFailedError(KontextError):
 
     default_message = "The image service could not finish this image."
 
-    def __init__(self, user_message: str | None = None, *, status: str | None = None,
-                 **kwargs: str | None) -> None:
+    def __init__(
+        self, user_message: str | None = None, *, status: str | None = None, **kwargs: str | None
+    ) -> None:
         super().__init__(user_message, **kwargs)
         self.status = status
 

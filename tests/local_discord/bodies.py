@@ -26,8 +26,12 @@ from .state import DiscordState
 log = logging.getLogger(__name__)
 
 # Flags a sender may set; anything else in `flags` is silently dropped, as Discord does.
-SETTABLE_FLAGS = (MessageFlag.SUPPRESS_EMBEDS | MessageFlag.EPHEMERAL
-                  | MessageFlag.SUPPRESS_NOTIFICATIONS | MessageFlag.IS_COMPONENTS_V2)
+SETTABLE_FLAGS = (
+    MessageFlag.SUPPRESS_EMBEDS
+    | MessageFlag.EPHEMERAL
+    | MessageFlag.SUPPRESS_NOTIFICATIONS
+    | MessageFlag.IS_COMPONENTS_V2
+)
 
 
 def check_limits(body: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> None:
@@ -38,8 +42,14 @@ def check_limits(body: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> No
 
 def check_not_empty(body: dict[str, Any], files: list[UploadedFile]) -> None:
     has_content = bool((body.get("content") or "").strip())
-    if not (has_content or body.get("embeds") or files or body.get("components")
-            or body.get("sticker_ids") or body.get("poll")):
+    if not (
+        has_content
+        or body.get("embeds")
+        or files
+        or body.get("components")
+        or body.get("sticker_ids")
+        or body.get("poll")
+    ):
         raise DiscordError(400, EMPTY_MESSAGE, "Cannot send an empty message", violation=True)
 
 
@@ -50,8 +60,9 @@ def check_files(files: list[UploadedFile], limit: int, where: str) -> None:
         raise too_large(f"{total} bytes of files in one request; the cap is {REQUEST_BYTES_MAX}")
     for upload in files:
         if upload.size > limit:
-            raise too_large(f"{upload.filename} is {upload.size} bytes; {where} allows "
-                            f"{limit} bytes per file")
+            raise too_large(
+                f"{upload.filename} is {upload.size} bytes; {where} allows {limit} bytes per file"
+            )
 
 
 def content_fields(body: dict[str, Any], *, editing: bool = False) -> dict[str, Any]:
@@ -96,9 +107,15 @@ def number_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return walk(copy.deepcopy(components))
 
 
-def attachments_for(state: DiscordState, channel_id: int, body: dict[str, Any],
-                    files: list[UploadedFile], *, existing: list[Attachment] | None = None,
-                    ephemeral: bool = False) -> list[Attachment] | None:
+def attachments_for(
+    state: DiscordState,
+    channel_id: int,
+    body: dict[str, Any],
+    files: list[UploadedFile],
+    *,
+    existing: list[Attachment] | None = None,
+    ephemeral: bool = False,
+) -> list[Attachment] | None:
     """The message's attachments after this request, or None if it leaves them alone.
 
     `attachments: [{id: n}]` in the body names uploaded `files[n]` (new) or snowflakes of the
@@ -125,8 +142,7 @@ def attachments_for(state: DiscordState, channel_id: int, body: dict[str, Any],
         else:
             raise form_error([_unknown_attachment(ref)])
     # Files not named in the array are still uploaded, as Discord does.
-    result += [_store(state, channel_id, f, None, ephemeral) for f in files
-               if f.index not in used]
+    result += [_store(state, channel_id, f, None, ephemeral) for f in files if f.index not in used]
     return result
 
 
@@ -134,15 +150,27 @@ def _unknown_attachment(ref: int) -> FieldError:
     return FieldError(("attachments",), "ATTACHMENT_NOT_FOUND", f"Unknown attachment {ref}")
 
 
-def _store(state: DiscordState, channel_id: int, upload: UploadedFile,
-           entry: dict[str, Any] | None, ephemeral: bool) -> Attachment:
+def _store(
+    state: DiscordState,
+    channel_id: int,
+    upload: UploadedFile,
+    entry: dict[str, Any] | None,
+    ephemeral: bool,
+) -> Attachment:
     filename = (entry or {}).get("filename") or upload.filename
-    return state.upload(channel_id, filename, upload.data, content_type=upload.content_type,
-                        description=(entry or {}).get("description"), ephemeral=ephemeral)
+    return state.upload(
+        channel_id,
+        filename,
+        upload.data,
+        content_type=upload.content_type,
+        description=(entry or {}).get("description"),
+        ephemeral=ephemeral,
+    )
 
 
-def pinged(state: DiscordState, content: str, allowed: dict[str, Any] | None,
-           replied_author: int | None) -> list[int]:
+def pinged(
+    state: DiscordState, content: str, allowed: dict[str, Any] | None, replied_author: int | None
+) -> list[int]:
     """Who a message pings: content mentions filtered by `allowed_mentions`, plus the replied-to
     author (pinged by default when no `allowed_mentions` is sent)."""
     ids = state.mentions_in(content)

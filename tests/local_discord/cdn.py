@@ -49,8 +49,9 @@ class Cdn:
 
     def add_routes(self, app: web.Application) -> None:
         for prefix in ("/cdn", "/media"):
-            app.router.add_get(prefix + "/attachments/{channel_id}/{attachment_id}/{filename}",
-                               self._serve)
+            app.router.add_get(
+                prefix + "/attachments/{channel_id}/{attachment_id}/{filename}", self._serve
+            )
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         gone = web.Response(status=404, text="This content is no longer available.")
@@ -77,8 +78,9 @@ class Cdn:
             log.info("CDN refused an expired URL for attachment %s", attachment_id)
             return gone
         self.downloads.append(attachment_id)
-        return web.Response(body=attachment.data,
-                            content_type=attachment.content_type or "application/octet-stream")
+        return web.Response(
+            body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
+        )
 
 
 def quote_path(path: str) -> str:

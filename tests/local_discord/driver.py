@@ -128,16 +128,16 @@ class DiscordDriver:
 
     async def _bot_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Events sent before the bot identified would be lost; wait for its session."""
-        await self.state.wait_until(lambda: self.discord.gateway.sessions, timeout=timeout,
-                                    what="the bot's gateway session")
+        await self.state.wait_until(
+            lambda: self.discord.gateway.sessions, timeout=timeout, what="the bot's gateway session"
+        )
 
     # -- interactions ----------------------------------------------------------------------
 
     async def slash(self, name: str, /, **options: Any) -> InteractionHandle:
         """Run the synced slash command `name` ("group sub" for subcommands) with `options`."""
         await self._bot_connected()
-        data = command_data(self.state, self.channel, name, options,
-                            upload=self._upload_option)
+        data = command_data(self.state, self.channel, name, options, upload=self._upload_option)
         return self._interact(InteractionType.APPLICATION_COMMAND, data)
 
     async def context_menu(self, name: str, message: Message) -> InteractionHandle:
@@ -147,15 +147,20 @@ class DiscordDriver:
         if command is None:
             raise LookupError(f"no message command {name!r} was synced")
         data: dict[str, Any] = {
-            "id": str(command.id), "name": command.name, "type": 3,
+            "id": str(command.id),
+            "name": command.name,
+            "type": 3,
             "target_id": str(message.id),
             # Context menus get the message in full, whatever the bot's intents.
             "resolved": {"messages": {str(message.id): message_payload(self.state, message)}},
         }
         if command.guild_id is not None:
             data["guild_id"] = str(command.guild_id)
-        return self._interact(InteractionType.APPLICATION_COMMAND, data,
-                              channel=self.state.channels[message.channel_id])
+        return self._interact(
+            InteractionType.APPLICATION_COMMAND,
+            data,
+            channel=self.state.channels[message.channel_id],
+        )
 
     async def click(self, message: Message, button: str) -> InteractionHandle:
         """Click the button labelled `button` (or with that custom_id) on `message`."""
@@ -163,10 +168,12 @@ class DiscordDriver:
         self._check_can_see(message)
         candidates = message.buttons
         found = next((b for b in candidates if b.get("label") == button), None) or next(
-            (b for b in candidates if b.get("custom_id") == button), None)
+            (b for b in candidates if b.get("custom_id") == button), None
+        )
         if found is None:
-            raise LookupError(f"no button {button!r} on message {message.id}; "
-                              f"buttons: {message.button_labels}")
+            raise LookupError(
+                f"no button {button!r} on message {message.id}; buttons: {message.button_labels}"
+            )
         if found.get("disabled"):
             raise ValueError(f"button {button!r} is disabled")
         if found.get("style") == 5 or "custom_id" not in found:
@@ -179,19 +186,25 @@ class DiscordDriver:
         await self._bot_connected()
         self._check_can_see(message)
         selects = [c for c in iter_components(message.components) if c.get("type") == 3]
-        found = next((s for s in selects if menu in (s.get("custom_id"), s.get("placeholder"))),
-                     None)
+        found = next(
+            (s for s in selects if menu in (s.get("custom_id"), s.get("placeholder"))), None
+        )
         if found is None:
             raise LookupError(f"no select menu {menu!r} on message {message.id}")
         offered = {o["value"] for o in found.get("options") or []}
         if not set(values) <= offered:
             raise ValueError(f"{values} not among the options {sorted(offered)}")
-        data = {"custom_id": found["custom_id"], "component_type": 3, "values": list(values),
-                "id": found.get("id")}
+        data = {
+            "custom_id": found["custom_id"],
+            "component_type": 3,
+            "values": list(values),
+            "id": found.get("id"),
+        }
         return self._interact(InteractionType.MESSAGE_COMPONENT, data, message=message)
 
-    async def submit_modal(self, opened: InteractionHandle, /, *,
-                           timeout: float = DEFAULT_TIMEOUT, **values: str) -> InteractionHandle:
+    async def submit_modal(
+        self, opened: InteractionHandle, /, *, timeout: float = DEFAULT_TIMEOUT, **values: str
+    ) -> InteractionHandle:
         """Fill in and submit the modal the bot opened in answer to `opened`.
 
         Fields are named by custom_id or label (`prompt=` fills a "Prompt" text input)."""
@@ -199,18 +212,28 @@ class DiscordDriver:
         data = modal_submit_data(modal, values)
         origin = opened.interaction
         message = self.state.messages.get(origin.message_id) if origin.message_id else None
-        return self._interact(InteractionType.MODAL_SUBMIT, data, message=message,
-                              parent=origin)
+        return self._interact(InteractionType.MODAL_SUBMIT, data, message=message, parent=origin)
 
-    def _interact(self, kind: InteractionType, data: dict[str, Any], *,
-                  channel: Channel | None = None, message: Message | None = None,
-                  parent: Interaction | None = None) -> InteractionHandle:
+    def _interact(
+        self,
+        kind: InteractionType,
+        data: dict[str, Any],
+        *,
+        channel: Channel | None = None,
+        message: Message | None = None,
+        parent: Interaction | None = None,
+    ) -> InteractionHandle:
         where = channel or (self.state.channels[message.channel_id] if message else self.channel)
         if not self.state.permissions(self.user, where) & Perm.VIEW_CHANNEL:
             raise PermissionError(f"{self.user.username} cannot see #{where.name}")
         interaction = self.state.create_interaction(
-            kind, self.user, where, data, attachment_size_limit=self._upload_limit,
-            message=message, parent=parent,
+            kind,
+            self.user,
+            where,
+            data,
+            attachment_size_limit=self._upload_limit,
+            message=message,
+            parent=parent,
         )
         return InteractionHandle(self, interaction)
 
@@ -219,25 +242,43 @@ class DiscordDriver:
             return value
         upload = as_upload(value)
         # Slash command attachments are ephemeral uploads until a message uses them.
-        return self.state.upload(self.channel.id, upload.filename, upload.data,
-                                 content_type=upload.content_type, ephemeral=True)
+        return self.state.upload(
+            self.channel.id,
+            upload.filename,
+            upload.data,
+            content_type=upload.content_type,
+            ephemeral=True,
+        )
 
     # -- plain messages --------------------------------------------------------------------
 
-    async def say(self, content: str = "", *, files: Sequence[FileLike] = (),
-                  mention_bot: bool = False) -> Message:
+    async def say(
+        self, content: str = "", *, files: Sequence[FileLike] = (), mention_bot: bool = False
+    ) -> Message:
         """Post a message in this channel (`mention_bot` prefixes the bot's mention)."""
         if mention_bot:
             content = f"{self.bot_user.mention} {content}".strip()
         return await self._post(content, files=files, reference=None)
 
-    async def reply(self, message: Message, content: str, *, mention: bool = True,
-                    files: Sequence[FileLike] = ()) -> Message:
+    async def reply(
+        self,
+        message: Message,
+        content: str,
+        *,
+        mention: bool = True,
+        files: Sequence[FileLike] = (),
+    ) -> Message:
         """Reply to `message`; `mention` pings its author (the Discord client's default)."""
         return await self._post(content, files=files, reference=message, mention=mention)
 
-    async def _post(self, content: str, *, files: Sequence[FileLike], reference: Message | None,
-                    mention: bool = False) -> Message:
+    async def _post(
+        self,
+        content: str,
+        *,
+        files: Sequence[FileLike],
+        reference: Message | None,
+        mention: bool = False,
+    ) -> Message:
         await self._bot_connected()
         channel = self.state.channels[reference.channel_id] if reference else self.channel
         needed = Perm.SEND_MESSAGES_IN_THREADS if channel.is_thread else Perm.SEND_MESSAGES
@@ -246,22 +287,31 @@ class DiscordDriver:
         if channel.is_thread and channel.archived:
             # A member's message unarchives the thread, as in the Discord client.
             self.state.update_thread(channel, archived=False)
-        attachments = [self.state.upload(channel.id, u.filename, u.data,
-                                         content_type=u.content_type)
-                       for u in map(as_upload, files)]
+        attachments = [
+            self.state.upload(channel.id, u.filename, u.data, content_type=u.content_type)
+            for u in map(as_upload, files)
+        ]
         mention_ids = self.state.mentions_in(content)
         fields: dict[str, Any] = {"type": MessageType.DEFAULT}
         if reference is not None:
             fields["type"] = MessageType.REPLY
-            fields["reference"] = {"type": 0, "message_id": str(reference.id),
-                                   "channel_id": str(reference.channel_id)}
+            fields["reference"] = {
+                "type": 0,
+                "message_id": str(reference.id),
+                "channel_id": str(reference.channel_id),
+            }
             if reference.guild_id is not None:
                 fields["reference"]["guild_id"] = str(reference.guild_id)
             if mention and reference.author.id not in mention_ids:
                 mention_ids.append(reference.author.id)
-        return self.state.post_message(channel, self.user, content=content,
-                                       attachments=attachments, mention_ids=mention_ids,
-                                       **fields)
+        return self.state.post_message(
+            channel,
+            self.user,
+            content=content,
+            attachments=attachments,
+            mention_ids=mention_ids,
+            **fields,
+        )
 
     async def delete(self, message: Message) -> None:
         """Delete one of this user's messages (MESSAGE_DELETE reaches the bot)."""
@@ -331,17 +381,24 @@ class DiscordDriver:
                         return message
             return None
 
-        return await self.state.wait_until(find, timeout=timeout,
-                                           what=f"a message from {author.username}")
+        return await self.state.wait_until(
+            find, timeout=timeout, what=f"a message from {author.username}"
+        )
 
-    async def wait_for_thread(self, message: Message, *,
-                              timeout: float = DEFAULT_TIMEOUT) -> Channel:
-        return await self.state.wait_until(lambda: self.thread_of(message), timeout=timeout,
-                                           what=f"a thread on message {message.id}")
+    async def wait_for_thread(
+        self, message: Message, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> Channel:
+        return await self.state.wait_until(
+            lambda: self.thread_of(message),
+            timeout=timeout,
+            what=f"a thread on message {message.id}",
+        )
 
     async def download(self, attachment: Attachment) -> bytes:
         """Fetch an attachment over HTTP from the local CDN, through a fresh signed URL."""
-        async with aiohttp.ClientSession() as session, \
-                session.get(self.state.cdn.url(attachment)) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.state.cdn.url(attachment)) as response,
+        ):
             response.raise_for_status()
             return await response.read()

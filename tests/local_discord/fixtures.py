@@ -33,8 +33,10 @@ async def local_discord(local_discord_config: LocalDiscordConfig) -> AsyncIterat
     async with LocalDiscord(local_discord_config) as discord:
         yield discord
     if discord.violations:
-        pytest.fail("the bot did what real Discord refuses:\n" + discord.violations.describe(),
-                    pytrace=False)
+        pytest.fail(
+            "the bot did what real Discord refuses:\n" + discord.violations.describe(),
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -50,9 +52,13 @@ def bot_settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def running_bot(local_discord: LocalDiscord, bot_extensions: tuple[str, ...],
-                      bot_settings_overrides: dict[str, Any]) -> AsyncIterator[RunningBot]:
+async def running_bot(
+    local_discord: LocalDiscord,
+    bot_extensions: tuple[str, ...],
+    bot_settings_overrides: dict[str, Any],
+) -> AsyncIterator[RunningBot]:
     """The real KontextBot, READY against `local_discord`: yields (driver, bot)."""
-    async with start_bot(local_discord, extra_extensions=bot_extensions,
-                         settings_overrides=bot_settings_overrides) as running:
+    async with start_bot(
+        local_discord, extra_extensions=bot_extensions, settings_overrides=bot_settings_overrides
+    ) as running:
         yield running

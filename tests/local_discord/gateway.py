@@ -100,8 +100,14 @@ class Connection:
 class Gateway:
     """Sessions, connections and the dispatch of state changes to the bot."""
 
-    def __init__(self, state: DiscordState, *, token: str, heartbeat_interval_ms: int,
-                 message_content_allowed: bool) -> None:
+    def __init__(
+        self,
+        state: DiscordState,
+        *,
+        token: str,
+        heartbeat_interval_ms: int,
+        message_content_allowed: bool,
+    ) -> None:
         self._state = state
         self._token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -146,8 +152,11 @@ class Gateway:
             connection.send({"op": RECONNECT, "d": None, "s": None, "t": None})
 
     async def wait_for_resume(self, count: int = 1, timeout: float = 5.0) -> None:
-        await self._state.wait_until(lambda: self.resumes >= count and self.live_sessions(),
-                                     timeout=timeout, what=f"{count} gateway RESUME(s)")
+        await self._state.wait_until(
+            lambda: self.resumes >= count and self.live_sessions(),
+            timeout=timeout,
+            what=f"{count} gateway RESUME(s)",
+        )
 
     def live_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.connection is not None]
@@ -165,8 +174,14 @@ class Gateway:
         connection = Connection(ws, compress=compress, path=request.path)
         self.connections.append(connection)
         self.connection_paths.append(request.path)
-        connection.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms},
-                         "s": None, "t": None})
+        connection.send(
+            {
+                "op": HELLO,
+                "d": {"heartbeat_interval": self.heartbeat_interval_ms},
+                "s": None,
+                "t": None,
+            }
+        )
         try:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
@@ -227,10 +242,17 @@ class Gateway:
         state = self._state
         ready = {
             "v": 10,
-            "user": {**state.bot_user.payload(), "verified": True, "mfa_enabled": False,
-                     "email": None},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in state.guilds.values()
-                       if state.bot_user.id in g.members],
+            "user": {
+                **state.bot_user.payload(),
+                "verified": True,
+                "mfa_enabled": False,
+                "email": None,
+            },
+            "guilds": [
+                {"id": str(g.id), "unavailable": True}
+                for g in state.guilds.values()
+                if state.bot_user.id in g.members
+            ],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_url,
@@ -280,15 +302,21 @@ class Gateway:
         if session is None or guild is None:
             return
         members = [member_payload(self._state, guild, m.user) for m in guild.members.values()]
-        chunk = {"guild_id": str(guild.id), "members": members, "chunk_index": 0,
-                 "chunk_count": 1, "not_found": []}
+        chunk = {
+            "guild_id": str(guild.id),
+            "members": members,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "not_found": [],
+        }
         if data.get("nonce"):
             chunk["nonce"] = data["nonce"]
         self._send_dispatch(session, "GUILD_MEMBERS_CHUNK", chunk)
 
 
-def _for_intents(event: str, data: dict[str, Any], intents: int, bot_id: int
-                 ) -> dict[str, Any] | None:
+def _for_intents(
+    event: str, data: dict[str, Any], intents: int, bot_id: int
+) -> dict[str, Any] | None:
     """The event as a session with these intents receives it, or None if it does not."""
     if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE"):
         needed = GUILD_MESSAGES if "guild_id" in data else DIRECT_MESSAGES

@@ -53,27 +53,35 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def bot_settings(local: LocalDiscord, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings for a test run: no WaveSpeed key (the simulator, instantly) and this Discord."""
-    data = _merge({
-        "discord": {"token": local.token},
-        "simulator": {"latency_s": 0.0, "sync_wait_s": 5.0},
-        # Each run its own job store, unless a test (a restart) shares a file between runs.
-        "storage": {"database": ":memory:"},
-        "jobs": {"status_interval_s": 0.2},
-    }, overrides or {})
+    data = _merge(
+        {
+            "discord": {"token": local.token},
+            "simulator": {"latency_s": 0.0, "sync_wait_s": 5.0},
+            # Each run its own job store, unless a test (a restart) shares a file between runs.
+            "storage": {"database": ":memory:"},
+            "jobs": {"status_interval_s": 0.2},
+        },
+        overrides or {},
+    )
     settings = Settings(**data)
     # Whatever the environment says (DISCORD_API_BASE_URL, DISCORD_TOKEN, WAVESPEED_API_KEY...),
     # a test must only ever talk to the local Discord and, unless it asks otherwise, to the
     # WaveSpeed simulator: never to a real service with real credentials.
-    local_discord = settings.discord.model_copy(update={
-        "token": SecretStr(local.token),
-        "api_base_url": local.api_base_url,
-        "gateway_url": local.gateway_url,
-    })
-    wavespeed = WaveSpeedSettings(**{
-        # Poll the in-process simulator briskly: tests wait on results, not on backoff.
-        "poll_initial_s": 0.05, "poll_max_interval_s": 0.2,
-        **dict((overrides or {}).get("wavespeed") or {}),
-    })
+    local_discord = settings.discord.model_copy(
+        update={
+            "token": SecretStr(local.token),
+            "api_base_url": local.api_base_url,
+            "gateway_url": local.gateway_url,
+        }
+    )
+    wavespeed = WaveSpeedSettings(
+        **{
+            # Poll the in-process simulator briskly: tests wait on results, not on backoff.
+            "poll_initial_s": 0.05,
+            "poll_max_interval_s": 0.2,
+            **dict((overrides or {}).get("wavespeed") or {}),
+        }
+    )
     return settings.model_copy(update={"discord": local_discord, "wavespeed": wavespeed})
 
 
@@ -96,13 +104,19 @@ async def start_bot(
     settings = bot_settings(local, settings_overrides)
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     point_at_discord(settings)
-    bot = KontextBot(settings, sync=sync, sync_guild=sync_guild,
-                     extra_extensions=extra_extensions, guild_ready_timeout=guild_ready_timeout,
-                     clock=local.clock.now)
+    bot = KontextBot(
+        settings,
+        sync=sync,
+        sync_guild=sync_guild,
+        extra_extensions=extra_extensions,
+        guild_ready_timeout=guild_ready_timeout,
+        clock=local.clock.now,
+    )
     try:
         async with bot:
-            runner = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()),
-                                         name="kontext-bot")
+            runner = asyncio.create_task(
+                bot.start(settings.discord.token.get_secret_value()), name="kontext-bot"
+            )
             try:
                 await _until_ready(bot, runner, local, ready_timeout)
                 yield RunningBot(local.driver(), bot)
@@ -113,11 +127,13 @@ async def start_bot(
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 
-async def _until_ready(bot: KontextBot, runner: asyncio.Task[None], local: LocalDiscord,
-                       timeout: float) -> None:
+async def _until_ready(
+    bot: KontextBot, runner: asyncio.Task[None], local: LocalDiscord, timeout: float
+) -> None:
     ready = asyncio.create_task(bot.wait_until_ready(), name="kontext-bot-ready")
-    done, _ = await asyncio.wait({ready, runner}, timeout=timeout,
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {ready, runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
     if ready not in done:
         ready.cancel()
         await asyncio.gather(ready, return_exceptions=True)

@@ -35,13 +35,27 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 5.0
 
 STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT = (
-    3, 4, 5, 6, 7, 8, 9, 10, 11
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
 )
 SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
 
 
-def command_data(state: DiscordState, channel: Channel, name: str, options: dict[str, Any],
-                 *, upload: Callable[[Any], Attachment]) -> dict[str, Any]:
+def command_data(
+    state: DiscordState,
+    channel: Channel,
+    name: str,
+    options: dict[str, Any],
+    *,
+    upload: Callable[[Any], Attachment],
+) -> dict[str, Any]:
     """`data` of a CHAT_INPUT interaction for `/name` with `options`."""
     root, *path = name.split()
     command = state.find_command(root, 1, channel.guild_id)
@@ -52,20 +66,29 @@ def command_data(state: DiscordState, channel: Channel, name: str, options: dict
     declared: list[dict[str, Any]] = command.data.get("options") or []
     chain: list[dict[str, Any]] = []
     for part in path:
-        sub = next((o for o in declared if o["name"] == part and o["type"] in
-                    (SUB_COMMAND, SUB_COMMAND_GROUP)), None)
+        sub = next(
+            (
+                o
+                for o in declared
+                if o["name"] == part and o["type"] in (SUB_COMMAND, SUB_COMMAND_GROUP)
+            ),
+            None,
+        )
         if sub is None:
             raise LookupError(f"/{root} has no subcommand {part!r}")
         chain.append(sub)
         declared = sub.get("options") or []
     if any(o["type"] in (SUB_COMMAND, SUB_COMMAND_GROUP) for o in declared):
-        raise ValueError(f"/{name} needs a subcommand: "
-                         f"{[o['name'] for o in declared]}")
+        raise ValueError(f"/{name} needs a subcommand: {[o['name'] for o in declared]}")
     values = _typed_options(state, channel, declared, options, resolved, upload)
     for sub in reversed(chain):
         values = [{"name": sub["name"], "type": sub["type"], "options": values}]
-    data: dict[str, Any] = {"id": str(command.id), "name": command.name, "type": 1,
-                            "options": values}
+    data: dict[str, Any] = {
+        "id": str(command.id),
+        "name": command.name,
+        "type": 1,
+        "options": values,
+    }
     if resolved:
         data["resolved"] = resolved
     if command.guild_id is not None:
@@ -73,9 +96,14 @@ def command_data(state: DiscordState, channel: Channel, name: str, options: dict
     return data
 
 
-def _typed_options(state: DiscordState, channel: Channel, declared: list[dict[str, Any]],
-                   given: dict[str, Any], resolved: dict[str, dict[str, Any]],
-                   upload: Callable[[Any], Attachment]) -> list[dict[str, Any]]:
+def _typed_options(
+    state: DiscordState,
+    channel: Channel,
+    declared: list[dict[str, Any]],
+    given: dict[str, Any],
+    resolved: dict[str, dict[str, Any]],
+    upload: Callable[[Any], Attachment],
+) -> list[dict[str, Any]]:
     by_name = {o["name"]: o for o in declared}
     # Python keywords cannot hold "-": edit_mode= fills an option named "edit-mode".
     named = {(k if k in by_name else k.replace("_", "-")): v for k, v in given.items()}
@@ -94,9 +122,14 @@ def _typed_options(state: DiscordState, channel: Channel, declared: list[dict[st
     return values
 
 
-def _option_value(state: DiscordState, channel: Channel, option: dict[str, Any], value: Any,
-                  resolved: dict[str, dict[str, Any]],
-                  upload: Callable[[Any], Attachment]) -> Any:
+def _option_value(
+    state: DiscordState,
+    channel: Channel,
+    option: dict[str, Any],
+    value: Any,
+    resolved: dict[str, dict[str, Any]],
+    upload: Callable[[Any], Attachment],
+) -> Any:
     kind, name = option["type"], option["name"]
     if kind in (STRING, INTEGER, NUMBER):
         choices = option.get("choices") or []
@@ -114,15 +147,16 @@ def _option_value(state: DiscordState, channel: Channel, option: dict[str, Any],
     if kind == ATTACHMENT:
         attachment = upload(value)
         resolved.setdefault("attachments", {})[str(attachment.id)] = attachment_payload(
-            state, attachment)
+            state, attachment
+        )
         return str(attachment.id)
     if kind in (USER, MENTIONABLE) and isinstance(value, User):
         resolved.setdefault("users", {})[str(value.id)] = value.payload()
         guild = state.guilds.get(channel.guild_id or 0)
         if guild is not None and value.id in guild.members:
             resolved.setdefault("members", {})[str(value.id)] = member_payload(
-                state, guild, value, with_user=False,
-                permissions=state.permissions(value, channel))
+                state, guild, value, with_user=False, permissions=state.permissions(value, channel)
+            )
         return str(value.id)
     if kind == CHANNEL and isinstance(value, Channel):
         data = channel_payload(state, value)
@@ -143,8 +177,10 @@ def _check_range(option: dict[str, Any], kind: int, value: Any) -> None:
         low, high = option.get("min_length"), option.get("max_length")
         size = len(value)
     else:
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-            kind == INTEGER and not isinstance(value, int)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind == INTEGER and not isinstance(value, int))
         ):
             raise TypeError(f"{name} takes {'an int' if kind == INTEGER else 'a number'}")
         low, high = option.get("min_value"), option.get("max_value")
@@ -168,21 +204,29 @@ def modal_submit_data(modal: dict[str, Any], values: dict[str, str]) -> dict[str
         low, high = text_input.get("min_length") or 0, text_input.get("max_length") or 4000
         if value and not low <= len(value) <= high:
             raise ValueError(f"modal field {label or custom_id!r} takes {low}-{high} characters")
-        return _without_none({"type": 4, "id": text_input.get("id"), "custom_id": custom_id,
-                              "value": value})
+        return _without_none(
+            {"type": 4, "id": text_input.get("id"), "custom_id": custom_id, "value": value}
+        )
 
     components = []
     for component in modal.get("components") or []:
         if component.get("type") == 1:
-            inputs = [fill(c, None) for c in component.get("components") or []
-                      if c.get("type") == 4]
-            components.append(_without_none({"type": 1, "id": component.get("id"),
-                                             "components": inputs}))
+            inputs = [
+                fill(c, None) for c in component.get("components") or [] if c.get("type") == 4
+            ]
+            components.append(
+                _without_none({"type": 1, "id": component.get("id"), "components": inputs})
+            )
         elif component.get("type") == 18 and (component.get("component") or {}).get("type") == 4:
-            components.append(_without_none({
-                "type": 18, "id": component.get("id"),
-                "component": fill(component["component"], component.get("label")),
-            }))
+            components.append(
+                _without_none(
+                    {
+                        "type": 18,
+                        "id": component.get("id"),
+                        "component": fill(component["component"], component.get("label")),
+                    }
+                )
+            )
     if remaining:
         raise TypeError(f"the modal has no field(s) {sorted(remaining)}")
     return {"custom_id": modal["custom_id"], "components": components}
@@ -218,12 +262,18 @@ class InteractionHandle:
 
     async def acknowledged(self, *, timeout: float = DEFAULT_TIMEOUT) -> CallbackType:
         """The callback type the bot answered with (waits for it)."""
-        return await self._state.wait_until(lambda: self.interaction.callback_type,
-                                            timeout=timeout,
-                                            what=f"an acknowledgement of {self}")
+        return await self._state.wait_until(
+            lambda: self.interaction.callback_type,
+            timeout=timeout,
+            what=f"an acknowledgement of {self}",
+        )
 
-    async def response(self, predicate: Callable[[Message], bool] | None = None, *,
-                       timeout: float = DEFAULT_TIMEOUT) -> Message:
+    async def response(
+        self,
+        predicate: Callable[[Message], bool] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Message:
         """The original response once it has content (a deferral's "thinking..." filled)."""
 
         def ready() -> Message | None:
@@ -234,24 +284,24 @@ class InteractionHandle:
                 return None
             return message if predicate is None or predicate(message) else None
 
-        return await self._state.wait_until(ready, timeout=timeout,
-                                            what=f"the response to {self}")
+        return await self._state.wait_until(ready, timeout=timeout, what=f"the response to {self}")
 
-    async def followups(self, count: int = 1, *,
-                        timeout: float = DEFAULT_TIMEOUT) -> list[Message]:
+    async def followups(self, count: int = 1, *, timeout: float = DEFAULT_TIMEOUT) -> list[Message]:
         """The first `count` followups (after a deferral the first one is the original)."""
 
         def enough() -> list[Message] | None:
             found = [self._state.messages[i] for i in self.interaction.followup_ids]
             return found[:count] if len(found) >= count else None
 
-        return await self._state.wait_until(enough, timeout=timeout,
-                                            what=f"{count} followup(s) to {self}")
+        return await self._state.wait_until(
+            enough, timeout=timeout, what=f"{count} followup(s) to {self}"
+        )
 
     async def followup(self, *, timeout: float = DEFAULT_TIMEOUT) -> Message:
         return (await self.followups(1, timeout=timeout))[0]
 
     async def modal(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """The modal the bot opened in answer (custom_id, title, components)."""
-        return await self._state.wait_until(lambda: self.interaction.modal, timeout=timeout,
-                                            what=f"a modal in answer to {self}")
+        return await self._state.wait_until(
+            lambda: self.interaction.modal, timeout=timeout, what=f"a modal in answer to {self}"
+        )

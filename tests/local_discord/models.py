@@ -42,15 +42,27 @@ ALL_PERMISSIONS = (1 << 50) - 1
 
 # What @everyone may do in a freshly made community server.
 EVERYONE_PERMISSIONS = (
-    Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.READ_MESSAGE_HISTORY | Perm.ADD_REACTIONS
-    | Perm.EMBED_LINKS | Perm.ATTACH_FILES | Perm.USE_EXTERNAL_EMOJIS
-    | Perm.USE_APPLICATION_COMMANDS | Perm.CREATE_PUBLIC_THREADS | Perm.SEND_MESSAGES_IN_THREADS
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.ADD_REACTIONS
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.USE_EXTERNAL_EMOJIS
+    | Perm.USE_APPLICATION_COMMANDS
+    | Perm.CREATE_PUBLIC_THREADS
+    | Perm.SEND_MESSAGES_IN_THREADS
 )
 
 # The bot's managed role: what its invite link asks for (bot.REQUIRED_PERMISSIONS).
 BOT_PERMISSIONS = (
-    Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.SEND_MESSAGES_IN_THREADS
-    | Perm.CREATE_PUBLIC_THREADS | Perm.EMBED_LINKS | Perm.ATTACH_FILES | Perm.READ_MESSAGE_HISTORY
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.SEND_MESSAGES_IN_THREADS
+    | Perm.CREATE_PUBLIC_THREADS
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.READ_MESSAGE_HISTORY
 )
 
 
@@ -315,7 +327,9 @@ class Command:
         # Not given (or null): installable to guilds only, which Discord then echoes.
         data["integration_types"] = data.get("integration_types") or [0]
         data.update(
-            id=str(self.id), application_id=str(self.application_id), version=str(self.version),
+            id=str(self.id),
+            application_id=str(self.application_id),
+            version=str(self.version),
         )
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)

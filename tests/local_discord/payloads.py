@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def member_payload(state: DiscordState, guild: Guild, user: User, *, with_user: bool = True,
-                   permissions: int | None = None) -> dict[str, Any]:
+def member_payload(
+    state: DiscordState,
+    guild: Guild,
+    user: User,
+    *,
+    with_user: bool = True,
+    permissions: int | None = None,
+) -> dict[str, Any]:
     member = guild.members.get(user.id)
     data: dict[str, Any] = {
         "nick": member.nick if member else None,
@@ -57,8 +63,11 @@ def channel_payload(state: DiscordState, channel: Channel) -> dict[str, Any]:
             "type": int(channel.type),
             "last_message_id": _opt_id(channel.last_message_id),
             "flags": 0,
-            "recipients": [state.users[uid].payload() for uid in channel.recipient_ids
-                           if uid != state.bot_user.id],
+            "recipients": [
+                state.users[uid].payload()
+                for uid in channel.recipient_ids
+                if uid != state.bot_user.id
+            ],
         }
     data: dict[str, Any] = {
         "id": str(channel.id),
@@ -69,8 +78,7 @@ def channel_payload(state: DiscordState, channel: Channel) -> dict[str, Any]:
         "last_message_id": _opt_id(channel.last_message_id),
         "rate_limit_per_user": 0,
         "flags": 0,
-        "nsfw": channel.nsfw or bool(
-            channel.parent_id and state.channels[channel.parent_id].nsfw),
+        "nsfw": channel.nsfw or bool(channel.parent_id and state.channels[channel.parent_id].nsfw),
     }
     if channel.is_thread:
         data.update(
@@ -124,8 +132,9 @@ def attachment_payload(state: DiscordState, attachment: Attachment) -> dict[str,
     return data
 
 
-def message_payload(state: DiscordState, message: Message, *, gateway: bool = False,
-                    nested: bool = False) -> dict[str, Any]:
+def message_payload(
+    state: DiscordState, message: Message, *, gateway: bool = False, nested: bool = False
+) -> dict[str, Any]:
     """A message as REST returns it, or (gateway=True) as MESSAGE_CREATE carries it."""
     guild = state.guilds.get(message.guild_id) if message.guild_id else None
     mentions = []
@@ -144,8 +153,9 @@ def message_payload(state: DiscordState, message: Message, *, gateway: bool = Fa
         "content": message.content,
         "author": message.author.payload(),
         "timestamp": state.clock.iso(message.created_at),
-        "edited_timestamp": (None if message.edited_at is None
-                             else state.clock.iso(message.edited_at)),
+        "edited_timestamp": (
+            None if message.edited_at is None else state.clock.iso(message.edited_at)
+        ),
         "tts": False,
         "mention_everyone": message.mention_everyone,
         "mentions": mentions,
@@ -154,19 +164,30 @@ def message_payload(state: DiscordState, message: Message, *, gateway: bool = Fa
         "embeds": [dict(e) for e in message.embeds],
         "components": [dict(c) for c in message.components],
         "reactions": [
-            {"emoji": {"id": None, "name": emoji}, "count": len(users), "count_details":
-             {"burst": 0, "normal": len(users)}, "burst_colors": [],
-             "me": state.bot_user.id in users, "me_burst": False, "burst_me": False,
-             "burst_count": 0}
-            for emoji, users in message.reactions.items() if users
+            {
+                "emoji": {"id": None, "name": emoji},
+                "count": len(users),
+                "count_details": {"burst": 0, "normal": len(users)},
+                "burst_colors": [],
+                "me": state.bot_user.id in users,
+                "me_burst": False,
+                "burst_me": False,
+                "burst_count": 0,
+            }
+            for emoji, users in message.reactions.items()
+            if users
         ],
         "pinned": False,
         "flags": message.flags,
     }
     if message.guild_id is not None:
         data["guild_id"] = str(message.guild_id)
-    if gateway and guild is not None and message.webhook_id is None \
-            and message.author.id in guild.members:
+    if (
+        gateway
+        and guild is not None
+        and message.webhook_id is None
+        and message.author.id in guild.members
+    ):
         data["member"] = member_payload(state, guild, message.author, with_user=False)
     if message.webhook_id is not None:
         data["webhook_id"] = str(message.webhook_id)
@@ -181,7 +202,8 @@ def message_payload(state: DiscordState, message: Message, *, gateway: bool = Fa
         if not nested and message.type is MessageType.REPLY:
             referenced = state.messages.get(int(message.reference["message_id"]))
             data["referenced_message"] = (
-                None if referenced is None or referenced.deleted
+                None
+                if referenced is None or referenced.deleted
                 else message_payload(state, referenced, gateway=gateway, nested=True)
             )
     if message.thread_id is not None and message.thread_id in state.channels:
@@ -192,8 +214,11 @@ def message_payload(state: DiscordState, message: Message, *, gateway: bool = Fa
 def guild_create_payload(state: DiscordState, guild: Guild) -> dict[str, Any]:
     """GUILD_CREATE as a bot without the members intent receives it: only itself as member."""
     channels = [state.channels[cid] for cid in guild.channel_ids]
-    threads = [c for c in state.channels.values()
-               if c.guild_id == guild.id and c.is_thread and not c.archived]
+    threads = [
+        c
+        for c in state.channels.values()
+        if c.guild_id == guild.id and c.is_thread and not c.archived
+    ]
     return {
         "id": str(guild.id),
         "name": guild.name,
@@ -294,15 +319,19 @@ def interaction_payload(state: DiscordState, interaction: Interaction) -> dict[s
     return data
 
 
-def interaction_metadata(interaction: Interaction, *, followup_of: int | None = None,
-                         parent: Interaction | None = None) -> dict[str, Any]:
+def interaction_metadata(
+    interaction: Interaction, *, followup_of: int | None = None, parent: Interaction | None = None
+) -> dict[str, Any]:
     """What a message sent in answer to an interaction says about it.
 
     A modal submit also describes the interaction that opened the modal (`parent`), as
     Discord's spec requires (`triggering_interaction_metadata`).
     """
-    owners = ({"0": str(interaction.guild_id)} if interaction.guild_id
-              else {"0": str(interaction.user.id)})
+    owners = (
+        {"0": str(interaction.guild_id)}
+        if interaction.guild_id
+        else {"0": str(interaction.user.id)}
+    )
     data: dict[str, Any] = {
         "id": str(interaction.id),
         "type": int(interaction.type),

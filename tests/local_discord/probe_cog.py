@@ -28,7 +28,8 @@ class PromptModal(discord.ui.Modal, title="New prompt"):
     """Opened by the Reroll button; its submit edits the message the button is on."""
 
     prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
-        label="Prompt", custom_id="prompt", max_length=200)
+        label="Prompt", custom_id="prompt", max_length=200
+    )
 
     def __init__(self) -> None:
         super().__init__(timeout=None)
@@ -44,8 +45,9 @@ class RerollView(discord.ui.View):
         super().__init__(timeout=None)
 
     @discord.ui.button(label="Reroll", custom_id=REROLL_ID, style=discord.ButtonStyle.primary)
-    async def reroll(self, interaction: discord.Interaction,
-                     button: discord.ui.Button[RerollView]) -> None:
+    async def reroll(
+        self, interaction: discord.Interaction, button: discord.ui.Button[RerollView]
+    ) -> None:
         await interaction.response.send_modal(PromptModal())
 
 
@@ -58,8 +60,9 @@ class ProbeCog(commands.Cog):
         self.errors: list[discord.HTTPException] = []
         # `probe-expired` holds its followup until the test (having moved the clock) sets this.
         self.release = asyncio.Event()
-        self.describe_menu = app_commands.ContextMenu(name="Probe: Describe",
-                                                      callback=self.describe)
+        self.describe_menu = app_commands.ContextMenu(
+            name="Probe: Describe", callback=self.describe
+        )
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.describe_menu)
@@ -71,16 +74,22 @@ class ProbeCog(commands.Cog):
     # -- well-behaved ------------------------------------------------------------------------
 
     @app_commands.command(name="probe-ping")
-    async def ping(self, interaction: discord.Interaction,
-                   times: app_commands.Range[int, 1, 5] = 1, scale: float = 1.0,
-                   mood: Literal["calm", "loud"] = "calm") -> None:
+    async def ping(
+        self,
+        interaction: discord.Interaction,
+        times: app_commands.Range[int, 1, 5] = 1,
+        scale: float = 1.0,
+        mood: Literal["calm", "loud"] = "calm",
+    ) -> None:
         """Answer at once."""
         await interaction.response.send_message(
-            f"pong x{times} scale={scale} mood={mood} for {interaction.user.name}")
+            f"pong x{times} scale={scale} mood={mood} for {interaction.user.name}"
+        )
 
     @app_commands.command(name="probe-echo")
-    async def echo(self, interaction: discord.Interaction, image: discord.Attachment,
-                   prompt: str) -> None:
+    async def echo(
+        self, interaction: discord.Interaction, image: discord.Attachment, prompt: str
+    ) -> None:
         """Defer, download the attachment, send it back as a followup file."""
         await interaction.response.defer(thinking=True)
         data = await image.read()

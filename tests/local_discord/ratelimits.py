@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 # asyncio may wake a sleeper a hair early and loopback adds no latency to make up for it.
 EARLY_TOLERANCE_S = 0.01
 # Routes the global limit does not cover (Discord exempts interaction endpoints).
-GLOBAL_EXEMPT_PREFIXES = ("POST /interactions/", "POST /webhooks/", "GET /webhooks/",
-                          "PATCH /webhooks/", "DELETE /webhooks/")
+GLOBAL_EXEMPT_PREFIXES = (
+    "POST /interactions/",
+    "POST /webhooks/",
+    "GET /webhooks/",
+    "PATCH /webhooks/",
+    "DELETE /webhooks/",
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,12 @@ class Decision:
         return self.retry_after is not None
 
     def body(self) -> dict[str, object]:
-        return {"message": "You are being rate limited.", "retry_after": self.retry_after,
-                "global": self.is_global, "code": 0}
+        return {
+            "message": "You are being rate limited.",
+            "retry_after": self.retry_after,
+            "global": self.is_global,
+            "code": 0,
+        }
 
 
 @dataclass
@@ -90,8 +99,14 @@ class RateLimits:
     def limit_global(self, *, limit: int, per: float = 1.0) -> None:
         self._global = _Bucket(limit, per)
 
-    def fail_next(self, route: str | None = None, *, times: int = 1, retry_after: float = 0.25,
-                  is_global: bool = False) -> None:
+    def fail_next(
+        self,
+        route: str | None = None,
+        *,
+        times: int = 1,
+        retry_after: float = 0.25,
+        is_global: bool = False,
+    ) -> None:
         """Answer the next `times` requests to `route` (any route: None) with a 429."""
         self._forced.append(_Forced(route, times, retry_after, is_global))
 
@@ -108,8 +123,9 @@ class RateLimits:
             return early
         forced = self._take_forced(route)
         if forced is not None:
-            return self._limited(route, major, now, forced.retry_after, forced.is_global,
-                                 bucket=None)
+            return self._limited(
+                route, major, now, forced.retry_after, forced.is_global, bucket=None
+            )
         if self._global is not None and not route.startswith(GLOBAL_EXEMPT_PREFIXES):
             window = self._global_window
             window.limit, window.per = self._global.limit, self._global.per
@@ -117,8 +133,9 @@ class RateLimits:
                 window.window_start, window.count = now, 0
             window.count += 1
             if window.count > window.limit:
-                return self._limited(route, major, now, window.window_start + window.per - now,
-                                     True, bucket=None)
+                return self._limited(
+                    route, major, now, window.window_start + window.per - now, True, bucket=None
+                )
         template = self._routes.get(route)
         if template is None:
             return Decision()
@@ -141,10 +158,16 @@ class RateLimits:
                 continue
             if now < until - EARLY_TOLERANCE_S:
                 wait = until - now
-                self._violations.record(Violation(
-                    "rate_limit", 0, route, "request during a rate limit",
-                    f"came back {wait:.3f}s before retry_after had passed", status=429,
-                ))
+                self._violations.record(
+                    Violation(
+                        "rate_limit",
+                        0,
+                        route,
+                        "request during a rate limit",
+                        f"came back {wait:.3f}s before retry_after had passed",
+                        status=429,
+                    )
+                )
                 return self._limited(route, major, now, wait, key[0] == "*", bucket=None)
             del self._blocked_until[key]
         return None
@@ -158,14 +181,23 @@ class RateLimits:
                 return forced
         return None
 
-    def _limited(self, route: str, major: str, now: float, retry_after: float, is_global: bool,
-                 *, bucket: _Bucket | None) -> Decision:
+    def _limited(
+        self,
+        route: str,
+        major: str,
+        now: float,
+        retry_after: float,
+        is_global: bool,
+        *,
+        bucket: _Bucket | None,
+    ) -> Decision:
         retry_after = max(round(retry_after, 3), 0.001)
         key = ("*", "*") if is_global else (route, major)
         self._blocked_until[key] = max(self._blocked_until.get(key, 0.0), now + retry_after)
         self.hits.append(RateLimitHit(route, major, retry_after, is_global))
-        log.info("429 for %s (%s): retry after %.3fs, global=%s", route, major, retry_after,
-                 is_global)
+        log.info(
+            "429 for %s (%s): retry after %.3fs, global=%s", route, major, retry_after, is_global
+        )
         headers = {
             # discord.py retries a 429 only when it came through Discord's proxy.
             "Via": "1.1 google",

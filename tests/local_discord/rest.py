@@ -40,11 +40,15 @@ API_PREFIX = "/api/v10"
 Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
 
 
-def json_response(data: Any, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """JSON with the exact Content-Type discord.py's `json_or_text` compares against."""
-    return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={**(headers or {}), "Content-Type": "application/json"})
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
 
 
 def no_content() -> web.Response:
@@ -134,23 +138,36 @@ class Call:
         if channel is None:
             raise DiscordError(404, UNKNOWN_CHANNEL, "Unknown Channel")
         if not self.discord.state.permissions(self.discord.bot_user, channel) & Perm.VIEW_CHANNEL:
-            raise DiscordError(403, MISSING_ACCESS, "Missing Access", violation=True,
-                               detail=f"the bot cannot view channel {channel.id}")
+            raise DiscordError(
+                403,
+                MISSING_ACCESS,
+                "Missing Access",
+                violation=True,
+                detail=f"the bot cannot view channel {channel.id}",
+            )
         return channel
 
     def message(self, channel: Channel) -> Message:
         message = self.discord.state.messages.get(self.snowflake("message_id"))
-        if message is None or message.deleted or message.channel_id != channel.id \
-                or message.ephemeral_to is not None:
+        if (
+            message is None
+            or message.deleted
+            or message.channel_id != channel.id
+            or message.ephemeral_to is not None
+        ):
             raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message")
         return message
 
     def require(self, channel: Channel, permission: int, what: str) -> None:
         """The bot needs `permission` here; without it Discord answers 50013."""
         if not self.discord.state.permissions(self.discord.bot_user, channel) & permission:
-            raise DiscordError(403, MISSING_PERMISSIONS, "Missing Permissions", violation=True,
-                               detail=f"{what} needs permission bit {permission:#x} in "
-                                      f"channel {channel.id}")
+            raise DiscordError(
+                403,
+                MISSING_PERMISSIONS,
+                "Missing Permissions",
+                violation=True,
+                detail=f"{what} needs permission bit {permission:#x} in channel {channel.id}",
+            )
 
 
 class RestApi:
@@ -199,16 +216,17 @@ class RestApi:
             response = await route.handler(call)
         except DiscordError as exc:
             if exc.violation:
-                discord.violations.record(Violation(exc.kind, exc.code, route.name, exc.message,
-                                                    exc.detail, exc.status))
+                discord.violations.record(
+                    Violation(exc.kind, exc.code, route.name, exc.message, exc.detail, exc.status)
+                )
             response = json_response(exc.body(), exc.status)
         except Exception as exc:
             # A bug in the fake must fail the test, not pass as a bot error.
             log.exception("local discord failed on %s", route.name)
-            discord.violations.record(Violation("harness", 0, route.name,
-                                                "local discord crashed", repr(exc), 500))
-            response = json_response({"message": "local discord internal error", "code": 0},
-                                     400)
+            discord.violations.record(
+                Violation("harness", 0, route.name, "local discord crashed", repr(exc), 500)
+            )
+            response = json_response({"message": "local discord internal error", "code": 0}, 400)
         response.headers.update(decision.headers)
         record.status = response.status
         self._self_check(route, response)
@@ -217,25 +235,42 @@ class RestApi:
 
     def _self_check(self, route: Route, response: web.StreamResponse) -> None:
         """The fake's own answers must match the spec too, or discord.py is tested on fiction."""
-        if not isinstance(response, web.Response) or not 200 <= response.status < 300 \
-                or not isinstance(response.body, bytes) or not response.body:
+        if (
+            not isinstance(response, web.Response)
+            or not 200 <= response.status < 300
+            or not isinstance(response.body, bytes)
+            or not response.body
+        ):
             return
-        errors = schema.validate_response(route.path, route.method, response.status,
-                                          json.loads(response.body))
+        errors = schema.validate_response(
+            route.path, route.method, response.status, json.loads(response.body)
+        )
         if errors:
-            self._discord.violations.record(Violation(
-                "harness", 0, route.name, "local discord answered outside the spec",
-                "; ".join(f"{e.dotted}: {e.message}" for e in errors[:5]), response.status,
-            ))
+            self._discord.violations.record(
+                Violation(
+                    "harness",
+                    0,
+                    route.name,
+                    "local discord answered outside the spec",
+                    "; ".join(f"{e.dotted}: {e.message}" for e in errors[:5]),
+                    response.status,
+                )
+            )
 
     async def _unknown(self, request: web.Request) -> web.Response:
         route = f"{request.method} {request.path}"
         self.requests.append(RequestRecord(route, request.path_qs, status=404))
-        self._discord.violations.record(Violation(
-            "harness", 0, route, "no such route in the local Discord",
-            "discord.py called an endpoint the fake does not implement; add it under "
-            "tests/local_discord/", 404,
-        ))
+        self._discord.violations.record(
+            Violation(
+                "harness",
+                0,
+                route,
+                "no such route in the local Discord",
+                "discord.py called an endpoint the fake does not implement; add it under "
+                "tests/local_discord/",
+                404,
+            )
+        )
         return json_response({"message": "404: Not Found", "code": 0}, 404)
 
 
@@ -264,8 +299,14 @@ async def _read_body(request: web.Request) -> tuple[Any, list[UploadedFile], str
                 body = json.loads(await part.text())
             elif name.startswith("files[") and name.endswith("]"):
                 data = bytes(await part.read(decode=False))
-                files.append(UploadedFile(int(name[6:-1]), part.filename or "unknown", data,
-                                          part.headers.get("Content-Type")))
+                files.append(
+                    UploadedFile(
+                        int(name[6:-1]),
+                        part.filename or "unknown",
+                        data,
+                        part.headers.get("Content-Type"),
+                    )
+                )
         return body, files, "multipart/form-data"
     raw = await request.read()
     if not raw:
@@ -273,5 +314,6 @@ async def _read_body(request: web.Request) -> tuple[Any, list[UploadedFile], str
     try:
         return json.loads(raw), [], "application/json"
     except ValueError:
-        raise DiscordError(400, INVALID_JSON, "The request body contains invalid JSON.",
-                           violation=True) from None
+        raise DiscordError(
+            400, INVALID_JSON, "The request body contains invalid JSON.", violation=True
+        ) from None

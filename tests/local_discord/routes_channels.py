@@ -45,8 +45,13 @@ def require_send(call: Call, channel: Channel) -> None:
     if channel.is_thread:
         call.require(channel, Perm.SEND_MESSAGES_IN_THREADS, "sending in a thread")
         if channel.archived:
-            raise DiscordError(400, ARCHIVED_THREAD, "Thread is archived", violation=True,
-                               detail=f"thread {channel.id} is archived; unarchive it first")
+            raise DiscordError(
+                400,
+                ARCHIVED_THREAD,
+                "Thread is archived",
+                violation=True,
+                detail=f"thread {channel.id} is archived; unarchive it first",
+            )
     else:
         call.require(channel, Perm.SEND_MESSAGES, "sending a message")
 
@@ -73,8 +78,11 @@ async def modify_channel(call: Call) -> web.Response:
         errors = check_thread_name(body["name"])
         if errors:
             raise form_error(errors)
-    changes = {k: body[k] for k in ("name", "archived", "locked", "auto_archive_duration")
-               if k in body and body[k] is not None}
+    changes = {
+        k: body[k]
+        for k in ("name", "archived", "locked", "auto_archive_duration")
+        if k in body and body[k] is not None
+    }
     call.state.update_thread(channel, **changes)
     return json_response(channel_payload(call.state, channel))
 
@@ -99,7 +107,7 @@ async def list_messages(call: Call) -> web.Response:
         messages = [m for m in messages if m.id > int(query["after"])][:limit]
     if "around" in query:
         around = int(query["around"])
-        older = [m for m in messages if m.id <= around][-(limit // 2 + 1):]
+        older = [m for m in messages if m.id <= around][-(limit // 2 + 1) :]
         newer = [m for m in messages if m.id > around][: limit - len(older)]
         messages = older + newer
     messages = messages[-limit:]
@@ -126,19 +134,23 @@ async def create_message(call: Call) -> web.Response:
     reference, replied_author = _reference(call, channel, body.get("message_reference"))
     fields = content_fields(body)
     message = call.state.post_message(
-        channel, call.state.bot_user, **fields,
+        channel,
+        call.state.bot_user,
+        **fields,
         flags=requested_flags(body) & ~MessageFlag.EPHEMERAL,
         attachments=attachments_for(call.state, channel.id, body, call.files) or [],
         type=MessageType.REPLY if reference else MessageType.DEFAULT,
         reference=reference,
-        mention_ids=pinged(call.state, fields["content"], body.get("allowed_mentions"),
-                           replied_author),
+        mention_ids=pinged(
+            call.state, fields["content"], body.get("allowed_mentions"), replied_author
+        ),
     )
     return json_response(message_payload(call.state, message))
 
 
-def _reference(call: Call, channel: Channel, ref: dict[str, Any] | None
-               ) -> tuple[dict[str, Any] | None, int | None]:
+def _reference(
+    call: Call, channel: Channel, ref: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, int | None]:
     """A reply's message_reference, checked; and the author it would ping."""
     if not ref or ref.get("message_id") is None:
         return None, None
@@ -147,10 +159,21 @@ def _reference(call: Call, channel: Channel, ref: dict[str, Any] | None
     if target is None or target.deleted or target.channel_id != target_channel:
         if ref.get("fail_if_not_exists", True):
             # Not a violation: the user may have deleted it while the bot was working.
-            raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", errors={
-                "message_reference": {"_errors": [{"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
-                                                   "message": "Unknown message"}]},
-            })
+            raise DiscordError(
+                400,
+                INVALID_FORM_BODY,
+                "Invalid Form Body",
+                errors={
+                    "message_reference": {
+                        "_errors": [
+                            {
+                                "code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+                                "message": "Unknown message",
+                            }
+                        ]
+                    },
+                },
+            )
         return None, None
     reference = {"type": 0, "message_id": str(target.id), "channel_id": str(target.channel_id)}
     if target.guild_id is not None:
@@ -163,8 +186,12 @@ async def edit_message(call: Call) -> web.Response:
     channel = call.channel()
     message = call.message(channel)
     if message.author.id != call.state.bot_user.id:
-        raise DiscordError(403, CANNOT_EDIT_OTHERS_MESSAGE,
-                           "Cannot edit a message authored by another user", violation=True)
+        raise DiscordError(
+            403,
+            CANNOT_EDIT_OTHERS_MESSAGE,
+            "Cannot edit a message authored by another user",
+            violation=True,
+        )
     body: dict[str, Any] = call.body or {}
     check_limits(body)
     if call.files:
@@ -173,16 +200,23 @@ async def edit_message(call: Call) -> web.Response:
     return json_response(message_payload(call.state, message))
 
 
-def edit_fields(call: Call, message: Message, body: dict[str, Any], *,
-                fill_deferred: bool = False) -> None:
+def edit_fields(
+    call: Call, message: Message, body: dict[str, Any], *, fill_deferred: bool = False
+) -> None:
     """Apply an edit body (only the fields it names) to a stored message.
 
     `fill_deferred`: the message is a deferral's "thinking..." placeholder getting its content;
     it stops loading and does not show as edited.
     """
     changes = content_fields(body, editing=True)
-    attachments = attachments_for(call.state, message.channel_id, body, call.files,
-                                  existing=message.attachments, ephemeral=message.ephemeral)
+    attachments = attachments_for(
+        call.state,
+        message.channel_id,
+        body,
+        call.files,
+        existing=message.attachments,
+        ephemeral=message.ephemeral,
+    )
     if attachments is not None:
         changes["attachments"] = attachments
     if "flags" in body and body["flags"] is not None:
@@ -207,13 +241,21 @@ async def delete_message(call: Call) -> web.Response:
 
 # -- threads ---------------------------------------------------------------------------------
 
+
 def _thread_checks(call: Call, parent: Channel, body: dict[str, Any], private: bool) -> None:
     if parent.type is not ChannelType.GUILD_TEXT:
-        raise DiscordError(400, INVALID_CHANNEL_TYPE,
-                           "Cannot execute action on this channel type", violation=True,
-                           detail=f"threads start in text channels, not type {int(parent.type)}")
-    call.require(parent, Perm.CREATE_PRIVATE_THREADS if private else Perm.CREATE_PUBLIC_THREADS,
-                 "starting a thread")
+        raise DiscordError(
+            400,
+            INVALID_CHANNEL_TYPE,
+            "Cannot execute action on this channel type",
+            violation=True,
+            detail=f"threads start in text channels, not type {int(parent.type)}",
+        )
+    call.require(
+        parent,
+        Perm.CREATE_PRIVATE_THREADS if private else Perm.CREATE_PUBLIC_THREADS,
+        "starting a thread",
+    )
     errors = check_thread_name(body.get("name"))
     if errors:
         raise form_error(errors)
@@ -226,10 +268,17 @@ async def thread_from_message(call: Call) -> web.Response:
     _thread_checks(call, parent, body, private=False)
     message = call.message(parent)
     if message.thread_id is not None:
-        raise DiscordError(400, THREAD_ALREADY_CREATED,
-                           "A thread has already been created for this message", violation=True)
+        raise DiscordError(
+            400,
+            THREAD_ALREADY_CREATED,
+            "A thread has already been created for this message",
+            violation=True,
+        )
     thread = call.state.start_thread(
-        parent, body["name"], call.state.bot_user, message=message,
+        parent,
+        body["name"],
+        call.state.bot_user,
+        message=message,
         auto_archive_duration=int(body.get("auto_archive_duration") or 1440),
     )
     return json_response(channel_payload(call.state, thread), 201)
@@ -242,7 +291,10 @@ async def thread_in_channel(call: Call) -> web.Response:
     private = int(body.get("type") or ChannelType.PRIVATE_THREAD) == ChannelType.PRIVATE_THREAD
     _thread_checks(call, parent, body, private=private)
     thread = call.state.start_thread(
-        parent, body["name"], call.state.bot_user, private=private,
+        parent,
+        body["name"],
+        call.state.bot_user,
+        private=private,
         auto_archive_duration=int(body.get("auto_archive_duration") or 1440),
     )
     return json_response(channel_payload(call.state, thread), 201)
@@ -264,6 +316,7 @@ async def leave_thread(call: Call) -> web.Response:
 
 # -- reactions -------------------------------------------------------------------------------
 
+
 @routes.add("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me")
 async def add_reaction(call: Call) -> web.Response:
     channel = call.channel()
@@ -272,11 +325,18 @@ async def add_reaction(call: Call) -> web.Response:
     if emoji not in message.reactions:
         call.require(channel, Perm.ADD_REACTIONS, "adding a new reaction")
     message.reactions.setdefault(emoji, set()).add(call.state.bot_user.id)
-    call.state.dispatch("MESSAGE_REACTION_ADD", {
-        "user_id": str(call.state.bot_user.id), "channel_id": str(channel.id),
-        "message_id": str(message.id), "guild_id": str(channel.guild_id),
-        "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
-    })
+    call.state.dispatch(
+        "MESSAGE_REACTION_ADD",
+        {
+            "user_id": str(call.state.bot_user.id),
+            "channel_id": str(channel.id),
+            "message_id": str(message.id),
+            "guild_id": str(channel.guild_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        },
+    )
     return no_content()
 
 

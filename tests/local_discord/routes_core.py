@@ -32,8 +32,9 @@ MESSAGE_CONTENT_LIMITED = 1 << 19
 @routes.add("GET", "/users/@me")
 async def get_me(call: Call) -> web.Response:
     user = call.state.bot_user
-    return json_response({**user.payload(), "verified": True, "mfa_enabled": False,
-                          "email": None, "locale": "en-US"})
+    return json_response(
+        {**user.payload(), "verified": True, "mfa_enabled": False, "email": None, "locale": "en-US"}
+    )
 
 
 @routes.add("GET", "/users/{user_id}")
@@ -93,26 +94,43 @@ async def get_gateway(call: Call) -> web.Response:
 
 @routes.add("GET", "/gateway/bot")
 async def get_gateway_bot(call: Call) -> web.Response:
-    return json_response({
-        "url": call.discord.gateway.url,
-        "shards": 1,
-        "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86_400_000,
-                                "max_concurrency": 1},
-    })
+    return json_response(
+        {
+            "url": call.discord.gateway.url,
+            "shards": 1,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 999,
+                "reset_after": 86_400_000,
+                "max_concurrency": 1,
+            },
+        }
+    )
 
 
 # -- application commands --------------------------------------------------------------------
 
+
 def _scope(call: Call) -> int | None:
     if call.snowflake("application_id") != call.state.application_id:
-        raise DiscordError(403, MISSING_ACCESS, "Missing Access", violation=True,
-                           detail="application id in the path is not the bot's")
+        raise DiscordError(
+            403,
+            MISSING_ACCESS,
+            "Missing Access",
+            violation=True,
+            detail="application id in the path is not the bot's",
+        )
     if "guild_id" not in call.params:
         return None
     guild = call.state.guilds.get(call.snowflake("guild_id"))
     if guild is None or call.state.bot_user.id not in guild.members:
-        raise DiscordError(403, MISSING_ACCESS, "Missing Access", violation=True,
-                           detail="the bot is not in that guild")
+        raise DiscordError(
+            403,
+            MISSING_ACCESS,
+            "Missing Access",
+            violation=True,
+            detail="the bot is not in that guild",
+        )
     return guild.id
 
 
@@ -140,8 +158,11 @@ async def bulk_overwrite_commands(call: Call) -> web.Response:
     if errors:
         raise form_error(errors)
     commands = call.state.replace_commands(scope, bodies)
-    log.info("synced %d command(s) %s", len(commands),
-             "globally" if scope is None else f"to guild {scope}")
+    log.info(
+        "synced %d command(s) %s",
+        len(commands),
+        "globally" if scope is None else f"to guild {scope}",
+    )
     return json_response([c.payload() for c in commands])
 
 
@@ -151,8 +172,11 @@ async def upsert_command(call: Call) -> web.Response:
     scope = _scope(call)
     body = dict(call.body or {})
     kind = int(body.get("type") or 1)
-    others = [c.data for c in call.state.commands.get(scope, [])
-              if (c.name, c.type) != (body.get("name"), kind)]
+    others = [
+        c.data
+        for c in call.state.commands.get(scope, [])
+        if (c.name, c.type) != (body.get("name"), kind)
+    ]
     existed = len(others) != len(call.state.commands.get(scope, []))
     errors = check_commands([*others, body])
     if errors:
@@ -179,6 +203,7 @@ async def delete_command(call: Call) -> web.Response:
 
 # -- guilds and users ------------------------------------------------------------------------
 
+
 def _guild(call: Call) -> Guild:
     guild = call.state.guilds.get(call.snowflake("guild_id"))
     if guild is None or call.state.bot_user.id not in guild.members:
@@ -189,9 +214,22 @@ def _guild(call: Call) -> Guild:
 @routes.add("GET", "/guilds/{guild_id}")
 async def get_guild(call: Call) -> web.Response:
     data = guild_create_payload(call.state, _guild(call))
-    for key in ("members", "channels", "threads", "voice_states", "presences", "joined_at",
-                "large", "member_count", "stage_instances", "guild_scheduled_events",
-                "soundboard_sounds", "embedded_activities", "lazy", "unavailable"):
+    for key in (
+        "members",
+        "channels",
+        "threads",
+        "voice_states",
+        "presences",
+        "joined_at",
+        "large",
+        "member_count",
+        "stage_instances",
+        "guild_scheduled_events",
+        "soundboard_sounds",
+        "embedded_activities",
+        "lazy",
+        "unavailable",
+    ):
         data.pop(key, None)
     return json_response(data)
 
@@ -199,16 +237,20 @@ async def get_guild(call: Call) -> web.Response:
 @routes.add("GET", "/guilds/{guild_id}/channels")
 async def get_guild_channels(call: Call) -> web.Response:
     guild = _guild(call)
-    return json_response([channel_payload(call.state, call.state.channels[c])
-                          for c in guild.channel_ids])
+    return json_response(
+        [channel_payload(call.state, call.state.channels[c]) for c in guild.channel_ids]
+    )
 
 
 @routes.add("GET", "/guilds/{guild_id}/threads/active")
 async def get_active_threads(call: Call) -> web.Response:
     guild = _guild(call)
     call.state.sweep_archives()
-    threads = [channel_payload(call.state, c) for c in call.state.channels.values()
-               if c.guild_id == guild.id and c.is_thread and not c.archived]
+    threads = [
+        channel_payload(call.state, c)
+        for c in call.state.channels.values()
+        if c.guild_id == guild.id and c.is_thread and not c.archived
+    ]
     return json_response({"threads": threads, "members": []})
 
 

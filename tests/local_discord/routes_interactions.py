@@ -45,16 +45,23 @@ routes = RouteTable()
 ALLOWED_CALLBACKS: dict[InteractionType, set[CallbackType]] = {
     InteractionType.PING: {CallbackType.PONG},
     InteractionType.APPLICATION_COMMAND: {
-        CallbackType.CHANNEL_MESSAGE, CallbackType.DEFERRED_CHANNEL_MESSAGE, CallbackType.MODAL,
+        CallbackType.CHANNEL_MESSAGE,
+        CallbackType.DEFERRED_CHANNEL_MESSAGE,
+        CallbackType.MODAL,
     },
     InteractionType.MESSAGE_COMPONENT: {
-        CallbackType.CHANNEL_MESSAGE, CallbackType.DEFERRED_CHANNEL_MESSAGE,
-        CallbackType.DEFERRED_UPDATE_MESSAGE, CallbackType.UPDATE_MESSAGE, CallbackType.MODAL,
+        CallbackType.CHANNEL_MESSAGE,
+        CallbackType.DEFERRED_CHANNEL_MESSAGE,
+        CallbackType.DEFERRED_UPDATE_MESSAGE,
+        CallbackType.UPDATE_MESSAGE,
+        CallbackType.MODAL,
     },
     InteractionType.AUTOCOMPLETE: {CallbackType.AUTOCOMPLETE_RESULT},
     InteractionType.MODAL_SUBMIT: {
-        CallbackType.CHANNEL_MESSAGE, CallbackType.DEFERRED_CHANNEL_MESSAGE,
-        CallbackType.DEFERRED_UPDATE_MESSAGE, CallbackType.UPDATE_MESSAGE,
+        CallbackType.CHANNEL_MESSAGE,
+        CallbackType.DEFERRED_CHANNEL_MESSAGE,
+        CallbackType.DEFERRED_UPDATE_MESSAGE,
+        CallbackType.UPDATE_MESSAGE,
     },
 }
 
@@ -72,26 +79,52 @@ async def callback(call: Call) -> web.Response:
     state = call.state
     interaction = state.interactions.get(call.snowflake("interaction_id"))
     if interaction is None or interaction.token != call.params["interaction_token"]:
-        raise DiscordError(404, UNKNOWN_INTERACTION, "Unknown interaction", violation=True,
-                           detail="no interaction with that id and token")
+        raise DiscordError(
+            404,
+            UNKNOWN_INTERACTION,
+            "Unknown interaction",
+            violation=True,
+            detail="no interaction with that id and token",
+        )
     if interaction.acknowledged:
-        raise DiscordError(400, ALREADY_ACKNOWLEDGED,
-                           "Interaction has already been acknowledged.", violation=True,
-                           detail=f"second callback for interaction {interaction.id}")
+        raise DiscordError(
+            400,
+            ALREADY_ACKNOWLEDGED,
+            "Interaction has already been acknowledged.",
+            violation=True,
+            detail=f"second callback for interaction {interaction.id}",
+        )
     age = state.clock.now() - interaction.created_at
     deadline = call.discord.config.ack_deadline_s
     if age > deadline:
-        raise DiscordError(404, UNKNOWN_INTERACTION, "Unknown interaction", violation=True,
-                           detail=f"acknowledged {age:.2f}s after the interaction; Discord "
-                                  f"allows {deadline:g}s (defer first)")
+        raise DiscordError(
+            404,
+            UNKNOWN_INTERACTION,
+            "Unknown interaction",
+            violation=True,
+            detail=f"acknowledged {age:.2f}s after the interaction; Discord "
+            f"allows {deadline:g}s (defer first)",
+        )
     body: dict[str, Any] = call.body or {}
     kind = CallbackType(int(body["type"]))
     if kind not in ALLOWED_CALLBACKS[interaction.type]:
-        raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", violation=True,
-                           errors={"type": {"_errors": [{
-                               "code": "INTERACTION_CALLBACK_TYPE_INVALID",
-                               "message": "Invalid callback type"}]}},
-                           detail=f"callback {kind.name} to a {interaction.type.name} interaction")
+        raise DiscordError(
+            400,
+            INVALID_FORM_BODY,
+            "Invalid Form Body",
+            violation=True,
+            errors={
+                "type": {
+                    "_errors": [
+                        {
+                            "code": "INTERACTION_CALLBACK_TYPE_INVALID",
+                            "message": "Invalid callback type",
+                        }
+                    ]
+                }
+            },
+            detail=f"callback {kind.name} to a {interaction.type.name} interaction",
+        )
     data: dict[str, Any] = body.get("data") or {}
     message = _respond(call, interaction, kind, data)
     interaction.callback_type = kind
@@ -102,8 +135,9 @@ async def callback(call: Call) -> web.Response:
     return json_response(_callback_response(call, interaction, kind, message))
 
 
-def _respond(call: Call, interaction: Interaction, kind: CallbackType, data: dict[str, Any]
-             ) -> Message | None:
+def _respond(
+    call: Call, interaction: Interaction, kind: CallbackType, data: dict[str, Any]
+) -> Message | None:
     state = call.state
     channel = state.channels[interaction.channel_id]
     if kind in (CallbackType.CHANNEL_MESSAGE, CallbackType.DEFERRED_CHANNEL_MESSAGE):
@@ -116,14 +150,18 @@ def _respond(call: Call, interaction: Interaction, kind: CallbackType, data: dic
         ephemeral = bool(flags & MessageFlag.EPHEMERAL)
         fields = content_fields({} if loading else data)
         message = state.post_message(
-            channel, state.bot_user, **fields,
+            channel,
+            state.bot_user,
+            **fields,
             flags=flags | (MessageFlag.LOADING if loading else 0),
-            attachments=attachments_for(state, channel.id, data, call.files,
-                                        ephemeral=ephemeral) or [],
-            type=_message_type(interaction), webhook_id=state.application_id,
+            attachments=attachments_for(state, channel.id, data, call.files, ephemeral=ephemeral)
+            or [],
+            type=_message_type(interaction),
+            webhook_id=state.application_id,
             application_id=state.application_id,
             interaction_metadata=interaction_metadata(
-                interaction, parent=state.interactions.get(interaction.parent_id or 0)),
+                interaction, parent=state.interactions.get(interaction.parent_id or 0)
+            ),
             interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
             mention_ids=pinged(state, fields["content"], data.get("allowed_mentions"), None),
@@ -156,13 +194,19 @@ def _component_message(call: Call, interaction: Interaction) -> Message:
         message_id = call.state.interactions[interaction.parent_id].message_id
     message = call.state.messages.get(message_id) if message_id else None
     if message is None or message.deleted:
-        raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", violation=True,
-                           detail="message update for an interaction that has no message")
+        raise DiscordError(
+            400,
+            INVALID_FORM_BODY,
+            "Invalid Form Body",
+            violation=True,
+            detail="message update for an interaction that has no message",
+        )
     return message
 
 
-def _callback_response(call: Call, interaction: Interaction, kind: CallbackType,
-                       message: Message | None) -> dict[str, Any]:
+def _callback_response(
+    call: Call, interaction: Interaction, kind: CallbackType, message: Message | None
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "id": str(interaction.id),
         "type": int(interaction.type),
@@ -175,30 +219,45 @@ def _callback_response(call: Call, interaction: Interaction, kind: CallbackType,
         summary["response_message_id"] = str(message.id)
     # The spec knows resources for CHANNEL_MESSAGE and UPDATE_MESSAGE only; a deferral is
     # described by `response_message_loading` and `response_message_id` alone.
-    if message is not None and kind in (CallbackType.CHANNEL_MESSAGE,
-                                        CallbackType.UPDATE_MESSAGE):
+    if message is not None and kind in (CallbackType.CHANNEL_MESSAGE, CallbackType.UPDATE_MESSAGE):
         result["resource"] = {"type": int(kind), "message": message_payload(call.state, message)}
     return result
 
 
 # -- the interaction webhook -----------------------------------------------------------------
 
+
 def _webhook(call: Call) -> Interaction:
     """The interaction behind a webhook URL, if its token still lives."""
     state = call.state
     interaction = state.interactions_by_token.get(call.params["webhook_token"])
     if interaction is None or str(interaction.application_id) != call.params["webhook_id"]:
-        raise DiscordError(404, UNKNOWN_WEBHOOK, "Unknown Webhook", violation=True,
-                           detail="no interaction has that token")
+        raise DiscordError(
+            404,
+            UNKNOWN_WEBHOOK,
+            "Unknown Webhook",
+            violation=True,
+            detail="no interaction has that token",
+        )
     age = state.clock.now() - interaction.created_at
     lifetime = call.discord.config.token_lifetime_s
     if age > lifetime:
-        raise DiscordError(404, UNKNOWN_WEBHOOK, "Unknown Webhook", violation=True,
-                           detail=f"interaction token used {age / 60:.1f} min after the "
-                                  f"interaction; tokens live {lifetime / 60:g} min")
+        raise DiscordError(
+            404,
+            UNKNOWN_WEBHOOK,
+            "Unknown Webhook",
+            violation=True,
+            detail=f"interaction token used {age / 60:.1f} min after the "
+            f"interaction; tokens live {lifetime / 60:g} min",
+        )
     if not interaction.acknowledged:
-        raise DiscordError(404, UNKNOWN_WEBHOOK, "Unknown Webhook", violation=True,
-                           detail="webhook used before the interaction was acknowledged")
+        raise DiscordError(
+            404,
+            UNKNOWN_WEBHOOK,
+            "Unknown Webhook",
+            violation=True,
+            detail="webhook used before the interaction was acknowledged",
+        )
     return interaction
 
 
@@ -230,8 +289,11 @@ async def followup(call: Call) -> web.Response:
         # The first followup after a deferral replaces the "thinking..." message.
         interaction.awaiting_first_followup = False
         # Ephemerality was decided by the deferral; other flags come from the followup.
-        body = {**body, "flags": (original.flags & MessageFlag.EPHEMERAL)
-                | (requested_flags(body) & ~MessageFlag.EPHEMERAL)}
+        body = {
+            **body,
+            "flags": (original.flags & MessageFlag.EPHEMERAL)
+            | (requested_flags(body) & ~MessageFlag.EPHEMERAL),
+        }
         original.flags = int(body["flags"]) | MessageFlag.LOADING
         edit_fields(call, original, body, fill_deferred=True)
         interaction.followup_ids.append(original.id)
@@ -242,13 +304,19 @@ async def followup(call: Call) -> web.Response:
         ephemeral = bool(flags & MessageFlag.EPHEMERAL)
         fields = content_fields(body)
         message = state.post_message(
-            channel, state.bot_user, **fields, flags=flags,
-            attachments=attachments_for(state, channel.id, body, call.files,
-                                        ephemeral=ephemeral) or [],
-            webhook_id=state.application_id, application_id=state.application_id,
+            channel,
+            state.bot_user,
+            **fields,
+            flags=flags,
+            attachments=attachments_for(state, channel.id, body, call.files, ephemeral=ephemeral)
+            or [],
+            webhook_id=state.application_id,
+            application_id=state.application_id,
             interaction_metadata=interaction_metadata(
-                interaction, followup_of=interaction.original_message_id,
-                parent=state.interactions.get(interaction.parent_id or 0)),
+                interaction,
+                followup_of=interaction.original_message_id,
+                parent=state.interactions.get(interaction.parent_id or 0),
+            ),
             interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
             mention_ids=pinged(state, fields["content"], body.get("allowed_mentions"), None),

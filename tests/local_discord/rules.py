@@ -125,8 +125,15 @@ def form_error(errors: list[FieldError], *, kind: str = "rule") -> DiscordError:
             node = node.setdefault(str(part), {})
         node.setdefault("_errors", []).append({"code": error.code, "message": error.message})
     detail = "; ".join(f"{e.dotted}: {e.message}" for e in errors)
-    return DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", errors=nested,
-                        violation=True, detail=detail, kind=kind)
+    return DiscordError(
+        400,
+        INVALID_FORM_BODY,
+        "Invalid Form Body",
+        errors=nested,
+        violation=True,
+        detail=detail,
+        kind=kind,
+    )
 
 
 def _too_long(path: tuple[str | int, ...], limit: int) -> FieldError:
@@ -155,8 +162,13 @@ def check_message(body: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> l
         errors.append(_too_long((*prefix, "content"), CONTENT_MAX))
     embeds = body.get("embeds") or []
     if len(embeds) > EMBEDS_MAX:
-        errors.append(FieldError((*prefix, "embeds"), "BASE_TYPE_MAX_LENGTH",
-                                 f"Must be {EMBEDS_MAX} or fewer in length."))
+        errors.append(
+            FieldError(
+                (*prefix, "embeds"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {EMBEDS_MAX} or fewer in length.",
+            )
+        )
     errors.extend(_check_embeds(embeds, prefix))
     errors.extend(_check_components(body, prefix))
     return errors
@@ -178,8 +190,13 @@ def _check_embeds(embeds: list[Any], prefix: tuple[str | int, ...]) -> list[Fiel
             errors.append(_too_long((*here, "author", "name"), EMBED_AUTHOR_MAX))
         fields = embed.get("fields") or []
         if len(fields) > EMBED_FIELDS_MAX:
-            errors.append(FieldError((*here, "fields"), "BASE_TYPE_MAX_LENGTH",
-                                     f"Must be {EMBED_FIELDS_MAX} or fewer in length."))
+            errors.append(
+                FieldError(
+                    (*here, "fields"),
+                    "BASE_TYPE_MAX_LENGTH",
+                    f"Must be {EMBED_FIELDS_MAX} or fewer in length.",
+                )
+            )
         for number, item in enumerate(fields):
             if len(item.get("name") or "") > EMBED_FIELD_NAME_MAX:
                 errors.append(_too_long((*here, "fields", number, "name"), EMBED_FIELD_NAME_MAX))
@@ -187,8 +204,13 @@ def _check_embeds(embeds: list[Any], prefix: tuple[str | int, ...]) -> list[Fiel
                 errors.append(_too_long((*here, "fields", number, "value"), EMBED_FIELD_VALUE_MAX))
     total = sum(_embed_text_length(e) for e in embeds if isinstance(e, dict))
     if total > EMBED_TOTAL_MAX:
-        errors.append(FieldError((*prefix, "embeds"), "MAX_EMBED_SIZE_EXCEEDED",
-                                 f"Embed size exceeds maximum size of {EMBED_TOTAL_MAX}"))
+        errors.append(
+            FieldError(
+                (*prefix, "embeds"),
+                "MAX_EMBED_SIZE_EXCEEDED",
+                f"Embed size exceeds maximum size of {EMBED_TOTAL_MAX}",
+            )
+        )
     return errors
 
 
@@ -198,23 +220,37 @@ def _check_components(body: dict[str, Any], prefix: tuple[str | int, ...]) -> li
     flags = body.get("flags") or 0
     # Components v2 messages have their own (larger) budget, which the spec already caps.
     if not flags & MessageFlag.IS_COMPONENTS_V2 and len(components) > ACTION_ROWS_MAX:
-        errors.append(FieldError((*prefix, "components"), "BASE_TYPE_MAX_LENGTH",
-                                 f"Must be {ACTION_ROWS_MAX} or fewer in length."))
+        errors.append(
+            FieldError(
+                (*prefix, "components"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {ACTION_ROWS_MAX} or fewer in length.",
+            )
+        )
     for row_index, row in enumerate(components):
         if not isinstance(row, dict) or row.get("type") != 1:
             continue
         buttons = [c for c in row.get("components") or [] if c.get("type") == 2]
         if len(buttons) > ROW_BUTTONS_MAX:
-            errors.append(FieldError((*prefix, "components", row_index, "components"),
-                                     "BASE_TYPE_MAX_LENGTH",
-                                     f"Must be {ROW_BUTTONS_MAX} or fewer in length."))
+            errors.append(
+                FieldError(
+                    (*prefix, "components", row_index, "components"),
+                    "BASE_TYPE_MAX_LENGTH",
+                    f"Must be {ROW_BUTTONS_MAX} or fewer in length.",
+                )
+            )
     custom_ids: set[str] = set()
     for component in iter_components(components):
         custom_id = component.get("custom_id")
         if isinstance(custom_id, str):
             if custom_id in custom_ids:
-                errors.append(FieldError((*prefix, "components"), "COMPONENT_CUSTOM_ID_DUPLICATED",
-                                         f"Component custom id {custom_id!r} is duplicated"))
+                errors.append(
+                    FieldError(
+                        (*prefix, "components"),
+                        "COMPONENT_CUSTOM_ID_DUPLICATED",
+                        f"Component custom id {custom_id!r} is duplicated",
+                    )
+                )
             custom_ids.add(custom_id)
     return errors
 
@@ -231,8 +267,13 @@ def check_modal(data: dict[str, Any]) -> list[FieldError]:
     inputs = [c for c in iter_components(data.get("components") or []) if c.get("type") == 4]
     errors: list[FieldError] = []
     if len(inputs) > MODAL_INPUTS_MAX:
-        errors.append(FieldError(("data", "components"), "BASE_TYPE_MAX_LENGTH",
-                                 f"Must be {MODAL_INPUTS_MAX} or fewer in length."))
+        errors.append(
+            FieldError(
+                ("data", "components"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {MODAL_INPUTS_MAX} or fewer in length.",
+            )
+        )
     for component in inputs:
         if len(component.get("value") or "") > TEXT_INPUT_VALUE_MAX:
             errors.append(_too_long(("data", "components", "value"), TEXT_INPUT_VALUE_MAX))
@@ -240,8 +281,9 @@ def check_modal(data: dict[str, Any]) -> list[FieldError]:
 
 
 def too_large(detail: str) -> DiscordError:
-    return DiscordError(413, REQUEST_ENTITY_TOO_LARGE, "Request entity too large",
-                        violation=True, detail=detail)
+    return DiscordError(
+        413, REQUEST_ENTITY_TOO_LARGE, "Request entity too large", violation=True, detail=detail
+    )
 
 
 @dataclass(frozen=True)
@@ -256,8 +298,9 @@ class Violation:
     status: int = 400
 
     def __str__(self) -> str:
-        return (f"[{self.kind}] {self.route} -> {self.status} {self.code} {self.message}: "
-                f"{self.detail}")
+        return (
+            f"[{self.kind}] {self.route} -> {self.status} {self.code} {self.message}: {self.detail}"
+        )
 
 
 @dataclass
@@ -286,8 +329,9 @@ class ViolationLog:
         taken, self.items = self.items, []
         return taken
 
-    def find(self, *, code: int | None = None, kind: str | None = None,
-             match: str | None = None) -> Violation | None:
+    def find(
+        self, *, code: int | None = None, kind: str | None = None, match: str | None = None
+    ) -> Violation | None:
         for item in self.items:
             if code is not None and item.code != code:
                 continue
@@ -298,8 +342,9 @@ class ViolationLog:
             return item
         return None
 
-    def expect(self, *, code: int | None = None, kind: str | None = None,
-               match: str | None = None) -> Violation:
+    def expect(
+        self, *, code: int | None = None, kind: str | None = None, match: str | None = None
+    ) -> Violation:
         """Take out the first violation that matches; fail with the whole log if none does."""
         found = self.find(code=code, kind=kind, match=match)
         if found is None:
@@ -310,8 +355,14 @@ class ViolationLog:
         self.items.remove(found)
         return found
 
-    async def wait_for(self, *, code: int | None = None, kind: str | None = None,
-                       match: str | None = None, timeout: float = 5.0) -> Violation:
+    async def wait_for(
+        self,
+        *,
+        code: int | None = None,
+        kind: str | None = None,
+        match: str | None = None,
+        timeout: float = 5.0,
+    ) -> Violation:
         """Wait until a matching violation is recorded (the bot's request is asynchronous)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -344,15 +395,25 @@ def check_commands(bodies: list[dict[str, Any]]) -> list[FieldError]:
         kind = int(command.get("type") or 1)
         name = str(command.get("name") or "")
         if (name, kind) in seen:
-            errors.append(FieldError((index, "name"), "APPLICATION_COMMANDS_DUPLICATE_NAME",
-                                     f"Application command names must be unique: {name!r}"))
+            errors.append(
+                FieldError(
+                    (index, "name"),
+                    "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                    f"Application command names must be unique: {name!r}",
+                )
+            )
         seen.add((name, kind))
         if kind == 1:
             errors.extend(_check_named((index,), command))
             errors.extend(_check_options(command.get("options") or [], (index, "options")))
         elif command.get("description"):
-            errors.append(FieldError((index, "description"), "BASE_TYPE_INVALID",
-                                     "Context menu commands cannot have a description"))
+            errors.append(
+                FieldError(
+                    (index, "description"),
+                    "BASE_TYPE_INVALID",
+                    "Context menu commands cannot have a description",
+                )
+            )
     return errors
 
 
@@ -360,34 +421,53 @@ def _check_named(path: tuple[str | int, ...], item: dict[str, Any]) -> list[Fiel
     errors = []
     name = str(item.get("name") or "")
     if not _COMMAND_NAME.match(name) or name != name.lower():
-        errors.append(FieldError((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME",
-                                 f"Command name {name!r} is invalid"))
+        errors.append(
+            FieldError(
+                (*path, "name"),
+                "APPLICATION_COMMAND_INVALID_NAME",
+                f"Command name {name!r} is invalid",
+            )
+        )
     description = item.get("description") or ""
     if not 1 <= len(description) <= DESCRIPTION_MAX:
-        errors.append(FieldError((*path, "description"), "BASE_TYPE_BAD_LENGTH",
-                                 f"Must be between 1 and {DESCRIPTION_MAX} in length."))
+        errors.append(
+            FieldError(
+                (*path, "description"),
+                "BASE_TYPE_BAD_LENGTH",
+                f"Must be between 1 and {DESCRIPTION_MAX} in length.",
+            )
+        )
     return errors
 
 
-def _check_options(options: list[dict[str, Any]], path: tuple[str | int, ...]
-                   ) -> list[FieldError]:
+def _check_options(options: list[dict[str, Any]], path: tuple[str | int, ...]) -> list[FieldError]:
     errors: list[FieldError] = []
     if len(options) > OPTIONS_MAX:
-        errors.append(FieldError(path, "BASE_TYPE_MAX_LENGTH",
-                                 f"Must be {OPTIONS_MAX} or fewer in length."))
+        errors.append(
+            FieldError(path, "BASE_TYPE_MAX_LENGTH", f"Must be {OPTIONS_MAX} or fewer in length.")
+        )
     optional_seen = False
     for index, option in enumerate(options):
         here = (*path, index)
         errors.extend(_check_named(here, option))
         if len(option.get("choices") or []) > CHOICES_MAX:
-            errors.append(FieldError((*here, "choices"), "BASE_TYPE_MAX_LENGTH",
-                                     f"Must be {CHOICES_MAX} or fewer in length."))
+            errors.append(
+                FieldError(
+                    (*here, "choices"),
+                    "BASE_TYPE_MAX_LENGTH",
+                    f"Must be {CHOICES_MAX} or fewer in length.",
+                )
+            )
         if option.get("type") in (1, 2):
             errors.extend(_check_options(option.get("options") or [], (*here, "options")))
             continue
         if option.get("required") and optional_seen:
-            errors.append(FieldError(
-                (*here, "required"), "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
-                "Required options must be placed before non-required options"))
+            errors.append(
+                FieldError(
+                    (*here, "required"),
+                    "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                    "Required options must be placed before non-required options",
+                )
+            )
         optional_seen = optional_seen or not option.get("required")
     return errors

@@ -86,8 +86,9 @@ def _validator(path: str, method: str, content_type: str) -> Draft202012Validato
         content_type = "application/json"
     if content_type not in content:
         return None
-    ref = f"{SPEC_URI}#/" + _pointer("paths", path, method.lower(), "requestBody", "content",
-                                     content_type, "schema")
+    ref = f"{SPEC_URI}#/" + _pointer(
+        "paths", path, method.lower(), "requestBody", "content", content_type, "schema"
+    )
     return Draft202012Validator({"$ref": ref}, registry=_registry())
 
 
@@ -154,8 +155,16 @@ def _response_validator(path: str, method: str, status: int) -> Draft202012Valid
     content = ((operation.get("responses") or {}).get(str(status)) or {}).get("content") or {}
     if "application/json" not in content:
         return None
-    ref = f"{SPEC_URI}#/" + _pointer("paths", path, method.lower(), "responses", str(status),
-                                     "content", "application/json", "schema")
+    ref = f"{SPEC_URI}#/" + _pointer(
+        "paths",
+        path,
+        method.lower(),
+        "responses",
+        str(status),
+        "content",
+        "application/json",
+        "schema",
+    )
     return Draft202012Validator({"$ref": ref}, registry=_registry())
 
 
@@ -164,6 +173,8 @@ def validate_response(path: str, method: str, status: int, body: Any) -> list[Fi
     validator = _response_validator(path, method, status)
     if validator is None:
         return []
-    return list(dict.fromkeys(
-        _field_error(leaf) for error in validator.iter_errors(body) for leaf in _leaves(error)
-    ))
+    return list(
+        dict.fromkeys(
+            _field_error(leaf) for error in validator.iter_errors(body) for leaf in _leaves(error)
+        )
+    )

@@ -62,7 +62,8 @@ class LocalDiscord:
         self.violations = ViolationLog()
         self.rate_limits = RateLimits(self.violations)
         self.gateway = Gateway(
-            self.state, token=self.token,
+            self.state,
+            token=self.token,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             message_content_allowed=self.config.message_content_allowed,
         )
@@ -78,9 +79,12 @@ class LocalDiscord:
 
     def _build_world(self) -> tuple[Guild, Channel, Channel]:
         state = self.state
-        guild = state.add_guild("Local Guild", state.owner,
-                                everyone_permissions=self.config.everyone_permissions,
-                                premium_tier=self.config.premium_tier)
+        guild = state.add_guild(
+            "Local Guild",
+            state.owner,
+            everyone_permissions=self.config.everyone_permissions,
+            premium_tier=self.config.premium_tier,
+        )
         state.add_member(guild, state.bot_user, permissions=self.config.bot_permissions)
         general = state.add_text_channel(guild, "general")
         images = state.add_text_channel(guild, "images", topic="FLUX.1 Kontext edits")
@@ -116,8 +120,12 @@ class LocalDiscord:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # -- what the bot is pointed at ----------------------------------------------------------

@@ -48,8 +48,13 @@ Dispatcher = Callable[[str, dict[str, Any]], None]
 _MENTION = re.compile(r"<@!?(\d+)>")
 # What a member may do in a DM with the bot.
 DM_PERMISSIONS = int(
-    Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.READ_MESSAGE_HISTORY | Perm.EMBED_LINKS
-    | Perm.ATTACH_FILES | Perm.ADD_REACTIONS | Perm.USE_APPLICATION_COMMANDS
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.ADD_REACTIONS
+    | Perm.USE_APPLICATION_COMMANDS
 )
 
 
@@ -93,8 +98,9 @@ class DiscordState:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_until(self, predicate: Callable[[], T | None], *, timeout: float,
-                         what: str) -> T:
+    async def wait_until(
+        self, predicate: Callable[[], T | None], *, timeout: float, what: str
+    ) -> T:
         """The first truthy value of `predicate()`, re-evaluated after every state change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -118,8 +124,9 @@ class DiscordState:
         self.users[user.id] = user
         return user
 
-    def add_guild(self, name: str, owner: User, *, everyone_permissions: int,
-                  premium_tier: int = 0) -> Guild:
+    def add_guild(
+        self, name: str, owner: User, *, everyone_permissions: int, premium_tier: int = 0
+    ) -> Guild:
         guild_id = self.ids.next()
         guild = Guild(guild_id, name, owner.id, self.clock.iso(), premium_tier=premium_tier)
         # @everyone's role id is the guild id.
@@ -128,10 +135,10 @@ class DiscordState:
         self.add_member(guild, owner)
         return guild
 
-    def add_role(self, guild: Guild, name: str, permissions: int, *,
-                 managed: bool = False) -> Role:
-        role = Role(self.ids.next(), name, int(permissions), position=len(guild.roles),
-                    managed=managed)
+    def add_role(self, guild: Guild, name: str, permissions: int, *, managed: bool = False) -> Role:
+        role = Role(
+            self.ids.next(), name, int(permissions), position=len(guild.roles), managed=managed
+        )
         guild.roles[role.id] = role
         return role
 
@@ -139,8 +146,7 @@ class DiscordState:
         """`permissions`: granted through a role of the member's own, on top of @everyone."""
         member = Member(user, self.clock.iso(), role_ids=[])
         if permissions is not None:
-            role = self.add_role(guild, f"{user.username} role", permissions,
-                                 managed=user.bot)
+            role = self.add_role(guild, f"{user.username} role", permissions, managed=user.bot)
             member.role_ids.append(role.id)
         guild.members[user.id] = member
         return member
@@ -153,20 +159,39 @@ class DiscordState:
         role = self.add_role(guild, f"{user.username} role", permissions, managed=user.bot)
         member.role_ids = [role.id]
         self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
-        self.dispatch("GUILD_MEMBER_UPDATE", {
-            "guild_id": str(guild.id), "user": user.payload(), "roles": [str(role.id)],
-            "joined_at": member.joined_at, "nick": None, "avatar": None, "flags": 0,
-            "deaf": False, "mute": False, "pending": False, "premium_since": None,
-            "communication_disabled_until": None,
-        })
+        self.dispatch(
+            "GUILD_MEMBER_UPDATE",
+            {
+                "guild_id": str(guild.id),
+                "user": user.payload(),
+                "roles": [str(role.id)],
+                "joined_at": member.joined_at,
+                "nick": None,
+                "avatar": None,
+                "flags": 0,
+                "deaf": False,
+                "mute": False,
+                "pending": False,
+                "premium_since": None,
+                "communication_disabled_until": None,
+            },
+        )
 
-    def add_text_channel(self, guild: Guild, name: str, *, topic: str | None = None,
-                         nsfw: bool = False) -> Channel:
+    def add_text_channel(
+        self, guild: Guild, name: str, *, topic: str | None = None, nsfw: bool = False
+    ) -> Channel:
         """A new text channel (`nsfw`: age-restricted). Announce it with `dispatch` if the
         bot is already connected (CHANNEL_CREATE with `channel_payload`)."""
-        channel = Channel(self.ids.next(), ChannelType.GUILD_TEXT, name, guild.id,
-                          self.clock.now(), position=len(guild.channel_ids), topic=topic,
-                          nsfw=nsfw)
+        channel = Channel(
+            self.ids.next(),
+            ChannelType.GUILD_TEXT,
+            name,
+            guild.id,
+            self.clock.now(),
+            position=len(guild.channel_ids),
+            topic=topic,
+            nsfw=nsfw,
+        )
         self.channels[channel.id] = channel
         self.channel_messages[channel.id] = []
         guild.channel_ids.append(channel.id)
@@ -177,8 +202,14 @@ class DiscordState:
         for channel in self.channels.values():
             if channel.type is ChannelType.DM and user.id in channel.recipient_ids:
                 return channel
-        channel = Channel(self.ids.next(), ChannelType.DM, None, None, self.clock.now(),
-                          recipient_ids=[self.bot_user.id, user.id])
+        channel = Channel(
+            self.ids.next(),
+            ChannelType.DM,
+            None,
+            None,
+            self.clock.now(),
+            recipient_ids=[self.bot_user.id, user.id],
+        )
         self.channels[channel.id] = channel
         self.channel_messages[channel.id] = []
         return channel
@@ -201,16 +232,31 @@ class DiscordState:
 
     # -- attachments -----------------------------------------------------------------------
 
-    def upload(self, channel_id: int, filename: str, data: bytes, *,
-               content_type: str | None = None, description: str | None = None,
-               ephemeral: bool = False) -> Attachment:
+    def upload(
+        self,
+        channel_id: int,
+        filename: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        description: str | None = None,
+        ephemeral: bool = False,
+    ) -> Attachment:
         """Put a file on the local CDN."""
         if content_type is None:
             content_type = mimetypes.guess_type(filename)[0]
         width, height = _image_size(data)
-        attachment = Attachment(self.ids.next(), channel_id, filename, data,
-                                content_type=content_type, description=description,
-                                width=width, height=height, ephemeral=ephemeral)
+        attachment = Attachment(
+            self.ids.next(),
+            channel_id,
+            filename,
+            data,
+            content_type=content_type,
+            description=description,
+            width=width,
+            height=height,
+            ephemeral=ephemeral,
+        )
         self.attachments[attachment.id] = attachment
         return attachment
 
@@ -219,8 +265,9 @@ class DiscordState:
     def post_message(self, channel: Channel, author: User, **fields: Any) -> Message:
         """A new message in `channel`; MESSAGE_CREATE goes out unless it is ephemeral."""
         self.sweep_archives()
-        message = Message(self.ids.next(), channel.id, channel.guild_id, author,
-                          self.clock.now(), **fields)
+        message = Message(
+            self.ids.next(), channel.id, channel.guild_id, author, self.clock.now(), **fields
+        )
         if not message.mention_ids:
             message.mention_ids = self.mentions_in(message.content)
         self.messages[message.id] = message
@@ -285,18 +332,31 @@ class DiscordState:
 
     # -- threads ---------------------------------------------------------------------------
 
-    def start_thread(self, parent: Channel, name: str, owner: User, *,
-                     message: Message | None = None, auto_archive_duration: int = 1440,
-                     private: bool = False) -> Channel:
+    def start_thread(
+        self,
+        parent: Channel,
+        name: str,
+        owner: User,
+        *,
+        message: Message | None = None,
+        auto_archive_duration: int = 1440,
+        private: bool = False,
+    ) -> Channel:
         """A thread on `message` (same id) or standalone; THREAD_CREATE goes out."""
         thread_id = message.id if message is not None else self.ids.next()
         now = self.clock.now()
         thread = Channel(
             thread_id,
             ChannelType.PRIVATE_THREAD if private else ChannelType.PUBLIC_THREAD,
-            name, parent.guild_id, now, parent_id=parent.id, owner_id=owner.id,
-            auto_archive_duration=auto_archive_duration, archive_timestamp=now,
-            last_activity=now, thread_member_ids={owner.id},
+            name,
+            parent.guild_id,
+            now,
+            parent_id=parent.id,
+            owner_id=owner.id,
+            auto_archive_duration=auto_archive_duration,
+            archive_timestamp=now,
+            last_activity=now,
+            thread_member_ids={owner.id},
         )
         self.channels[thread.id] = thread
         self.channel_messages[thread.id] = []
@@ -307,9 +367,17 @@ class DiscordState:
         self.dispatch("THREAD_CREATE", data)
         if message is None and not private:
             # A standalone public thread is announced in its parent, as in the Discord client.
-            self.post_message(parent, owner, type=MessageType.THREAD_CREATED, content=name,
-                              reference={"type": 0, "channel_id": str(thread.id),
-                                         "guild_id": str(parent.guild_id)})
+            self.post_message(
+                parent,
+                owner,
+                type=MessageType.THREAD_CREATED,
+                content=name,
+                reference={
+                    "type": 0,
+                    "channel_id": str(thread.id),
+                    "guild_id": str(parent.guild_id),
+                },
+            )
         if message is not None:
             self.dispatch("MESSAGE_UPDATE", message_payload(self, message, gateway=True))
         return thread
@@ -329,15 +397,19 @@ class DiscordState:
         now = self.clock.now()
         for channel in list(self.channels.values()):
             idle = now - channel.last_activity
-            if channel.is_thread and not channel.archived \
-                    and idle > channel.auto_archive_duration * 60:
+            if (
+                channel.is_thread
+                and not channel.archived
+                and idle > channel.auto_archive_duration * 60
+            ):
                 log.info("thread %s auto-archived after %.0f s idle", channel.id, idle)
                 self.update_thread(channel, archived=True)
 
     # -- application commands -------------------------------------------------------------
 
-    def replace_commands(self, guild_id: int | None, bodies: Iterable[dict[str, Any]]
-                         ) -> list[Command]:
+    def replace_commands(
+        self, guild_id: int | None, bodies: Iterable[dict[str, Any]]
+    ) -> list[Command]:
         """Bulk overwrite: commands keep their id when name and type are unchanged."""
         existing = {(c.name, c.type): c for c in self.commands.get(guild_id, [])}
         version = self.ids.next()
@@ -346,14 +418,12 @@ class DiscordState:
             key = (str(body["name"]), int(body.get("type") or 1))
             old = existing.get(key)
             command_id = old.id if old is not None else self.ids.next()
-            commands.append(Command(command_id, self.application_id, guild_id, version,
-                                    dict(body)))
+            commands.append(Command(command_id, self.application_id, guild_id, version, dict(body)))
         self.commands[guild_id] = commands
         self.changed()
         return commands
 
-    def find_command(self, name: str, command_type: int, guild_id: int | None
-                     ) -> Command | None:
+    def find_command(self, name: str, command_type: int, guild_id: int | None) -> Command | None:
         """Guild commands shadow global ones of the same name, as in the Discord client."""
         scopes = ([guild_id] if guild_id is not None else []) + [None]
         for scope in scopes:
@@ -364,16 +434,29 @@ class DiscordState:
 
     # -- interactions ----------------------------------------------------------------------
 
-    def create_interaction(self, kind: InteractionType, user: User, channel: Channel,
-                           data: dict[str, Any], *, attachment_size_limit: int,
-                           message: Message | None = None,
-                           parent: Interaction | None = None) -> Interaction:
+    def create_interaction(
+        self,
+        kind: InteractionType,
+        user: User,
+        channel: Channel,
+        data: dict[str, Any],
+        *,
+        attachment_size_limit: int,
+        message: Message | None = None,
+        parent: Interaction | None = None,
+    ) -> Interaction:
         """Record an interaction and send INTERACTION_CREATE to the bot."""
         self.sweep_archives()
         interaction = Interaction(
-            id=self.ids.next(), type=kind, token="aW50ZXJhY3Rpb24" + secrets.token_urlsafe(96),
-            application_id=self.application_id, created_at=self.clock.now(), user=user,
-            guild_id=channel.guild_id, channel_id=channel.id, data=data,
+            id=self.ids.next(),
+            type=kind,
+            token="aW50ZXJhY3Rpb24" + secrets.token_urlsafe(96),
+            application_id=self.application_id,
+            created_at=self.clock.now(),
+            user=user,
+            guild_id=channel.guild_id,
+            channel_id=channel.id,
+            data=data,
             attachment_size_limit=attachment_size_limit,
             message_id=message.id if message is not None else None,
             parent_id=parent.id if parent is not None else None,
