@@ -22,6 +22,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 # The plugin imports register the six openers `_open_untrusted` looks up.
 from PIL import (
@@ -70,6 +71,8 @@ _PILLOW_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
     struct.error,
 )
+# Pillow also warns about some broken metadata (and warnings are errors in the tests).
+_METADATA_ERRORS: tuple[type[Exception], ...] = (*_PILLOW_ERRORS, Warning)
 
 _JPEG_QUALITY = 95
 # zlib level 1 is ~4x faster than the default 6 on photos for ~15% more bytes; these files only
@@ -388,7 +391,7 @@ def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
         return int(value) if value in _ORIENTATION_TRANSPOSE else 1
-    except (*_PILLOW_ERRORS, Warning) as exc:
+    except _METADATA_ERRORS as exc:
         # Broken metadata is common and harmless: the pixels are what matter. (Pillow warns
         # about some of it; where warnings are errors, that must not cost the member the image.)
         log.debug("ignoring unreadable EXIF: %s", exc)
@@ -410,7 +413,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if image.mode not in _HIGH_BIT_DEPTH_MODES:
         return image
     wide = image if image.mode in ("I", "F") else image.convert("I")
-    low, high = wide.getextrema()
+    # A single-band image's extrema are two numbers (the typing covers multi-band tuples too).
+    low, high = cast(tuple[float, float], wide.getextrema())
     if image.mode == "F" and low >= 0 and high <= 1.0:
         scale = 255.0
     elif high <= 255:
@@ -429,7 +433,7 @@ def _settle_alpha(image: Image.Image) -> Image.Image:
     """RGBA when any pixel is see-through; otherwise a mode a profile can still apply to."""
     if image.has_transparency_data:
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
-        lowest_alpha, _ = rgba.getchannel("A").getextrema()
+        lowest_alpha, _ = cast(tuple[int, int], rgba.getchannel("A").getextrema())
         return rgba if lowest_alpha < 255 else rgba.convert("RGB")
     if image.mode in _PROFILE_MODES:
         return image
@@ -601,7 +605,7 @@ class _FitSearch:
     def __init__(self, frame: Image.Image, limit: int) -> None:
         self._frame = frame
         self._limit = limit
-        self._formats = ("WEBP",) if frame.mode == "RGBA" else ("WEBP", "JPEG")
+        self._formats: tuple[str, ...] = ("WEBP",) if frame.mode == "RGBA" else ("WEBP", "JPEG")
         if not _WEBP_AVAILABLE:
             self._formats = tuple(name for name in self._formats if name != "WEBP")
         self._scaled: dict[int, Image.Image] = {0: frame}

@@ -23,6 +23,7 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "details": ("Details", discord.ButtonStyle.secondary),
     "delete": ("Delete", discord.ButtonStyle.danger),
     "cancel": ("Cancel", discord.ButtonStyle.danger),
+    "retry": ("Retry", discord.ButtonStyle.primary),
 }
 RESULT_ACTIONS = ("edit", "reroll", "undo", "details", "delete")
 PROMPT_MAX = 1000
@@ -32,12 +33,12 @@ def _cog(interaction: discord.Interaction) -> KontextCog:
     cog = interaction.client.get_cog("Kontext")  # type: ignore[attr-defined]
     if cog is None:
         raise RuntimeError("the Kontext cog is not loaded")
-    return cog  # type: ignore[return-value]
+    return cog
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"kontext:(?P<action>edit|reroll|undo|details|delete|cancel):(?P<job>[0-9]+)",
+    template=r"kontext:(?P<action>edit|reroll|undo|details|delete|cancel|retry):(?P<job>[0-9]+)",
 ):
     """One button of a result (or of a queued job's status): `kontext:<action>:<job id>`."""
 
@@ -70,8 +71,17 @@ def result_view(job_id: int) -> discord.ui.View:
 
 
 def cancel_view(job_id: int) -> discord.ui.View:
+    return _one_button("cancel", job_id)
+
+
+def retry_view(job_id: int) -> discord.ui.View:
+    """Under a job that made nothing: send it again, as it was."""
+    return _one_button("retry", job_id)
+
+
+def _one_button(action: str, job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("cancel", job_id))
+    view.add_item(JobButton(action, job_id))
     return view
 
 
@@ -101,5 +111,8 @@ class InstructionModal(discord.ui.Modal):
             interaction, self.target, self.instruction.value, number
         )
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+    # Modal.on_error takes no item, unlike the View signature mypy compares it with.
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction, error: Exception
+    ) -> None:
         await tell_member(interaction, error)

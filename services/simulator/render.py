@@ -551,23 +551,23 @@ class _ColourChoice:
     colour: RGB | None = None
 
 
-_COLOUR_KEYWORDS: tuple[tuple[re.Pattern[str], ColourStyle], ...] = tuple(
-    (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), style)
-    for words, style in (
-        (r"black\s*(?:and|&)\s*white|b\s*&\s*w|gr[ae]y\s*scale|monochrome|desaturate\w*", "grey"),
-        (r"sepia|vintage|old\s+photo\w*|antique", "sepia"),
-        (r"invert\w*|negative", "invert"),
-    )
+_COLOUR_STYLE_WORDS: tuple[tuple[str, ColourStyle], ...] = (
+    (r"black\s*(?:and|&)\s*white|b\s*&\s*w|gr[ae]y\s*scale|monochrome|desaturate\w*", "grey"),
+    (r"sepia|vintage|old\s+photo\w*|antique", "sepia"),
+    (r"invert\w*|negative", "invert"),
 )
-_TEXTURE_KEYWORDS: tuple[tuple[re.Pattern[str], TextureStyle], ...] = tuple(
-    (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), style)
-    for words, style in (
-        (r"sketch\w*|drawing|outlines?|line\s*art|pencil|ink|comic\w*", "outline"),
-        (r"cartoon\w*|poster\w*|pop\s*art|anime|flat|cel[\s-]*shad\w*", "posterize"),
-        (r"pixel\w*|8[\s-]*bit|mosaic|retro\s+game", "pixelate"),
-        (r"blur\w*|soft|dreamy|bokeh|fog|foggy|haze|hazy|out\s+of\s+focus", "blur"),
-        (r"sharp\w*|vivid|vibrant|dramatic|hdr|contrast\w*", "contrast"),
-    )
+_COLOUR_KEYWORDS = tuple(
+    (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), style) for words, style in _COLOUR_STYLE_WORDS
+)
+_TEXTURE_WORDS: tuple[tuple[str, TextureStyle], ...] = (
+    (r"sketch\w*|drawing|outlines?|line\s*art|pencil|ink|comic\w*", "outline"),
+    (r"cartoon\w*|poster\w*|pop\s*art|anime|flat|cel[\s-]*shad\w*", "posterize"),
+    (r"pixel\w*|8[\s-]*bit|mosaic|retro\s+game", "pixelate"),
+    (r"blur\w*|soft|dreamy|bokeh|fog|foggy|haze|hazy|out\s+of\s+focus", "blur"),
+    (r"sharp\w*|vivid|vibrant|dramatic|hdr|contrast\w*", "contrast"),
+)
+_TEXTURE_KEYWORDS = tuple(
+    (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), style) for words, style in _TEXTURE_WORDS
 )
 _HASH_COLOURS: tuple[ColourStyle, ...] = ("hue", "hue", "tint", "swap", "invert", "sepia")
 _HASH_TEXTURES: tuple[TextureStyle, ...] = ("posterize", "outline", "pixelate", "contrast")
@@ -590,9 +590,9 @@ def _edit_styles(text: str, rng: random.Random) -> tuple[_ColourChoice, TextureS
             colour = _ColourChoice("named", named[0])
 
     texture = hashed_texture
-    for pattern, style in _TEXTURE_KEYWORDS:
+    for pattern, texture_style in _TEXTURE_KEYWORDS:
         if pattern.search(text):
-            texture = style
+            texture = texture_style
             break
     return colour, texture
 
@@ -808,7 +808,7 @@ def _draw_seed_label(picture: Image.Image, seed: int) -> None:
     pad = max(2, (bottom - top) // 4)
     box_width = right - left + 2 * pad
     margin = max(1, round(min(width, height) * 0.01))
-    _draw_tag(draw, (max(0, width - box_width - margin), margin), text, font)
+    _draw_tag(draw, (max(0, round(width - box_width - margin)), margin), text, font)
 
 
 def _draw_centre_panel(picture: Image.Image, text: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -461,7 +462,7 @@ def _bounds(request: type[BaseModel], field: str) -> tuple[Any, Any]:
     return low, high
 
 
-def explain(error: dict[str, Any], spec: ModelSpec) -> tuple[str, str]:
+def explain(error: Mapping[str, Any], spec: ModelSpec) -> tuple[str, str]:
     """One pydantic error as (field, sentence for a member)."""
     loc = [part for part in error["loc"] if isinstance(part, str)]
     field = loc[0] if loc else "request"
