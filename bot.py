@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import pkgutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from services.edits import EditService
 from services.jobs import JobService
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
-from services.storage import Repository
+from services.storage import Repository, StoreError
 from services.wavespeed import WaveSpeedClient, create_session
 
 log = logging.getLogger("kontext.bot")
@@ -58,6 +59,7 @@ class KontextBot(commands.Bot):
     def __init__(
         self,
         settings: Settings,
+        repository: Repository,
         *,
         sync: bool = False,
         sync_guild: int | None = None,
@@ -83,7 +85,9 @@ class KontextBot(commands.Bot):
         self._resources = AsyncExitStack()
         self.http_session: aiohttp.ClientSession | None = None
         self.wavespeed: WaveSpeedClient | None = None
-        self.repository: Repository | None = None
+        # Opened before the bot (a store that cannot be used stops start-up in one line) and
+        # closed by whoever opened it.
+        self.repository = repository
         self.jobs: JobService | None = None
         self.edits: EditService | None = None
 
@@ -94,8 +98,6 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
-        self.repository = await Repository.open(self.settings.storage.database)
-        self._resources.push_async_callback(self.repository.close)
         self.jobs = JobService(
             self.repository, self.wavespeed, self.settings.jobs, clock=self.clock
         )
@@ -179,10 +181,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(settings: Settings, *, sync: bool, sync_guild: int | None) -> None:
+    """Run until Discord ends the session or SIGTERM/SIGINT asks for a graceful stop."""
     point_at_discord(settings)
-    bot = KontextBot(settings, sync=sync, sync_guild=sync_guild)
-    async with bot:
-        await bot.start(settings.discord.token.get_secret_value())
+    repository = await Repository.open(settings.storage.database)
+    try:
+        bot = KontextBot(settings, repository, sync=sync, sync_guild=sync_guild)
+        async with bot:
+            runner = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()))
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                # No new jobs, submits in flight finish, waits resume at the next start.
+                await bot.close()
+                log.info("stopped: open jobs resume at the next start")
+            stopper.cancel()
+            await runner
+    finally:
+        await repository.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run(settings, sync=args.sync is not None, sync_guild=sync_guild))
     except discord.LoginFailure:
         log.error("Discord refused the token: check DISCORD_TOKEN / [discord] token")
+        return 1
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -14,7 +14,7 @@ from typing import Any
 
 from .images import PreparedImage, prepare_input, prepare_inputs
 from .jobs import JobService, NewJob
-from .storage import Chain, JobImage, JobRecord, Repository, StoredImage
+from .storage import Chain, JobImage, JobRecord, NewImage, PostedResult, Repository, StoredImage
 from .wavespeed import (
     Family,
     InvalidInputError,
@@ -180,16 +180,40 @@ class EditService:
         )
 
     async def undo(self, origin: Origin, job_id: int) -> tuple[JobRecord, list[JobImage]]:
-        """The step before `job_id`, made the chain's head again (its images, not regenerated)."""
+        """The step before `job_id`, to be shown again as the chain's head (not regenerated)."""
         job = await self._repository.job(job_id)
-        chain = await self._chain(job)
-        self._check_may_change(origin, job, chain)
+        self._check_may_change(origin, job, await self._chain(job))
         if job.parent_id is None:
             raise NothingToUndoError()
         previous = await self._repository.job(job.parent_id)
-        if chain is not None:
-            await self._repository.update_chain(chain.id, head_job_id=previous.id)
         return previous, await self._repository.job_images(previous.id, "output")
+
+    async def record_post(self, job: JobRecord, posted: PostedResult) -> None:
+        """A step shown again (by Undo) is its chain's head, and its message a result."""
+        await self._repository.record_post(job, posted)
+
+    async def retry(self, origin: Origin, job_id: int) -> JobRecord:
+        """A job that made nothing, sent again exactly as it was asked for (same seed)."""
+        original = await self._repository.job(job_id)
+        if original.requester_id != origin.member_id:
+            raise NotAllowedError()
+        spec = model_for_path(original.model_path)
+        inputs = [_prepared(e.image) for e in await self._repository.job_images(job_id, "input")]
+        options = {k: v for k, v in original.params.items() if k != "prompt"}
+        request = self._prepare(spec, original.prompt, inputs, options)
+        return await self._jobs.enqueue(
+            self._new_job(
+                origin,
+                original.action,
+                spec,
+                request,
+                inputs,
+                new_chain=original.chain_id is None,
+                chain_id=original.chain_id,
+                parent_id=original.parent_id,
+                step=original.step,
+            )
+        )
 
     async def check_may_change(self, origin: Origin, job_id: int) -> JobRecord:
         """The job, if `origin`'s member may edit, reroll, undo or delete it; else refused."""
@@ -226,12 +250,6 @@ class EditService:
             return None
         return await self._repository.job(chain.head_job_id)
 
-    async def attach_thread(self, chain_id: int, thread_id: int) -> None:
-        await self._repository.update_chain(chain_id, thread_id=thread_id)
-
-    async def set_head(self, chain_id: int, job_id: int) -> None:
-        await self._repository.update_chain(chain_id, head_job_id=job_id)
-
     async def forget_message(self, message_id: int) -> None:
         await self._repository.forget_message(message_id)
 
@@ -259,11 +277,8 @@ class EditService:
         request: KontextRequest,
         inputs: Sequence[PreparedImage],
     ) -> JobRecord:
-        chain_id = await self._repository.create_chain(
-            guild_id=origin.guild_id, channel_id=origin.channel_id, owner_id=origin.member_id
-        )
         return await self._jobs.enqueue(
-            self._new_job(origin, action, spec, request, inputs, chain_id=chain_id)
+            self._new_job(origin, action, spec, request, inputs, new_chain=True)
         )
 
     def _new_job(
@@ -274,7 +289,8 @@ class EditService:
         request: KontextRequest,
         inputs: Sequence[PreparedImage],
         *,
-        chain_id: int | None,
+        new_chain: bool = False,
+        chain_id: int | None = None,
         parent_id: int | None = None,
         step: int = 1,
     ) -> NewJob:
@@ -286,7 +302,8 @@ class EditService:
             guild_id=origin.guild_id,
             model=spec,
             params=params,
-            inputs=[(i.data, i.content_type, i.width, i.height) for i in inputs],
+            inputs=[NewImage(i.data, i.content_type, i.width, i.height) for i in inputs],
+            new_chain=new_chain,
             chain_id=chain_id,
             parent_id=parent_id,
             step=step,

@@ -1,78 +1,142 @@
 """The job service: owns every generation from the queue to the posted result.
 
-A job is stored before anything is spent, so a restart can always finish it: jobs already
-submitted are polled to the end (never submitted again), queued ones are submitted, finished but
-undelivered results are delivered, and a job whose submission outcome is unknown is reported to
-its requester rather than silently resubmitted.
+A job is a durable state machine in the store (see `JobStatus`); every step is a conditional
+transition, so nothing is true only in memory and a restart resumes each open job from where it
+stood:
+
+    queued -> starting -> submitting -> running -> succeeded -> delivering -> delivered
+                              |            ^
+                              +-> unknown -+   (a lost submit, found again at WaveSpeed)
+
+The rules, each kept in one place below:
+- Submit once (`_submit`): the POST is sent at most once per job, after its fingerprint is
+  stored; a lost answer makes the job `unknown`, never a second POST.
+- Reconcile, don't guess (`_reconcile`): an unknown job is looked up in WaveSpeed's list of
+  predictions; adopted if found, reported as "nothing made, nothing charged" once the window
+  has safely passed.
+- Patience (`_await_result`): waits end at the prediction's own end or the job's deadline; the
+  client rides out transient failures. A run of refused submits opens a circuit breaker that
+  holds the queue until WaveSpeed answers again.
+- Deliver exactly once (`_deliver`): posts are retried with backoff, carry a nonce, and are
+  recorded with the DELIVERED mark in one transaction; after a restart a post that may have
+  landed is looked for before anything is posted again.
 
 The queue has a global concurrency cap (WaveSpeed's entry tier runs 2 jobs at once) and a
-per-member cap; waiting jobs are started in first-come order shared fairly between members, so
-one member's burst does not hold everyone else up. The Discord side is a `Presenter`: this module
-never imports discord.
+per-member cap; waiting jobs start by fair turns (see `Repository.create_job`). The Discord side
+is a `Presenter`: this module never imports discord.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import enum
-import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .breaker import CircuitBreaker
+from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .settings import JobSettings
-from .storage import JobImage, JobRecord, Repository
+from .storage import (
+    JobImage,
+    JobRecord,
+    JobStatus,
+    NewImage,
+    PostedResult,
+    Repository,
+)
 from .wavespeed import (
+    AuthenticationError,
     InputImage,
+    InsufficientCreditError,
     KontextError,
     ModelSpec,
+    RateLimitedError,
+    ServerError,
     SubmissionUnknownError,
+    TimedOutError,
     WaveSpeedClient,
     model_for_path,
     validate_request,
 )
+from .wavespeed.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    # The submit POST is in flight: if the bot dies now, nobody knows whether the job exists.
-    SUBMITTING = "submitting"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
 class Stage(enum.StrEnum):
     QUEUED = "queued"
+    WAITING = "waiting"
     PREPARING = "preparing"
     GENERATING = "generating"
     POSTING = "posting"
 
 
-OPEN_STATUSES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.SUCCEEDED)
-UNKNOWN_OUTCOME_MESSAGE = (
-    "The bot restarted while sending this job to the image service, so it cannot tell whether "
-    "the image was made. It was not sent again, so you are not charged twice: please try again."
+NOTHING_MADE_MESSAGE = (
+    "The connection to the image service broke while sending this job, and the image service "
+    "has no record of it: nothing was made and nothing was charged. Press Retry to send it again."
 )
+STUCK_MESSAGE = (
+    "The image service has been working on this image for too long, so I stopped waiting. "
+    "If it finishes later, nothing more happens; if it was charged, the image service refunds "
+    "time-outs on its own."
+)
+REFUSED_MESSAGE = (
+    "The image service kept refusing new images, so this one was not sent: nothing was "
+    "charged. Please try again later."
+)
+CRASHED_MESSAGE = "Something went wrong on my side with this image. It has been logged."
+WAITING_TEXT = "Waiting for the image service to come back…"
+CHECKING_TEXT = "The connection broke while sending: checking whether the image was made…"
+
+
+class ShuttingDownError(KontextError):
+    default_message = "I'm restarting right now. Please try again in a minute."
+
+
+class PostFailedError(Exception):
+    """A result post Discord did not take (raised by the presenter).
+
+    `maybe_posted`: the request may have reached Discord (a lost answer, a 5xx), so look for the
+    message before posting again. `permanent`: retrying cannot help (the channel is gone).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        maybe_posted: bool = False,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.maybe_posted = maybe_posted
+        self.permanent = permanent
 
 
 class Presenter(Protocol):
-    """What the job service needs from the chat surface."""
+    """What the job service needs from the chat surface. It posts and returns what it posted;
+    the job service records it."""
 
     async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None: ...
 
-    async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None: ...
+    async def post_result(
+        self, job: JobRecord, outputs: Sequence[JobImage], *, nonce: str
+    ) -> PostedResult: ...
 
-    async def report_failure(self, job: JobRecord, message: str) -> None: ...
+    async def find_result(self, job: JobRecord) -> PostedResult | None: ...
+
+    async def finish_status(self, job: JobRecord, posted: PostedResult) -> None: ...
+
+    async def report_failure(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
+        """Tell the requester, privately where possible; never a new public message."""
+        ...
 
 
 @dataclass(slots=True)
@@ -85,9 +149,11 @@ class NewJob:
     model: ModelSpec
     # Every option of the request except its images, seed included.
     params: dict[str, Any]
-    inputs: Sequence[tuple[bytes, str, int, int]] = ()  # (data, content type, width, height)
+    inputs: Sequence[NewImage] = ()
     guild_id: int | None = None
     thread_id: int | None = None
+    # A new chain is stored with the job; otherwise the job continues `chain_id`.
+    new_chain: bool = False
     chain_id: int | None = None
     parent_id: int | None = None
     step: int = 1
@@ -105,6 +171,14 @@ class CancelOutcome(enum.StrEnum):
     TOO_LATE = "too late"
 
 
+def delivery_nonce(job_id: int) -> str:
+    """The same nonce for every post of a job's result: Discord keeps only the first."""
+    return f"kontext-{job_id}"
+
+
+Step = Callable[[JobRecord], Awaitable[JobRecord | None]]
+
+
 class JobService:
     def __init__(
         self,
@@ -119,16 +193,26 @@ class JobService:
         self._settings = settings
         self._clock = clock
         self._presenter: Presenter | None = None
-        # Waiting jobs, by id, in arrival order.
-        self._queue: dict[int, _Ticket] = {}
-        self._running: dict[int, int] = {}  # job id -> member id
-        # Fair queuing: each job gets a round when it arrives; rounds are served in order.
-        self._round = 0
-        self._member_round: dict[int, int] = {}
-        self._arrivals = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._breaker = CircuitBreaker(settings.breaker_threshold)
+        # Backoff between result posts; the one retry policy, bounded by the delivery deadline.
+        self._post_retry = RetryPolicy(attempts=1_000_000, base_s=0.5, max_s=30.0)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._reports: set[asyncio.Task[None]] = set()
+        # Submit POSTs in flight: never cancelled, a shutdown waits for them.
+        self._in_flight: set[asyncio.Future[JobRecord | None]] = set()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._closing = False
+        # What each waiting job's status last said, so unchanged positions are not re-sent.
+        self._announced: dict[int, str] = {}
+        self._steps: dict[str, Step] = {
+            JobStatus.STARTING: self._submit,
+            JobStatus.UNKNOWN: self._reconcile,
+            JobStatus.RUNNING: self._await_result,
+            JobStatus.SUCCEEDED: self._deliver,
+            JobStatus.DELIVERING: self._deliver,
+        }
 
     @property
     def repository(self) -> Repository:
@@ -139,46 +223,58 @@ class JobService:
     async def start(self, presenter: Presenter) -> None:
         """Pick up what a previous run left open, then start taking jobs."""
         self._presenter = presenter
-        await self._recover()
+        jobs, broken = await self._repository.open_jobs()
+        if broken:
+            log.error("set aside %d unreadable job rows: %s", len(broken), broken)
+        for job in jobs:
+            await self._recover(job)
         self._scheduler = asyncio.create_task(self._schedule(), name="job-scheduler")
+        self._wake.set()
+
+    async def _recover(self, job: JobRecord) -> None:
+        if job.status == JobStatus.STARTING:
+            # Taken from the queue but never sent: it goes back in its place.
+            await self._repository.transition(job.id, JobStatus.STARTING, JobStatus.QUEUED)
+            return
+        if job.status == JobStatus.SUBMITTING:
+            log.warning("job %d: the bot stopped during its submit; looking it up", job.id)
+            unknown = await self._repository.transition(
+                job.id, JobStatus.SUBMITTING, JobStatus.UNKNOWN
+            )
+            if unknown is not None:
+                self._launch(unknown)
+            return
+        if job.status != JobStatus.QUEUED:
+            log.info("job %d: resuming (%s)", job.id, job.status)
+            self._launch(job)
 
     async def stop(self) -> None:
-        """Stop working; open jobs stay stored and are picked up by the next start."""
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
-            self._scheduler = None
-        tasks = list(self._tasks)
+        """Stop working: take no new jobs, let submit POSTs in flight finish, leave every wait
+        to be resumed at the next start (its state is stored)."""
+        self._closing = True
+        for task in (self._scheduler, self._prober):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._in_flight:
+            log.info("waiting for %d submits in flight", len(self._in_flight))
+            await asyncio.wait(self._in_flight, timeout=self._settings.shutdown_grace_s)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _recover(self) -> None:
-        for job in await self._repository.jobs_with_status(OPEN_STATUSES):
-            if job.status == JobStatus.QUEUED:
-                self._admit(job)
-            elif job.status == JobStatus.SUBMITTING:
-                log.warning("job %d: submission outcome unknown after a restart", job.id)
-                job = await self._repository.update_job(
-                    job.id, status=JobStatus.UNKNOWN, error=UNKNOWN_OUTCOME_MESSAGE
-                )
-                await self._report(job, UNKNOWN_OUTCOME_MESSAGE)
-            elif job.status == JobStatus.RUNNING:
-                log.info("job %d: resuming prediction %s", job.id, job.prediction_id)
-                self._launch(job, self._resume(job))
-            elif job.status == JobStatus.SUCCEEDED:
-                log.info("job %d: delivering a result finished before the restart", job.id)
-                self._launch(job, self._deliver(job))
-        self._wake.set()
-
     # --- Taking jobs ----------------------------------------------------------------------------
 
     async def enqueue(self, new: NewJob) -> JobRecord:
-        """Store the job and queue it. Nothing is spent until the scheduler starts it."""
+        """Store the job and its images and queue it. Nothing is spent until it starts."""
+        if self._closing:
+            raise ShuttingDownError()
         job = await self._repository.create_job(
+            inputs=new.inputs,
+            new_chain=new.new_chain,
             action=new.action,
-            status=JobStatus.QUEUED,
             requester_id=new.requester_id,
             guild_id=new.guild_id,
             channel_id=new.channel_id,
@@ -197,165 +293,299 @@ class JobService:
             prompt=str(new.params.get("prompt") or ""),
             created_at=self._clock(),
         )
-        image_ids = [await self._repository.add_image(*image) for image in new.inputs]
-        await self._repository.set_job_images(job.id, "input", [(i, False) for i in image_ids])
-        self._admit(job)
         self._wake.set()
         return job
 
-    def _admit(self, job: JobRecord) -> None:
-        # A member's next job waits one round after their previous one, but never in a round
-        # already served: so turns alternate between members, and a place once given to a
-        # member is never taken by a later job of someone who already had a turn.
-        member = job.requester_id
-        job_round = max(self._round, self._member_round.get(member, -1) + 1)
-        self._member_round[member] = job_round
-        self._queue[job.id] = _Ticket(job, job_round, next(self._arrivals))
-
-    def position(self, job_id: int) -> int | None:
+    async def position(self, job_id: int) -> int | None:
         """1 for the next job to start, 2 for the one after...; None once started or gone."""
-        order = self._queue_order()
-        return order.index(job_id) + 1 if job_id in order else None
+        return await self._repository.queue_position(job_id)
 
-    def queued_count(self) -> int:
-        return len(self._queue)
+    def waiting_for_service(self) -> bool:
+        """Whether the queue is held because the image service is refusing work."""
+        return self._breaker.is_open
 
     async def cancel(self, job_id: int, member_id: int) -> CancelOutcome:
         """Cancel a job still waiting in the queue; only its requester may."""
         job = await self._repository.job(job_id)
         if job.requester_id != member_id:
             return CancelOutcome.NOT_YOURS
-        if job_id not in self._queue:
+        cancelled = await self._repository.transition(job_id, JobStatus.QUEUED, JobStatus.CANCELLED)
+        if cancelled is None:
             return CancelOutcome.TOO_LATE
-        del self._queue[job_id]
-        await self._repository.update_job(job_id, status=JobStatus.CANCELLED)
+        self._announced.pop(job_id, None)
         self._wake.set()
         return CancelOutcome.CANCELLED
 
-    async def record_message(
-        self, job: JobRecord, message_id: int, channel_id: int, kind: str
-    ) -> None:
-        await self._repository.record_message(
-            message_id, channel_id=channel_id, job_id=job.id, kind=kind
-        )
-
     # --- The queue ------------------------------------------------------------------------------
-
-    def _queue_order(self) -> list[int]:
-        """Waiting jobs in the order they will start: by round, then first come."""
-        return sorted(self._queue, key=lambda job_id: self._queue[job_id].order)
-
-    def _next_startable(self) -> int | None:
-        if len(self._running) >= self._settings.max_concurrent:
-            return None
-        for job_id in self._queue_order():
-            member = self._queue[job_id].member
-            running = sum(1 for owner in self._running.values() if owner == member)
-            if running < self._settings.per_member:
-                return job_id
-        return None
 
     async def _schedule(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while (job_id := self._next_startable()) is not None:
-                ticket = self._queue.pop(job_id)
-                self._round = max(self._round, ticket.round)
-                self._running[job_id] = ticket.member
-                self._launch(ticket.job, self._run(ticket.job))
-            await self._announce_positions()
+            try:
+                if not self._breaker.is_open:
+                    await self._start_what_fits()
+                await self._announce_positions()
+            except Exception:
+                # One bad pass (a database hiccup) must not stop the queue for good.
+                log.exception("the scheduler failed a pass; trying again")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _start_what_fits(self) -> None:
+        in_use = await self._repository.slots_in_use()
+        free = self._settings.max_concurrent - sum(in_use.values())
+        if free <= 0:
+            return
+        # Enough waiting jobs to fill the free slots even when some members are at their cap.
+        waiting = await self._repository.queued_in_order(limit=free * 20 + 50)
+        for job in waiting:
+            if free <= 0:
+                break
+            if in_use.get(job.requester_id, 0) >= self._settings.per_member:
+                continue
+            started = await self._repository.transition(
+                job.id, JobStatus.QUEUED, JobStatus.STARTING
+            )
+            if started is None:
+                continue  # cancelled meanwhile
+            in_use[job.requester_id] = in_use.get(job.requester_id, 0) + 1
+            free -= 1
+            self._announced.pop(job.id, None)
+            self._launch(started)
 
     async def _announce_positions(self) -> None:
-        # Waiting jobs do not change in the store, so their tickets' records are current.
-        for position, job_id in enumerate(self._queue_order(), start=1):
-            await self._progress(self._queue[job_id].job, Stage.QUEUED, queued_text(position))
+        waiting = await self._repository.queued_in_order(limit=self._settings.announce_limit)
+        for position, job in enumerate(waiting, start=1):
+            stage, text = (
+                (Stage.WAITING, WAITING_TEXT)
+                if self._breaker.is_open
+                else (Stage.QUEUED, queued_text(position))
+            )
+            if self._announced.get(job.id) == text:
+                continue
+            self._announced[job.id] = text
+            await self._progress(job, stage, text)
 
-    def _launch(self, job: JobRecord, work: Any) -> None:
-        self._running.setdefault(job.id, job.requester_id)
-        task = asyncio.create_task(work, name=f"job-{job.id}")
-        self._tasks.add(task)
+    def _launch(self, job: JobRecord) -> None:
+        if job.id in self._tasks:
+            return
+        task = asyncio.create_task(self._drive(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
 
         def finished(done: asyncio.Task[None]) -> None:
-            self._tasks.discard(done)
-            self._running.pop(job.id, None)
+            self._tasks.pop(job.id, None)
             self._wake.set()
-            if not done.cancelled() and done.exception() is not None:
-                log.error("job %d crashed", job.id, exc_info=done.exception())
+            if done.cancelled() or done.exception() is None:
+                return
+            log.error("job %d crashed", job.id, exc_info=done.exception())
+            if not self._closing:
+                report = asyncio.create_task(self._after_crash(job.id))
+                self._reports.add(report)
+                report.add_done_callback(self._reports.discard)
 
         task.add_done_callback(finished)
 
-    # --- One job --------------------------------------------------------------------------------
+    async def _drive(self, job: JobRecord | None) -> None:
+        """Take the job through its steps until it ends, or another worker owns the next."""
+        while job is not None and (step := self._steps.get(job.status)) is not None:
+            job = await step(job)
+            self._wake.set()
 
-    async def _run(self, job: JobRecord) -> None:
+    async def _after_crash(self, job_id: int) -> None:
+        # The job keeps its stored status: if it was never sent it fails (nothing charged);
+        # otherwise the next start resumes it. Either way its member hears of it now.
+        with contextlib.suppress(Exception):
+            job = await self._repository.transition(
+                job_id,
+                (JobStatus.QUEUED, JobStatus.STARTING),
+                JobStatus.FAILED,
+                error=CRASHED_MESSAGE,
+            ) or await self._repository.job(job_id)
+            await self._report(job, CRASHED_MESSAGE)
+
+    # --- Submit once ----------------------------------------------------------------------------
+
+    async def _submit(self, job: JobRecord) -> JobRecord | None:
+        """STARTING -> SUBMITTING -> RUNNING (or UNKNOWN, or back to QUEUED if refused)."""
         await self._progress(job, Stage.PREPARING, "Preparing your image…")
         spec = model_for_path(job.model_path)
         try:
             request = validate_request(spec, {**job.params, **await self._inputs(job, spec)})
         except KontextError as exc:
-            await self._fail(job, exc.user_message)
-            return
-        job = await self._repository.update_job(job.id, status=JobStatus.SUBMITTING)
+            return await self._fail(job, exc.user_message)
+        now = self._clock()
+        cost = self._client.estimate_cost(spec, request)
+        submitting = await self._repository.transition(
+            job.id,
+            JobStatus.STARTING,
+            JobStatus.SUBMITTING,
+            fingerprint=fingerprint_of(spec, request, at=now),
+            submit_started_at=now,
+            cost=None if cost is None else str(cost),
+        )
+        if submitting is None:
+            return None
+        # Shielded: a shutdown never cancels a POST mid-flight; `stop` waits for it instead.
+        outcome = asyncio.ensure_future(self._send(submitting, spec, request))
+        self._in_flight.add(outcome)
+        outcome.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(outcome)
+
+    async def _send(self, job: JobRecord, spec: ModelSpec, request: Any) -> JobRecord | None:
         try:
-            # Not sync mode: the prediction id must be stored before waiting, or a restart
-            # during a long sync request could not find the (paid) job again.
             submission = await self._client.submit(spec, request, sync=False)
         except SubmissionUnknownError as exc:
-            log.warning("job %d: %s", job.id, exc)
-            job = await self._repository.update_job(
-                job.id, status=JobStatus.UNKNOWN, error=exc.user_message
+            log.warning("job %d: %s; looking it up instead of sending it again", job.id, exc)
+            return await self._repository.transition(
+                job.id, JobStatus.SUBMITTING, JobStatus.UNKNOWN
             )
-            await self._report(job, exc.user_message)
-            return
+        except (ServerError, RateLimitedError) as exc:
+            # Refused outright (nothing was made): the job goes back to its place in the queue.
+            return await self._refused(job, exc)
+        except (AuthenticationError, InsufficientCreditError) as exc:
+            log.error("job %d: the image service refused the account: %s", job.id, exc)
+            return await self._fail(job, exc.user_message)
         except KontextError as exc:
             log.info("job %d refused at submit: %s", job.id, exc)
-            await self._fail(job, exc.user_message)
-            return
-        job = await self._repository.update_job(
+            return await self._fail(job, exc.user_message)
+        self._breaker.record_success()
+        now = self._clock()
+        return await self._repository.transition(
             job.id,
-            status=JobStatus.RUNNING,
+            JobStatus.SUBMITTING,
+            JobStatus.RUNNING,
             prediction_id=submission.prediction_id,
-            submitted_at=self._clock(),
-            cost=None if submission.cost is None else str(submission.cost),
+            submitted_at=now,
+            deadline_at=now + self._settings.job_deadline_s,
         )
-        await self._await_result(job)
 
-    async def _resume(self, job: JobRecord) -> None:
-        await self._await_result(job)
+    async def _refused(self, job: JobRecord, error: KontextError) -> JobRecord | None:
+        log.warning("job %d: submit refused (%s); it waits in the queue", job.id, error)
+        if self._breaker.record_failure():
+            self._start_probing()
+        if job.refusals + 1 >= self._settings.max_refusals:
+            return await self._fail(job, REFUSED_MESSAGE)
+        return await self._repository.transition(
+            job.id,
+            JobStatus.SUBMITTING,
+            JobStatus.QUEUED,
+            refusals=job.refusals + 1,
+            fingerprint=None,
+            submit_started_at=None,
+        )
 
-    async def _await_result(self, job: JobRecord) -> None:
+    def _start_probing(self) -> None:
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.create_task(self._probe(), name="wavespeed-probe")
+        self._wake.set()  # waiting members now read "waiting for the image service"
+
+    async def _probe(self) -> None:
+        """Ask WaveSpeed a free question until it answers; then let the queue go on."""
+        while self._breaker.is_open:
+            await asyncio.sleep(self._settings.breaker_probe_s)
+            try:
+                await self._client.balance()
+            except KontextError as exc:
+                log.info("the image service is still unavailable (%s)", exc)
+                continue
+            self._breaker.record_success()
+            self._wake.set()
+
+    # --- Reconcile, don't guess -----------------------------------------------------------------
+
+    async def _reconcile(self, job: JobRecord) -> JobRecord | None:
+        """UNKNOWN -> RUNNING (the prediction was found) or FAILED (nothing was made)."""
+        await self._progress(job, Stage.GENERATING, CHECKING_TEXT)
+        spec = model_for_path(job.model_path)
+        sent_at = job.submit_started_at or job.updated_at or job.created_at
+        if job.fingerprint is None:
+            # Written in the same update as SUBMITTING, so this is a row from an older version.
+            log.error("job %d: unknown outcome without a fingerprint; reported as failed", job.id)
+            return await self._fail(job, NOTHING_MADE_MESSAGE, retry=True)
+        while True:
+            checked_at = self._clock()
+            try:
+                found = await self._find_lost(job, spec, sent_at, checked_at)
+            except KontextError as exc:
+                log.info("job %d: looking it up failed (%s); trying again", job.id, exc)
+                found, checked_at = None, 0.0
+            if found is not None:
+                log.warning("job %d: its lost submit made prediction %s; adopted", job.id, found)
+                return await self._repository.transition(
+                    job.id,
+                    JobStatus.UNKNOWN,
+                    JobStatus.RUNNING,
+                    prediction_id=found,
+                    submitted_at=sent_at,
+                    deadline_at=sent_at + self._settings.job_deadline_s,
+                )
+            if checked_at >= sent_at + self._settings.reconcile_window_s:
+                log.warning("job %d: no prediction matches its lost submit; nothing made", job.id)
+                return await self._fail(job, NOTHING_MADE_MESSAGE, retry=True)
+            await asyncio.sleep(self._settings.reconcile_interval_s)
+
+    async def _find_lost(
+        self, job: JobRecord, spec: ModelSpec, sent_at: float, now: float
+    ) -> str | None:
+        # A margin either side: WaveSpeed's clock and ours may disagree by a little.
+        margin = 300.0
+        listed = await self._client.list_predictions(
+            created_after=_utc(sent_at - margin),
+            created_before=_utc(now + margin),
+            model=spec.path,
+        )
+        assert job.fingerprint is not None
+        for prediction in listed:
+            if not matches(job.fingerprint, prediction.model, prediction.input):
+                continue
+            if await self._repository.prediction_taken(prediction.id):
+                continue  # another job's (the same request, sent twice by a member)
+            return prediction.id
+        return None
+
+    # --- Patience while waiting -----------------------------------------------------------------
+
+    async def _await_result(self, job: JobRecord) -> JobRecord | None:
+        """RUNNING -> SUCCEEDED with verified images, or FAILED (its own failure, or stuck)."""
         assert job.prediction_id is not None
         spec = model_for_path(job.model_path)
+        deadline = job.deadline_at or (
+            (job.submitted_at or self._clock()) + self._settings.job_deadline_s
+        )
         ticker = asyncio.create_task(self._tick_generating(job))
         try:
             result = await self._client.resume(
-                spec,
-                job.prediction_id,
-                seed=job.params.get("seed"),
+                spec, job.prediction_id, seed=job.params.get("seed"), deadline_at=deadline
             )
+        except TimedOutError:
+            log.warning("job %d: prediction %s is stuck; given up", job.id, job.prediction_id)
+            return await self._fail(job, STUCK_MESSAGE)
         except KontextError as exc:
             log.info("job %d failed: %s", job.id, exc)
-            await self._fail(job, exc.user_message)
-            return
+            return await self._fail(job, exc.user_message)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        outputs = []
-        for image in result.images:
-            width, height = header_size(image.data)
-            image_id = await self._repository.add_image(
-                image.data, image.content_type, width, height
+        outputs = [
+            NewImage(
+                image.data,
+                image.content_type,
+                *header_size(image.data),
+                nsfw=image.nsfw,
+                source_url=image.url,
             )
-            outputs.append((image_id, image.nsfw, image.url))
-        await self._repository.set_job_images(job.id, "output", outputs)
-        job = await self._repository.update_job(
+            for image in result.images
+        ]
+        return await self._repository.transition(
             job.id,
-            status=JobStatus.SUCCEEDED,
+            JobStatus.RUNNING,
+            JobStatus.SUCCEEDED,
+            outputs=outputs,
             completed_at=self._clock(),
             inference_ms=result.inference_ms,
         )
-        await self._deliver(job)
 
     async def _tick_generating(self, job: JobRecord) -> None:
         started = job.submitted_at or self._clock()
@@ -364,22 +594,71 @@ class JobService:
             await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s")
             await asyncio.sleep(self._settings.status_interval_s)
 
-    async def _deliver(self, job: JobRecord) -> None:
+    # --- Deliver exactly once -------------------------------------------------------------------
+
+    async def _deliver(self, job: JobRecord) -> JobRecord | None:
+        """SUCCEEDED -> DELIVERING -> DELIVERED (or UNDELIVERABLE past the deadline)."""
         assert self._presenter is not None
+        # A job found DELIVERING was being posted when the bot stopped: look before posting.
+        look_first = job.status == JobStatus.DELIVERING
+        if job.status == JobStatus.SUCCEEDED:
+            delivering = await self._repository.transition(
+                job.id,
+                JobStatus.SUCCEEDED,
+                JobStatus.DELIVERING,
+                delivery_started_at=self._clock(),
+            )
+            if delivering is None:
+                return None
+            job = delivering
         await self._progress(job, Stage.POSTING, "Posting…")
         outputs = await self._repository.job_images(job.id, "output")
-        try:
-            await self._presenter.deliver(job, outputs)
-        except Exception:
-            # The result is stored and stays SUCCEEDED: the next start delivers it again.
-            log.exception("job %d: delivery failed; it will be retried at the next start", job.id)
-            return
-        # The presenter made this step the chain's head when it posted the result (what a plain
-        # message in the thread edits next): setting it again here, after the status edit,
-        # would undo an Undo clicked in between.
-        await self._repository.update_job(
-            job.id, status=JobStatus.DELIVERED, delivered_at=self._clock()
+        deadline = (job.delivery_started_at or self._clock()) + self._settings.delivery_deadline_s
+        attempt = 0
+        while True:
+            try:
+                posted = await self._presenter.find_result(job) if look_first else None
+                if posted is None:
+                    posted = await self._presenter.post_result(
+                        job, outputs, nonce=delivery_nonce(job.id)
+                    )
+                break
+            except PostFailedError as exc:
+                wait = self._post_retry.delay(attempt, exc.retry_after)
+                if exc.permanent or self._clock() + wait > deadline:
+                    log.error("job %d: result not posted (%s); given up", job.id, exc)
+                    return await self._undeliverable(job, outputs)
+                log.warning("job %d: result post failed (%s); again in %.1f s", job.id, exc, wait)
+                look_first = look_first or exc.maybe_posted
+                attempt += 1
+                await asyncio.sleep(wait)
+        delivered = await self._repository.mark_delivered(job, posted)
+        if delivered is not None:
+            try:
+                await self._presenter.finish_status(delivered, posted)
+            except Exception:
+                log.warning("job %d: the status line was not updated", job.id, exc_info=True)
+        return delivered
+
+    async def _undeliverable(self, job: JobRecord, outputs: Sequence[JobImage]) -> JobRecord | None:
+        links = [o.source_url for o in outputs if o.source_url]
+        where = (
+            "The image service keeps it for 7 days: " + " ".join(f"<{u}>" for u in links)
+            if links
+            else "It is kept: ask a moderator to check my permissions, then press Retry."
         )
+        message = (
+            "Your image was made, but I could not post it in that channel (I may be missing a "
+            f"permission there). {where}"
+        )
+        failed = await self._repository.transition(
+            job.id, JobStatus.DELIVERING, JobStatus.UNDELIVERABLE, error=message
+        )
+        if failed is not None:
+            await self._report(failed, message)
+        return failed
+
+    # --- Helpers --------------------------------------------------------------------------------
 
     async def _inputs(self, job: JobRecord, spec: ModelSpec) -> dict[str, Any]:
         stored = [entry.image for entry in await self._repository.job_images(job.id, "input")]
@@ -390,15 +669,20 @@ class JobService:
             return {"images": images}
         return {"image": images[0]}
 
-    async def _fail(self, job: JobRecord, message: str) -> None:
-        job = await self._repository.update_job(job.id, status=JobStatus.FAILED, error=message)
-        await self._report(job, message)
+    async def _fail(self, job: JobRecord, message: str, *, retry: bool = False) -> JobRecord | None:
+        """The job ends as failed (from the status it is in) and its member hears of it."""
+        failed = await self._repository.transition(
+            job.id, job.status, JobStatus.FAILED, error=message
+        )
+        if failed is not None:
+            await self._report(failed, message, retry=retry)
+        return failed
 
-    async def _report(self, job: JobRecord, message: str) -> None:
+    async def _report(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
         if self._presenter is None:
             return
         try:
-            await self._presenter.report_failure(job, message)
+            await self._presenter.report_failure(job, message, retry=retry)
         except Exception:
             log.exception("job %d: could not tell the requester about its failure", job.id)
 
@@ -412,19 +696,8 @@ class JobService:
             log.warning("job %d: progress update failed", job.id, exc_info=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ticket:
-    job: JobRecord
-    round: int
-    arrival: int
-
-    @property
-    def member(self) -> int:
-        return self.job.requester_id
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return (self.round, self.arrival)
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
 
 
 def queued_text(position: int) -> str:

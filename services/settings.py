@@ -103,6 +103,24 @@ class JobSettings(_Section):
     per_member: int = Field(default=1, ge=1)
     # Least time between two edits of a job's status message (Discord rate-limits edits).
     status_interval_s: float = Field(default=2.0, gt=0)
+    # Waiting jobs whose queue position is kept up to date in their status line.
+    announce_limit: int = Field(default=50, ge=0)
+    # A submitted job still unfinished this long after its submit ends as stuck, freeing its slot.
+    job_deadline_s: float = Field(default=600.0, gt=0)
+    # A submit whose answer was lost is looked for in WaveSpeed's list of predictions every
+    # reconcile_interval_s; not found reconcile_window_s after it was sent, it made nothing.
+    reconcile_window_s: float = Field(default=120.0, ge=0)
+    reconcile_interval_s: float = Field(default=10.0, gt=0)
+    # Posting a result is retried (429, 5xx, missing permissions) for this long.
+    delivery_deadline_s: float = Field(default=600.0, gt=0)
+    # Submits refused outright (nothing made) go back in the queue, this many times at most.
+    max_refusals: int = Field(default=5, ge=1)
+    # After this many refused submits in a row the queue is held, and WaveSpeed is asked a free
+    # question every breaker_probe_s until it answers.
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_probe_s: float = Field(default=5.0, gt=0)
+    # On SIGTERM, how long submit requests already on their way may take to finish.
+    shutdown_grace_s: float = Field(default=8.0, ge=0)
 
 
 class LoggingSettings(_Section):

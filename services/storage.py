@@ -2,16 +2,26 @@
 
 All SQL of the project lives here. Schema changes are numbered migrations, applied at start-up
 in one transaction each; `PRAGMA user_version` records how far a database has come.
+
+One connection, one writer: every statement runs under one lock, and a change of several
+statements is one unit of work (`BEGIN IMMEDIATE` ... `COMMIT`), so concurrent jobs can never
+interleave half-done writes. A job moves between statuses only by a conditional update
+(`... WHERE id = ? AND status IN (...)`): a step whose job has moved on meanwhile changes nothing
+and says so, which is what lets several workers share one store later.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import enum
 import hashlib
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +29,49 @@ from typing import Any, NamedTuple
 import aiosqlite
 
 log = logging.getLogger(__name__)
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job stands. Every change is a conditional update from the statuses it leaves."""
+
+    QUEUED = "queued"
+    # Taken from the queue; its request is being prepared. Nothing has been sent.
+    STARTING = "starting"
+    # The submit POST may be in flight: the fingerprint is stored, the answer is not.
+    SUBMITTING = "submitting"
+    # The submit's outcome was lost: it is looked up at WaveSpeed, never sent again.
+    UNKNOWN = "unknown"
+    RUNNING = "running"
+    # The images are verified and stored; nothing has been posted yet.
+    SUCCEEDED = "succeeded"
+    # A post of the result may have reached Discord: check before posting again.
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # Made and stored, but Discord refused every post until the delivery deadline.
+    UNDELIVERABLE = "undeliverable"
+    # A row this version cannot read: kept for an operator, never worked on.
+    SET_ASIDE = "set_aside"
+
+
+# Jobs that still have work to do; a restart resumes each from its status.
+OPEN_STATUSES = (
+    JobStatus.QUEUED,
+    JobStatus.STARTING,
+    JobStatus.SUBMITTING,
+    JobStatus.UNKNOWN,
+    JobStatus.RUNNING,
+    JobStatus.SUCCEEDED,
+    JobStatus.DELIVERING,
+)
+# Jobs that hold one of WaveSpeed's concurrency slots (or may: an unknown one may be running).
+SLOT_STATUSES = (JobStatus.STARTING, JobStatus.SUBMITTING, JobStatus.UNKNOWN, JobStatus.RUNNING)
+
+
+class StoreError(Exception):
+    """The database cannot be used. Its message is one line that says what to do."""
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -89,6 +142,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX messages_by_job ON messages(job_id);
     """,
+    # 2: the durable job engine. A job's fingerprint and the time its submit began (to find it
+    # again at WaveSpeed when the answer was lost), the deadlines it waits and delivers by, its
+    # fair-queue turn, and the result message that delivered it (stored with the DELIVERED mark).
+    """
+    ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
+    ALTER TABLE jobs ADD COLUMN submit_started_at REAL;
+    ALTER TABLE jobs ADD COLUMN deadline_at REAL;
+    ALTER TABLE jobs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN turn INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN delivery_started_at REAL;
+    ALTER TABLE jobs ADD COLUMN result_message_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN result_channel_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN updated_at REAL;
+    CREATE INDEX jobs_by_member ON jobs(requester_id, turn);
+    CREATE UNIQUE INDEX jobs_by_prediction ON jobs(prediction_id) WHERE prediction_id IS NOT NULL
+    """,
 )
 
 
@@ -105,6 +174,17 @@ class JobImage(NamedTuple):
     image: StoredImage
     nsfw: bool
     # Where WaveSpeed hosts an output (7 days), for results too large to upload to Discord.
+    source_url: str | None = None
+
+
+class NewImage(NamedTuple):
+    """Image bytes to store with a job: an input as checked, or an output as verified."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    nsfw: bool = False
     source_url: str | None = None
 
 
@@ -152,26 +232,56 @@ class JobRecord:
     submitted_at: float | None = None
     completed_at: float | None = None
     delivered_at: float | None = None
+    # What was sent (model, prompt, seed, input hashes): how a lost submit is found again.
+    fingerprint: dict[str, Any] | None = None
+    submit_started_at: float | None = None
+    # Past this (wall clock), waiting for the prediction ends.
+    deadline_at: float | None = None
+    # Submits the image service refused outright (nothing made); a few are retried.
+    refusals: int = 0
+    # Fair-queue turn: jobs start by (turn, id), so members take turns.
+    turn: int = 0
+    delivery_started_at: float | None = None
+    result_message_id: int | None = None
+    result_channel_id: int | None = None
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostedResult:
+    """A result message as Discord has it: where it is, and the thread started on it."""
+
+    message_id: int
+    channel_id: int
+    url: str
+    thread_id: int | None = None
 
 
 _JOB_COLUMNS = tuple(f.name for f in dataclasses.fields(JobRecord))
-_JOB_JSON = {"params"}
+_JOB_JSON = {"params", "fingerprint"}
 _JOB_BOOL = {"nsfw_allowed"}
+_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
 def _job_from_row(row: aiosqlite.Row) -> JobRecord:
     values = dict(zip(row.keys(), row, strict=True))
-    values["params"] = json.loads(values["params"])
+    for name in _JOB_JSON:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
     values["nsfw_allowed"] = bool(values["nsfw_allowed"])
     return JobRecord(**values)
 
 
 def _to_column(name: str, value: Any) -> Any:
     if name in _JOB_JSON:
-        return json.dumps(value, sort_keys=True)
+        return None if value is None else json.dumps(value, sort_keys=True)
     if name in _JOB_BOOL:
         return int(bool(value))
     return value
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 class Repository:
@@ -179,98 +289,140 @@ class Repository:
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
+        # The single writer: one statement or one unit of work at a time on the connection.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path) -> Repository:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path)
-        connection.row_factory = aiosqlite.Row
-        await connection.execute("PRAGMA foreign_keys = ON")
-        await connection.execute("PRAGMA journal_mode = WAL")
+        """Open (creating and migrating) the store; StoreError says in one line what is wrong."""
+        where = str(path)
+        if where != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"database error: cannot create the folder of {where} ({exc.strerror}): "
+                    "set [storage] database to a writable path"
+                ) from None
+        try:
+            # Opened once plainly first: a failed aiosqlite connect leaves its thread behind.
+            await asyncio.to_thread(_try_open, where)
+            connection = await aiosqlite.connect(path, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"database error: cannot open {where} ({exc}): "
+                "set [storage] database to a writable path"
+            ) from None
         repository = cls(connection)
-        await repository.migrate()
+        try:
+            connection.row_factory = aiosqlite.Row
+            await connection.execute("PRAGMA foreign_keys = ON")
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA busy_timeout = 5000")
+            await repository.migrate()
+            # A write now, not at the first job: a read-only file fails at start-up.
+            await repository._probe_write()
+        except BaseException as exc:
+            # The connection's thread would keep the process alive (a hang at exit): close it.
+            await connection.close()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(_explain(where, exc)) from None
+            raise
         return repository
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def migrate(self) -> int:
-        """Apply the migrations this database lacks; return its version afterwards."""
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the database is at schema version {version}, newer than this bot "
-                f"({len(MIGRATIONS)}); upgrade the bot"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript would commit on its own; run the statements inside one transaction.
-            await self._db.execute("BEGIN")
+    @contextlib.asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction, alone on the connection: all of it is written, or none."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, script.split(";")):
-                    await self._db.execute(statement)
-                await self._db.execute(f"PRAGMA user_version = {number}")
-                await self._db.commit()
+                yield self._db
             except BaseException:
                 await self._db.rollback()
                 raise
+            await self._db.commit()
+
+    async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock, self._db.execute(query, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _fetchone(self, query: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self._lock, self._db.execute(query, params) as cursor:
+            return await cursor.fetchone()
+
+    async def migrate(self) -> int:
+        """Apply the migrations this database lacks; return its version afterwards."""
+        row = await self._fetchone("PRAGMA user_version")
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database error: the database is at schema version {version}, newer than this "
+                f"bot understands ({len(MIGRATIONS)}): upgrade the bot, or restore a backup"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript would commit on its own; run the statements inside one transaction.
+            async with self._unit_of_work() as db:
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
             log.info("database migrated to schema version %d", number)
         return len(MIGRATIONS)
 
+    async def _probe_write(self) -> None:
+        async with self._unit_of_work() as db:
+            await db.execute("PRAGMA user_version = " + str(len(MIGRATIONS)))
+
     # --- Images ---------------------------------------------------------------------------------
 
-    async def add_image(self, data: bytes, content_type: str, width: int, height: int) -> int:
-        """Store image bytes once (by content hash) and return their id."""
-        digest = hashlib.sha256(data).hexdigest()
-        await self._db.execute(
+    @staticmethod
+    async def _add_image(db: aiosqlite.Connection, image: NewImage) -> int:
+        """Store image bytes once (by content hash) and return their id, inside a unit of work."""
+        digest = hashlib.sha256(image.data).hexdigest()
+        await db.execute(
             "INSERT OR IGNORE INTO images (sha256, content_type, width, height, data, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (digest, content_type, width, height, data, time.time()),
+            (digest, image.content_type, image.width, image.height, image.data, time.time()),
         )
-        await self._db.commit()
-        async with self._db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)) as cur:
-            row = await cur.fetchone()
+        async with db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)) as cursor:
+            row = await cursor.fetchone()
         assert row is not None
         return int(row["id"])
 
+    @classmethod
+    async def _set_job_images(
+        cls, db: aiosqlite.Connection, job_id: int, role: str, images: Sequence[NewImage]
+    ) -> None:
+        await db.execute("DELETE FROM job_images WHERE job_id = ? AND role = ?", (job_id, role))
+        for position, image in enumerate(images):
+            image_id = await cls._add_image(db, image)
+            await db.execute(
+                "INSERT INTO job_images (job_id, role, position, image_id, nsfw, source_url)"
+                " VALUES (?,?,?,?,?,?)",
+                (job_id, role, position, image_id, int(image.nsfw), image.source_url),
+            )
+
     async def image(self, image_id: int) -> StoredImage:
-        async with self._db.execute(
+        row = await self._fetchone(
             "SELECT id, content_type, width, height, data FROM images WHERE id = ?", (image_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             raise LookupError(f"image {image_id}")
         return StoredImage(
             row["id"], row["content_type"], row["width"], row["height"], bytes(row["data"])
         )
 
-    async def set_job_images(
-        self, job_id: int, role: str, images: Sequence[tuple[int, bool] | tuple[int, bool, str]]
-    ) -> None:
-        """The job's input or output images, in order: (image id, nsfw[, hosted URL])."""
-        await self._db.execute(
-            "DELETE FROM job_images WHERE job_id = ? AND role = ?", (job_id, role)
-        )
-        await self._db.executemany(
-            "INSERT INTO job_images (job_id, role, position, image_id, nsfw, source_url)"
-            " VALUES (?,?,?,?,?,?)",
-            [
-                (job_id, role, n, entry[0], int(entry[1]), entry[2] if len(entry) > 2 else None)
-                for n, entry in enumerate(images)
-            ],
-        )
-        await self._db.commit()
-
     async def job_images(self, job_id: int, role: str) -> list[JobImage]:
-        async with self._db.execute(
+        rows = await self._fetchall(
             "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw, j.source_url"
             " FROM job_images j JOIN images i ON i.id = j.image_id"
             " WHERE j.job_id = ? AND j.role = ? ORDER BY j.position",
             (job_id, role),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             JobImage(
                 StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
@@ -282,89 +434,227 @@ class Repository:
 
     # --- Chains ---------------------------------------------------------------------------------
 
-    async def create_chain(self, *, guild_id: int | None, channel_id: int, owner_id: int) -> int:
-        cursor = await self._db.execute(
-            "INSERT INTO chains (guild_id, channel_id, owner_id, created_at) VALUES (?,?,?,?)",
-            (guild_id, channel_id, owner_id, time.time()),
-        )
-        await self._db.commit()
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
-
     async def chain(self, chain_id: int) -> Chain:
-        async with self._db.execute("SELECT * FROM chains WHERE id = ?", (chain_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetchone("SELECT * FROM chains WHERE id = ?", (chain_id,))
         if row is None:
             raise LookupError(f"chain {chain_id}")
         return Chain(**dict(zip(row.keys(), row, strict=True)))
 
     async def chain_for_thread(self, thread_id: int) -> Chain | None:
-        async with self._db.execute(
-            "SELECT * FROM chains WHERE thread_id = ?", (thread_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetchone("SELECT * FROM chains WHERE thread_id = ?", (thread_id,))
         return Chain(**dict(zip(row.keys(), row, strict=True))) if row else None
 
-    async def update_chain(self, chain_id: int, **values: Any) -> None:
-        allowed = {"thread_id", "head_job_id"}
-        if not values or not set(values) <= allowed:
-            raise ValueError(f"chains can only update {sorted(allowed)}")
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        await self._db.execute(
-            f"UPDATE chains SET {assignments} WHERE id = ?", (*values.values(), chain_id)
-        )
-        await self._db.commit()
+    async def set_chain_head(self, chain_id: int, job_id: int) -> None:
+        async with self._unit_of_work() as db:
+            await db.execute("UPDATE chains SET head_job_id = ? WHERE id = ?", (job_id, chain_id))
 
     # --- Jobs -----------------------------------------------------------------------------------
 
-    async def create_job(self, **values: Any) -> JobRecord:
-        values.setdefault("created_at", time.time())
-        unknown = set(values) - set(_JOB_COLUMNS)
-        if unknown or "id" in values:
-            raise ValueError(f"not job columns: {sorted(unknown | ({'id'} & set(values)))}")
-        names = list(values)
-        cursor = await self._db.execute(
-            f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-            [_to_column(name, values[name]) for name in names],
-        )
-        await self._db.commit()
-        assert cursor.lastrowid is not None
-        return await self.job(cursor.lastrowid)
+    async def create_job(
+        self,
+        *,
+        inputs: Sequence[NewImage] = (),
+        new_chain: bool = False,
+        **values: Any,
+    ) -> JobRecord:
+        """Store a queued job with its input images (and its new chain) in one transaction.
 
-    async def update_job(self, job_id: int, **values: Any) -> JobRecord:
-        unknown = set(values) - set(_JOB_COLUMNS) | ({"id"} & set(values))
-        if unknown or not values:
-            raise ValueError(f"not updatable job columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        await self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ?",
-            [*(_to_column(name, value) for name, value in values.items()), job_id],
-        )
-        await self._db.commit()
+        Its fair-queue turn is the member's previous turn plus one, but never a turn already
+        served: so members alternate, and a place once given is never taken by a later job of
+        someone who already had a turn.
+        """
+        now = values.setdefault("created_at", time.time())
+        values.setdefault("status", JobStatus.QUEUED)
+        values["updated_at"] = now
+        unknown = set(values) - set(_JOB_COLUMNS) | ({"id", "turn"} & set(values))
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        async with self._unit_of_work() as db:
+            if new_chain:
+                cursor = await db.execute(
+                    "INSERT INTO chains (guild_id, channel_id, owner_id, created_at)"
+                    " VALUES (?,?,?,?)",
+                    (values.get("guild_id"), values["channel_id"], values["requester_id"], now),
+                )
+                values["chain_id"] = cursor.lastrowid
+            served = _starting_statuses()
+            async with db.execute(
+                "SELECT"
+                f" (SELECT COALESCE(MAX(turn), 0) FROM jobs WHERE status IN ({served})),"
+                " (SELECT COALESCE(MAX(turn), -1) FROM jobs WHERE requester_id = ?)",
+                (values["requester_id"],),
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            values["turn"] = max(int(row[0]), int(row[1]) + 1)
+            names = list(values)
+            cursor = await db.execute(
+                f"INSERT INTO jobs ({', '.join(names)}) VALUES ({_placeholders(names)})",
+                [_to_column(name, values[name]) for name in names],
+            )
+            job_id = cursor.lastrowid
+            assert job_id is not None
+            await self._set_job_images(db, job_id, "input", inputs)
         return await self.job(job_id)
 
+    async def transition(
+        self,
+        job_id: int,
+        from_status: str | Iterable[str],
+        to_status: str,
+        *,
+        outputs: Sequence[NewImage] | None = None,
+        **values: Any,
+    ) -> JobRecord | None:
+        """Move the job to `to_status` if it is still in `from_status`; None if it is not.
+
+        `values` are written in the same update; `outputs` (the verified result images) in the
+        same transaction, so a job is SUCCEEDED with all its images or not at all.
+        """
+        sources = [from_status] if isinstance(from_status, str) else list(from_status)
+        self._check_columns(values)
+        values = {**values, "status": to_status, "updated_at": time.time()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        async with self._unit_of_work() as db:
+            cursor = await db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN"
+                f" ({_placeholders(sources)})",
+                [*(_to_column(n, v) for n, v in values.items()), job_id, *sources],
+            )
+            if cursor.rowcount != 1:
+                return None
+            if outputs is not None:
+                await self._set_job_images(db, job_id, "output", outputs)
+        return await self.job(job_id)
+
+    async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
+        """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's
+        new head: all in one transaction, so a restart never posts a recorded result again."""
+        async with self._unit_of_work() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET status = ?, delivered_at = ?, updated_at = ?,"
+                " result_message_id = ?, result_channel_id = ? WHERE id = ? AND status = ?",
+                (
+                    JobStatus.DELIVERED,
+                    time.time(),
+                    time.time(),
+                    posted.message_id,
+                    posted.channel_id,
+                    job.id,
+                    JobStatus.DELIVERING,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return None
+            await self._record_post(db, job, posted)
+        return await self.job(job.id)
+
+    async def record_post(self, job: JobRecord, posted: PostedResult) -> None:
+        """A result shown again (an Undo): its message, and the thread started on it."""
+        async with self._unit_of_work() as db:
+            await self._record_post(db, job, posted)
+
+    @classmethod
+    async def _record_post(
+        cls, db: aiosqlite.Connection, job: JobRecord, posted: PostedResult
+    ) -> None:
+        # The posted step becomes its chain's head: what a plain message in the thread edits.
+        await cls._insert_message(db, posted.message_id, posted.channel_id, job.id, "result")
+        if job.chain_id is not None:
+            await db.execute(
+                "UPDATE chains SET head_job_id = ?, thread_id = COALESCE(thread_id, ?)"
+                " WHERE id = ?",
+                (job.id, posted.thread_id, job.chain_id),
+            )
+
+    async def update_job(self, job_id: int, **values: Any) -> JobRecord:
+        """Bookkeeping that is not a change of status (use `transition` for those)."""
+        self._check_columns(values)
+        if not values:
+            raise ValueError("nothing to update")
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        async with self._unit_of_work() as db:
+            await db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ?",
+                [*(_to_column(name, value) for name, value in values.items()), job_id],
+            )
+        return await self.job(job_id)
+
+    @staticmethod
+    def _check_columns(values: dict[str, Any]) -> None:
+        unknown = set(values) - set(_JOB_COLUMNS) | ({"id", "status"} & set(values))
+        if unknown:
+            raise ValueError(f"not updatable job columns: {sorted(unknown)}")
+
     async def job(self, job_id: int) -> JobRecord:
-        async with self._db.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetchone(f"{_SELECT_JOB} WHERE id = ?", (job_id,))
         if row is None:
             raise LookupError(f"job {job_id}")
         return _job_from_row(row)
 
     async def jobs_with_status(self, statuses: Iterable[str]) -> list[JobRecord]:
         wanted = list(statuses)
-        async with self._db.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
-            f" WHERE status IN ({', '.join('?' for _ in wanted)}) ORDER BY id",
-            wanted,
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._fetchall(
+            f"{_SELECT_JOB} WHERE status IN ({_placeholders(wanted)}) ORDER BY id", wanted
+        )
         return [_job_from_row(row) for row in rows]
+
+    async def open_jobs(self) -> tuple[list[JobRecord], list[int]]:
+        """Every job with work left, and the ids of rows that could not be read (set aside)."""
+        rows = await self._fetchall(
+            f"{_SELECT_JOB} WHERE status IN ({_placeholders(OPEN_STATUSES)}) ORDER BY id",
+            OPEN_STATUSES,
+        )
+        jobs: list[JobRecord] = []
+        broken: list[int] = []
+        for row in rows:
+            try:
+                jobs.append(_job_from_row(row))
+            except (TypeError, ValueError) as exc:
+                log.error("job %s: unreadable row (%s); set aside", row["id"], exc)
+                broken.append(int(row["id"]))
+        for job_id in broken:
+            async with self._unit_of_work() as db:
+                await db.execute(
+                    "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
+                )
+        return jobs, broken
+
+    async def queued_in_order(self, limit: int) -> list[JobRecord]:
+        """Waiting jobs in the order they start: by turn, then first come."""
+        rows = await self._fetchall(
+            f"{_SELECT_JOB} WHERE status = ? ORDER BY turn, id LIMIT ?",
+            (JobStatus.QUEUED, limit),
+        )
+        return [_job_from_row(row) for row in rows]
+
+    async def queue_position(self, job_id: int) -> int | None:
+        """1 for the next job to start, 2 for the one after...; None once started or gone."""
+        row = await self._fetchone(
+            "SELECT (SELECT COUNT(*) FROM jobs q WHERE q.status = ? AND"
+            " (q.turn < j.turn OR (q.turn = j.turn AND q.id <= j.id)))"
+            " FROM jobs j WHERE j.id = ? AND j.status = ?",
+            (JobStatus.QUEUED, job_id, JobStatus.QUEUED),
+        )
+        return int(row[0]) if row else None
+
+    async def slots_in_use(self) -> dict[int, int]:
+        """Member id -> their jobs holding a WaveSpeed slot now."""
+        rows = await self._fetchall(
+            "SELECT requester_id, COUNT(*) FROM jobs"
+            f" WHERE status IN ({_placeholders(SLOT_STATUSES)}) GROUP BY requester_id",
+            SLOT_STATUSES,
+        )
+        return {int(row[0]): int(row[1]) for row in rows}
+
+    async def prediction_taken(self, prediction_id: str) -> bool:
+        """Whether a job already owns this prediction (so a lost submit cannot adopt it)."""
+        row = await self._fetchone("SELECT 1 FROM jobs WHERE prediction_id = ?", (prediction_id,))
+        return row is not None
 
     async def lineage(self, job_id: int) -> list[JobRecord]:
         """The job and its ancestors, oldest first: a chain's history up to this step."""
-        async with self._db.execute(
+        rows = await self._fetchall(
             f"""
             WITH RECURSIVE lineage(id, depth) AS (
                 SELECT ?, 0
@@ -376,27 +666,31 @@ class Repository:
             JOIN jobs ON jobs.id = lineage.id ORDER BY lineage.depth DESC
             """,
             (job_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [_job_from_row(row) for row in rows]
 
     # --- Messages -------------------------------------------------------------------------------
 
-    async def record_message(
-        self, message_id: int, *, channel_id: int, job_id: int, kind: str
+    @staticmethod
+    async def _insert_message(
+        db: aiosqlite.Connection, message_id: int, channel_id: int, job_id: int, kind: str
     ) -> None:
-        await self._db.execute(
+        await db.execute(
             "INSERT OR REPLACE INTO messages (message_id, channel_id, job_id, kind)"
             " VALUES (?,?,?,?)",
             (message_id, channel_id, job_id, kind),
         )
-        await self._db.commit()
+
+    async def record_message(
+        self, message_id: int, *, channel_id: int, job_id: int, kind: str
+    ) -> None:
+        async with self._unit_of_work() as db:
+            await self._insert_message(db, message_id, channel_id, job_id, kind)
 
     async def job_for_message(self, message_id: int) -> JobRecord | None:
-        async with self._db.execute(
+        row = await self._fetchone(
             "SELECT job_id FROM messages WHERE message_id = ?", (message_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return await self.job(int(row["job_id"])) if row else None
 
     async def messages_of(self, job_id: int, kind: str | None = None) -> list[tuple[int, int]]:
@@ -406,10 +700,33 @@ class Repository:
         if kind is not None:
             query += " AND kind = ?"
             params.append(kind)
-        async with self._db.execute(query + " ORDER BY message_id", params) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._fetchall(query + " ORDER BY message_id", params)
         return [(int(r["channel_id"]), int(r["message_id"])) for r in rows]
 
     async def forget_message(self, message_id: int) -> None:
-        await self._db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
-        await self._db.commit()
+        async with self._unit_of_work() as db:
+            await db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+
+
+def _starting_statuses() -> str:
+    """SQL list of the statuses of jobs that have left the queue (their turn was served)."""
+    left = [s for s in JobStatus if s not in (JobStatus.QUEUED, JobStatus.CANCELLED)]
+    return ", ".join(f"'{s.value}'" for s in left)
+
+
+def _try_open(where: str) -> None:
+    sqlite3.connect(where, timeout=5.0).close()
+
+
+def _explain(where: str, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"database error: {where} is read-only: make it writable for the bot's user"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"database error: {where} is damaged ({text}): restore a backup, or move it aside "
+            "to start with an empty store"
+        )
+    if "locked" in text or "busy" in text:
+        return f"database error: {where} is locked by another process: stop it first"
+    return f"database error: cannot use {where} ({text}): set [storage] database to a usable path"

@@ -1,47 +1,99 @@
-"""The job service against the WaveSpeed simulator: queue, fairness, cancel, restart safety."""
+"""The job engine against the WaveSpeed simulator: every paid image delivered exactly once.
+
+Each test drives the real JobService, the real client and a real simulator over loopback; the
+chat surface is a recording presenter that can refuse posts the way Discord does.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
 
-from services.jobs import CancelOutcome, JobService, JobStatus, NewJob, Stage
+from services.jobs import (
+    NOTHING_MADE_MESSAGE,
+    STUCK_MESSAGE,
+    CancelOutcome,
+    JobService,
+    JobStatus,
+    NewJob,
+    PostFailedError,
+    Stage,
+)
 from services.settings import JobSettings
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
-from services.storage import JobImage, JobRecord, Repository
+from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
 from services.wavespeed import WaveSpeedClient, model_for_path
 from tests.conftest import API_KEY
 from tests.images import make_png
 
 PRO = model_for_path("flux-kontext-pro")
-ALICE, BOB = 1001, 1002
+ALICE, BOB, CAROL = 1001, 1002, 1003
 
 
 class RecordingPresenter:
-    """The chat surface, reduced to what a member would see."""
+    """The chat surface, reduced to what a member would see, with Discord's refusals."""
 
     def __init__(self) -> None:
         self.progress: list[tuple[int, Stage, str]] = []
-        self.delivered: dict[int, list[JobImage]] = {}
+        # Every post that reached "Discord", by job: more than one is a duplicate.
+        self.posts: dict[int, list[PostedResult]] = {}
+        self.images: dict[int, list[JobImage]] = {}
+        self.nonces: dict[int, set[str]] = {}
         self.failures: dict[int, str] = {}
+        self.retry_offered: set[int] = set()
+        self.lookups: list[int] = []
+        # Refusals to raise, in order, before posts succeed again.
+        self.refusals: list[PostFailedError] = []
+        # Posts that land, but whose answer is lost (PostFailedError maybe_posted).
+        self.lose_answers = 0
         self.changed = asyncio.Event()
+        self._next_id = 5000
+
+    @property
+    def delivered(self) -> set[int]:
+        return set(self.posts)
 
     async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
         self.progress.append((job.id, stage, detail))
-        self.changed.set()
+        self._poke()
 
-    async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None:
-        self.delivered.setdefault(job.id, []).extend(outputs)
-        self.changed.set()
+    async def post_result(
+        self, job: JobRecord, outputs: Sequence[JobImage], *, nonce: str
+    ) -> PostedResult:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        self.nonces.setdefault(job.id, set()).add(nonce)
+        self._next_id += 1
+        posted = PostedResult(self._next_id, 555, f"https://discord/{self._next_id}", None)
+        self.posts.setdefault(job.id, []).append(posted)
+        self.images[job.id] = list(outputs)
+        self._poke()
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise PostFailedError("connection reset", maybe_posted=True)
+        return posted
 
-    async def report_failure(self, job: JobRecord, message: str) -> None:
+    async def find_result(self, job: JobRecord) -> PostedResult | None:
+        self.lookups.append(job.id)
+        found = self.posts.get(job.id)
+        return found[0] if found else None
+
+    async def finish_status(self, job: JobRecord, posted: PostedResult) -> None:
+        self._poke()
+
+    async def report_failure(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
         self.failures[job.id] = message
+        if retry:
+            self.retry_offered.add(job.id)
+        self._poke()
+
+    def _poke(self) -> None:
         self.changed.set()
 
-    async def wait_for(self, done: Callable[[], bool], within_s: float = 5) -> None:
+    async def wait_for(self, done: Callable[[], bool], within_s: float = 10) -> None:
         async with asyncio.timeout(within_s):
             while not done():
                 self.changed.clear()
@@ -62,14 +114,20 @@ async def repository() -> AsyncIterator[Repository]:
     await repository.close()
 
 
+FAST = {
+    "status_interval_s": 0.05,
+    "reconcile_interval_s": 0.05,
+    "reconcile_window_s": 0.5,
+    "breaker_probe_s": 0.05,
+}
+
+
 @pytest.fixture
 def make_service(
     repository: Repository, make_client: Callable[..., WaveSpeedClient]
 ) -> Callable[..., JobService]:
     def build(**settings: Any) -> JobService:
-        return JobService(
-            repository, make_client(), JobSettings(status_interval_s=0.05, **settings)
-        )
+        return JobService(repository, make_client(), JobSettings(**{**FAST, **settings}))
 
     return build
 
@@ -88,8 +146,13 @@ def edit(member: int = ALICE, prompt: str = "make it a watercolor", seed: int = 
         channel_id=555,
         model=PRO,
         params={"prompt": prompt, "seed": seed},
-        inputs=[(make_png(), "image/png", 64, 48)],
+        inputs=[NewImage(make_png(), "image/png", 64, 48)],
+        new_chain=True,
     )
+
+
+async def status_of(repository: Repository, job: JobRecord) -> str:
+    return (await repository.job(job.id)).status
 
 
 async def test_a_job_runs_from_queue_to_delivery(
@@ -104,62 +167,94 @@ async def test_a_job_runs_from_queue_to_delivery(
     assert stored.status == JobStatus.DELIVERED
     assert stored.prediction_id in simulator.predictions
     assert stored.cost == "0.04"
-    ((image, nsfw, url),) = presenter.delivered[job.id]
+    (posted,) = presenter.posts[job.id]
+    assert stored.result_message_id == posted.message_id
+    assert await repository.messages_of(job.id, "result") == [(555, posted.message_id)]
+    assert (await repository.chain(stored.chain_id or 0)).head_job_id == job.id
+    ((image, nsfw, url),) = presenter.images[job.id]
     assert url is not None and url.startswith(simulator.base_url)
     assert image.content_type == "image/jpeg" and nsfw is False
+    assert presenter.nonces[job.id] == {f"kontext-{job.id}"}
     stages = [stage for job_id, stage, _ in presenter.progress if job_id == job.id]
-    assert stages[0] == Stage.PREPARING
-    assert Stage.GENERATING in stages and stages[-1] == Stage.POSTING
+    assert Stage.PREPARING in stages and Stage.GENERATING in stages
+    assert stages[-1] == Stage.POSTING
 
 
 async def test_cap_and_fair_order_between_members(
-    service: JobService, repository: Repository, simulator: WaveSpeedSimulator
+    make_service: Callable[..., JobService],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
 ) -> None:
+    service = make_service(max_concurrent=1)
     presenter = RecordingPresenter()
-    await service.start(presenter)
+    # Everyone queues before anything starts, so the order is the queue's alone.
     a1 = await service.enqueue(edit(ALICE, "a1"))
     a2 = await service.enqueue(edit(ALICE, "a2"))
     a3 = await service.enqueue(edit(ALICE, "a3"))
     b1 = await service.enqueue(edit(BOB, "b1"))
-    c1 = await service.enqueue(edit(1003, "c1"))
-    await asyncio.sleep(0.05)
+    c1 = await service.enqueue(edit(CAROL, "c1"))
+    assert [await service.position(j.id) for j in (a1, b1, c1, a2, a3)] == [1, 2, 3, 4, 5]
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: len(presenter.delivered) == 5, within_s=15)
+    finally:
+        await service.stop()
 
-    # Two at once; Alice's burst does not keep Bob waiting behind her.
-    assert service.position(a1.id) is None and service.position(b1.id) is None
-    assert [service.position(j.id) for j in (c1, a2, a3)] == [1, 2, 3]
-    assert len(simulator.predictions) == 2
+    # One at a time, so the submits are strictly ordered: Alice's burst waits its turns.
+    finished = [await repository.job(j.id) for j in (a1, a2, a3, b1, c1)]
+    order = sorted(finished, key=lambda j: j.submit_started_at or 0)
+    assert [j.prompt for j in order] == ["a1", "b1", "c1", "a2", "a3"]
     assert ("queued", "Queued: position 2.") in [
-        (stage, text) for job_id, stage, text in presenter.progress if job_id == a2.id
+        (stage, text) for job_id, stage, text in presenter.progress if job_id == b1.id
     ]
-    await presenter.wait_for(lambda: len(presenter.delivered) == 5, within_s=10)
-    finished = [await repository.job(j.id) for j in (a1, b1, c1, a2, a3)]
-    assert [j.prompt for j in sorted(finished, key=lambda j: j.submitted_at or 0)] == [
-        "a1",
-        "b1",
-        "c1",
-        "a2",
-        "a3",
-    ]
+
+
+async def test_per_member_cap_lets_others_pass(
+    make_service: Callable[..., JobService], simulator: WaveSpeedSimulator
+) -> None:
+    service = make_service(max_concurrent=2, per_member=1)
+    presenter = RecordingPresenter()
+    await service.enqueue(edit(ALICE, "a1"))
+    a2 = await service.enqueue(edit(ALICE, "a2"))
+    b1 = await service.enqueue(edit(BOB, "b1"))
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: (b1.id, Stage.PREPARING) in _stages(presenter))
+        # Alice is at her cap, so Bob's later job took the second slot.
+        assert await service.position(a2.id) == 1
+        await presenter.wait_for(lambda: len(presenter.delivered) == 3)
+    finally:
+        await service.stop()
+
+
+def _stages(presenter: RecordingPresenter) -> set[tuple[int, Stage]]:
+    return {(job_id, stage) for job_id, stage, _ in presenter.progress}
 
 
 async def test_cancel_while_queued_only_by_the_requester(
-    service: JobService, repository: Repository, simulator: WaveSpeedSimulator
+    make_service: Callable[..., JobService],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
 ) -> None:
+    service = make_service(max_concurrent=1)
     presenter = RecordingPresenter()
-    await service.start(presenter)
     first = await service.enqueue(edit(ALICE, "first"))
     waiting = await service.enqueue(edit(ALICE, "second"))
+    await service.start(presenter)
+    try:
+        assert await service.cancel(waiting.id, BOB) == CancelOutcome.NOT_YOURS
+        assert await service.cancel(waiting.id, ALICE) == CancelOutcome.CANCELLED
+        await presenter.wait_for(lambda: (first.id, Stage.PREPARING) in _stages(presenter))
+        assert await service.cancel(first.id, ALICE) == CancelOutcome.TOO_LATE
+        await presenter.wait_for(lambda: first.id in presenter.delivered)
+    finally:
+        await service.stop()
 
-    assert await service.cancel(waiting.id, BOB) == CancelOutcome.NOT_YOURS
-    assert await service.cancel(waiting.id, ALICE) == CancelOutcome.CANCELLED
-    assert await service.cancel(first.id, ALICE) == CancelOutcome.TOO_LATE
-    await presenter.wait_for(lambda: first.id in presenter.delivered)
-
-    assert (await repository.job(waiting.id)).status == JobStatus.CANCELLED
+    assert await status_of(repository, waiting) == JobStatus.CANCELLED
     assert len(simulator.predictions) == 1
 
 
-async def test_restart_between_submit_and_completion_delivers_once_billed_once(
+async def test_restart_while_running_delivers_once_billed_once(
     make_service: Callable[..., JobService],
     repository: Repository,
     simulator: WaveSpeedSimulator,
@@ -168,12 +263,8 @@ async def test_restart_between_submit_and_completion_delivers_once_billed_once(
     watcher = RecordingPresenter()
     await before.start(watcher)
     job = await before.enqueue(edit())
-    await watcher.wait_for(
-        lambda: (
-            (job.id, Stage.GENERATING) in {(job_id, stage) for job_id, stage, _ in watcher.progress}
-        )
-    )
-    assert (await repository.job(job.id)).status == JobStatus.RUNNING
+    await watcher.wait_for(lambda: (job.id, Stage.GENERATING) in _stages(watcher))
+    assert await status_of(repository, job) == JobStatus.RUNNING
     await before.stop()  # the bot goes down with the job running at WaveSpeed
 
     after = make_service()
@@ -184,67 +275,247 @@ async def test_restart_between_submit_and_completion_delivers_once_billed_once(
     finally:
         await after.stop()
 
-    assert len(presenter.delivered[job.id]) == 1
+    assert len(presenter.posts[job.id]) == 1
     assert simulator.request_counts["submit"] == 1
     assert len(simulator.billed) == 1
-    assert (await repository.job(job.id)).status == JobStatus.DELIVERED
+    assert await status_of(repository, job) == JobStatus.DELIVERED
 
 
-async def test_unknown_submission_outcome_is_reported_not_resubmitted(
+async def test_a_lost_submit_answer_is_found_again_and_delivered(
     service: JobService, repository: Repository, simulator: WaveSpeedSimulator
 ) -> None:
     presenter = RecordingPresenter()
     await service.start(presenter)
+    # The simulator makes the prediction, then drops the connection: the answer is lost.
     simulator.inject(Fault.DROP)
     job = await service.enqueue(edit())
-    await presenter.wait_for(lambda: job.id in presenter.failures)
+    await presenter.wait_for(lambda: job.id in presenter.delivered)
 
-    assert "not resubmitted" in presenter.failures[job.id]
-    assert (await repository.job(job.id)).status == JobStatus.UNKNOWN
+    stored = await repository.job(job.id)
+    assert stored.status == JobStatus.DELIVERED
     assert simulator.request_counts["submit"] == 1
+    assert list(simulator.predictions) == [stored.prediction_id]
+    assert job.id not in presenter.failures
 
 
-async def test_restart_finds_open_jobs_in_every_state(
+async def test_a_submit_that_never_arrived_is_reported_with_retry(
     make_service: Callable[..., JobService],
     repository: Repository,
     simulator: WaveSpeedSimulator,
 ) -> None:
-    queued = await make_service().enqueue(edit(prompt="was queued"))
-    cut_off = await make_service().enqueue(edit(prompt="was submitting"))
-    await repository.update_job(cut_off.id, status=JobStatus.SUBMITTING)
-    done = await make_service().enqueue(edit(prompt="was finished"))
-    image_id = await repository.add_image(make_png(colour=(1, 2, 3)), "image/png", 64, 48)
-    await repository.set_job_images(done.id, "output", [(image_id, False)])
-    await repository.update_job(done.id, status=JobStatus.SUCCEEDED)
+    # The bot died with the POST in flight, before WaveSpeed saw it: nothing exists.
+    job = await make_service().enqueue(edit())
+    await _as_if_cut_off_during_submit(repository, job)
 
     service = make_service()
     presenter = RecordingPresenter()
     await service.start(presenter)
     try:
-        await presenter.wait_for(
-            lambda: (
-                {queued.id, done.id} <= set(presenter.delivered)
-                and cut_off.id in presenter.failures
-            )
-        )
+        await presenter.wait_for(lambda: job.id in presenter.failures)
     finally:
         await service.stop()
 
-    assert "not sent again" in presenter.failures[cut_off.id]
-    assert (await repository.job(cut_off.id)).status == JobStatus.UNKNOWN
-    assert presenter.delivered[done.id][0][0].id == image_id
-    # Only the queued job reached WaveSpeed.
-    assert simulator.request_counts["submit"] == 1
+    assert presenter.failures[job.id] == NOTHING_MADE_MESSAGE
+    assert job.id in presenter.retry_offered
+    assert await status_of(repository, job) == JobStatus.FAILED
+    assert simulator.request_counts["submit"] == 0
 
 
-async def test_a_failed_job_is_reported_in_words(
+async def test_a_submit_cut_off_by_a_restart_is_adopted_not_sent_again(
+    make_service: Callable[..., JobService],
+    make_client: Callable[..., WaveSpeedClient],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
+) -> None:
+    job = await make_service().enqueue(edit(BOB, "a lighthouse at dusk", seed=42))
+    await _as_if_cut_off_during_submit(repository, job)
+    # ...and the POST had reached WaveSpeed: the prediction exists, its id never stored.
+    request = make_client().prepare(
+        PRO, prompt="a lighthouse at dusk", seed=42, image=_input_of(make_png())
+    )
+    await make_client().submit(PRO, request, sync=False)
+    # A look-alike from another request must not be taken for it.
+    other = make_client().prepare(PRO, prompt="a lighthouse at dusk", seed=43, image=request.image)
+    await make_client().submit(PRO, other, sync=False)
+
+    service = make_service()
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: job.id in presenter.delivered)
+    finally:
+        await service.stop()
+
+    stored = await repository.job(job.id)
+    assert simulator.predictions[stored.prediction_id or ""].request["seed"] == 42
+    assert simulator.request_counts["submit"] == 2  # the two above; the job sent none
+
+
+def _input_of(data: bytes) -> Any:
+    from services.wavespeed import InputImage
+
+    return InputImage(data, "image/png")
+
+
+async def _as_if_cut_off_during_submit(repository: Repository, job: JobRecord) -> None:
+    """Leave the job as a bot killed during its submit POST leaves it."""
+    from services.fingerprint import fingerprint_of
+    from services.wavespeed import validate_request
+
+    (stored,) = await repository.job_images(job.id, "input")
+    request = validate_request(PRO, {**job.params, "image": _input_of(stored.image.data)})
+    now = job.created_at
+    await repository.transition(job.id, JobStatus.QUEUED, JobStatus.STARTING)
+    await repository.transition(
+        job.id,
+        JobStatus.STARTING,
+        JobStatus.SUBMITTING,
+        fingerprint=fingerprint_of(PRO, request, at=now),
+        submit_started_at=now,
+    )
+
+
+async def test_refused_submits_wait_out_an_outage_and_nothing_is_lost(
+    make_service: Callable[..., JobService],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
+) -> None:
+    service = make_service(breaker_threshold=2, max_refusals=5)
+    presenter = RecordingPresenter()
+    simulator.inject(Fault.UNAVAILABLE, times=2)
+    await service.start(presenter)
+    try:
+        job = await service.enqueue(edit())
+        await presenter.wait_for(lambda: job.id in presenter.delivered)
+    finally:
+        await service.stop()
+
+    assert job.id not in presenter.failures
+    stored = await repository.job(job.id)
+    assert stored.refusals == 2 and stored.status == JobStatus.DELIVERED
+    # Refused twice (nothing made), then sent once: billed once.
+    assert len(simulator.predictions) == 1
+    assert "waiting" in {stage for _, stage, _ in presenter.progress}
+
+
+async def test_a_stuck_prediction_ends_and_frees_its_slot(
+    make_service: Callable[..., JobService],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
+) -> None:
+    service = make_service(max_concurrent=1, job_deadline_s=1.0)
+    presenter = RecordingPresenter()
+    simulator.inject(Fault.STUCK)
+    stuck = await service.enqueue(edit(ALICE, "stuck"))
+    other = await service.enqueue(edit(BOB, "fine"))
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: other.id in presenter.delivered)
+    finally:
+        await service.stop()
+
+    assert presenter.failures[stuck.id] == STUCK_MESSAGE
+    assert await status_of(repository, stuck) == JobStatus.FAILED
+
+
+async def test_refused_posts_are_retried_until_they_land_once(
     service: JobService, repository: Repository, simulator: WaveSpeedSimulator
 ) -> None:
     presenter = RecordingPresenter()
+    presenter.refusals = [
+        PostFailedError("rate limited", retry_after=0.05),
+        PostFailedError("forbidden (50013)"),
+    ]
+    presenter.lose_answers = 1
     await service.start(presenter)
-    simulator.inject(Fault.MODERATION)
     job = await service.enqueue(edit())
-    await presenter.wait_for(lambda: job.id in presenter.failures)
+    await presenter.wait_for(lambda: job.id in presenter.delivered and job.id in presenter.lookups)
+    await _until(lambda: status_of(repository, job), JobStatus.DELIVERED)
 
-    assert "content filter" in presenter.failures[job.id]
-    assert (await repository.job(job.id)).status == JobStatus.FAILED
+    # The post whose answer was lost is found, not posted again.
+    assert len(presenter.posts[job.id]) == 1
+    assert (await repository.job(job.id)).result_message_id == presenter.posts[job.id][0].message_id
+
+
+async def test_posts_refused_past_the_deadline_say_where_the_image_is(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    service = make_service(delivery_deadline_s=0.3)
+    presenter = RecordingPresenter()
+    presenter.refusals = [PostFailedError("forbidden (50013)", retry_after=0.1)] * 10
+    await service.start(presenter)
+    try:
+        job = await service.enqueue(edit())
+        await presenter.wait_for(lambda: job.id in presenter.failures)
+    finally:
+        await service.stop()
+
+    assert await status_of(repository, job) == JobStatus.UNDELIVERABLE
+    assert simulator.base_url in presenter.failures[job.id]
+
+
+async def test_a_restart_mid_delivery_looks_before_posting_again(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    before = make_service()
+    first = RecordingPresenter()
+    first.lose_answers = 1
+    first.refusals = []
+    await before.start(first)
+    job = await before.enqueue(edit())
+    await first.wait_for(lambda: job.id in first.delivered)
+    await before.stop()  # killed with the post made but not recorded
+    assert await status_of(repository, job) == JobStatus.DELIVERING
+
+    after = make_service()
+    second = RecordingPresenter()
+    second.posts = dict(first.posts)  # what Discord has
+    await after.start(second)
+    try:
+        await _until(lambda: status_of(repository, job), JobStatus.DELIVERED)
+    finally:
+        await after.stop()
+    assert len(second.posts[job.id]) == 1
+    assert second.lookups == [job.id]
+
+
+async def test_stop_lets_a_submit_in_flight_finish(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    service = make_service()
+    presenter = RecordingPresenter()
+    simulator.answer_delay_s = 0.5
+    await service.start(presenter)
+    job = await service.enqueue(edit())
+    await _until(lambda: status_of(repository, job), JobStatus.SUBMITTING)
+    await service.stop()
+
+    # The POST was not cut off: its answer was stored, so the next start only waits.
+    stored = await repository.job(job.id)
+    assert stored.status == JobStatus.RUNNING and stored.prediction_id in simulator.predictions
+
+
+async def test_an_unreadable_row_is_set_aside_and_the_rest_go_on(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    broken = await make_service().enqueue(edit(ALICE, "broken"))
+    fine = await make_service().enqueue(edit(BOB, "fine"))
+    async with repository._unit_of_work() as db:  # a row damaged by hand, or by a bug
+        await db.execute("UPDATE jobs SET params = '{not json' WHERE id = ?", (broken.id,))
+
+    service = make_service()
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: fine.id in presenter.delivered)
+    finally:
+        await service.stop()
+    row = await repository._fetchone("SELECT status FROM jobs WHERE id = ?", (broken.id,))
+    assert row is not None and row[0] == JobStatus.SET_ASIDE
+
+
+async def _until(read: Callable[[], Any], wanted: str, within_s: float = 10) -> None:
+    async with asyncio.timeout(within_s):
+        # The store has no change feed: poll it.
+        while await read() != wanted:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

@@ -19,14 +19,14 @@ from discord.ext import commands
 
 from services.edits import EditService, Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
-from services.jobs import CancelOutcome, JobService, Stage, queued_text
+from services.jobs import CancelOutcome, JobService
 from services.storage import JobRecord
 from services.wavespeed import InvalidInputError, KontextError
 
 from .._errors import message_for
 from . import _render as render
 from ._presenter import DEFAULT_UPLOAD_LIMIT, DiscordPresenter
-from ._views import PROMPT_MAX, InstructionModal, JobButton, cancel_view
+from ._views import PROMPT_MAX, InstructionModal, JobButton
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,6 @@ class KontextCog(commands.Cog, name="Kontext"):
         self.presenter = DiscordPresenter(
             bot,
             self.edits,
-            self.jobs,
             simulated=bot.wavespeed.simulated,
             status_interval_s=bot.settings.jobs.status_interval_s,
             clock=bot.clock,
@@ -143,12 +142,8 @@ class KontextCog(commands.Cog, name="Kontext"):
         size="Output size as WIDTH*HEIGHT, 256-1536 per side (Dev only)",
         output_format="jpeg, png or webp (Dev only)",
     )
-    @app_commands.choices(
-        model=EDIT_MODELS,
-        aspect_ratio=ASPECT_RATIOS,
-        safety_tolerance=SAFETY,
-        output_format=FORMATS,
-    )
+    @app_commands.choices(model=EDIT_MODELS, aspect_ratio=ASPECT_RATIOS, output_format=FORMATS)
+    @app_commands.choices(safety_tolerance=SAFETY)  # integers: a list of their own for mypy
     async def edit(
         self,
         interaction: discord.Interaction,
@@ -175,10 +170,9 @@ class KontextCog(commands.Cog, name="Kontext"):
             "size": size,
             "output_format": output_format,
         }
-        job = await self.edits.new_edit(
+        await self.edits.new_edit(
             origin, data, prompt, filename=image.filename, model=model, options=options
         )
-        await self._show_queued(interaction, job)
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
@@ -190,9 +184,8 @@ class KontextCog(commands.Cog, name="Kontext"):
         guidance="How closely to follow the prompt",
         safety_tolerance="1 strictest, 5 most permissive",
     )
-    @app_commands.choices(
-        model=EDIT_MODELS[:2], aspect_ratio=ASPECT_RATIOS, safety_tolerance=SAFETY
-    )
+    @app_commands.choices(model=EDIT_MODELS[:2], aspect_ratio=ASPECT_RATIOS)
+    @app_commands.choices(safety_tolerance=SAFETY)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -213,8 +206,7 @@ class KontextCog(commands.Cog, name="Kontext"):
             "guidance_scale": guidance,
             "safety_tolerance": safety_tolerance,
         }
-        job = await self.edits.imagine(origin, prompt, model=model, options=options)
-        await self._show_queued(interaction, job)
+        await self.edits.imagine(origin, prompt, model=model, options=options)
 
     @app_commands.command(name="combine")
     @app_commands.describe(
@@ -244,10 +236,9 @@ class KontextCog(commands.Cog, name="Kontext"):
         origin = await self._begin(interaction)
         attachments = [a for a in (image1, image2, image3, image4, image5) if a is not None]
         files = [(await read_attachment(a), a.filename) for a in attachments]
-        job = await self.edits.combine(
+        await self.edits.combine(
             origin, files, prompt, model=model, options={"aspect_ratio": aspect_ratio}
         )
-        await self._show_queued(interaction, job)
 
     # --- Context menu, buttons, modals ----------------------------------------------------------
 
@@ -270,10 +261,9 @@ class KontextCog(commands.Cog, name="Kontext"):
         number = _image_number(image_number)
         origin = await self._begin(interaction)
         if isinstance(target, int):
-            job = await self.edits.edit_result(origin, target, instruction, image_number=number)
+            await self.edits.edit_result(origin, target, instruction, image_number=number)
         else:
-            job = await self._edit_message_image(origin, target, instruction, number)
-        await self._show_queued(interaction, job)
+            await self._edit_message_image(origin, target, instruction, number)
 
     async def on_job_button(
         self, interaction: discord.Interaction, action: str, job_id: int
@@ -285,16 +275,19 @@ class KontextCog(commands.Cog, name="Kontext"):
             )
         elif action == "reroll":
             origin = await self._begin(interaction)
-            job = await self.edits.reroll(origin, job_id)
-            await self._show_queued(interaction, job)
+            await self.edits.reroll(origin, job_id)
         elif action == "undo":
             origin = await self._begin(interaction)
             current = await self.edits.job(job_id)
             previous, outputs = await self.edits.undo(origin, job_id)
-            message = await self.presenter.post_result(previous, outputs, undo_of=current.step)
+            posted = await self.presenter.post_result(previous, outputs, undo_of=current.step)
+            await self.edits.record_post(previous, posted)
             await interaction.edit_original_response(
-                content=f"↩️ Back to step {previous.step}: {message.jump_url}"
+                content=f"↩️ Back to step {previous.step}: {posted.url}"
             )
+        elif action == "retry":
+            origin = await self._begin(interaction)
+            await self.edits.retry(origin, job_id)
         elif action == "details":
             details = await self.edits.details(job_id)
             await interaction.response.send_message(
@@ -354,12 +347,8 @@ class KontextCog(commands.Cog, name="Kontext"):
             else:
                 await status.edit(content=text)
             return
-        position = self.jobs.position(job.id)
-        if position is not None:
-            await status.edit(
-                content=render.status_line(Stage.QUEUED, queued_text(position)),
-                view=cancel_view(job.id),
-            )
+        # From here on the job service keeps the status reply up to date.
+        log.debug("job %d queued from message %d", job.id, message.id)
 
     async def _plan(self, message: discord.Message, head: JobRecord | None) -> tuple[str, Any]:
         """What a message asks to edit: ("result", job id) or ("image", message)."""
@@ -441,7 +430,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         author = message.author
         can_manage = (
             isinstance(author, discord.Member) and channel.permissions_for(author).manage_messages
-        )  # type: ignore[union-attr]
+        )
         return Origin(
             member_id=author.id,
             channel_id=channel.id,
@@ -451,15 +440,6 @@ class KontextCog(commands.Cog, name="Kontext"):
             can_manage=bool(can_manage),
             status_message_id=status.id,
             status_channel_id=channel.id,
-        )
-
-    async def _show_queued(self, interaction: discord.Interaction, job: JobRecord) -> None:
-        position = self.jobs.position(job.id)
-        if position is None:
-            return  # already started: the job service shows its progress
-        await interaction.edit_original_response(
-            content=render.status_line(Stage.QUEUED, queued_text(position)),
-            view=cancel_view(job.id),
         )
 
 

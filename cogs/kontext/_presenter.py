@@ -4,25 +4,31 @@ Everything here works from the stored job alone (never from a live Interaction),
 finished after a restart is posted the same way. While the interaction token lives, progress is
 shown in the requester's ephemeral answer; results are always ordinary channel or thread
 messages that mention the requester, so they arrive even after the token's 15 minutes.
+
+It only presents: it posts and returns what it posted (`PostedResult`), and turns Discord's
+refusals into `PostFailedError`; the job service records messages, threads and the chain head.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
+import aiohttp
 import discord
 
 from services.edits import EditService
 from services.images import fit_to_limit
-from services.jobs import JobService, Stage
-from services.storage import JobImage, JobRecord
+from services.jobs import PostFailedError, Stage
+from services.storage import JobImage, JobRecord, PostedResult
 
 from . import _render as render
-from ._views import cancel_view, result_view
+from ._views import cancel_view, result_view, retry_view
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,9 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 REQUEST_LIMIT = 25 * 1024 * 1024 - 512 * 1024
 # A token that is about to die is treated as dead: a request started now may land too late.
 TOKEN_MARGIN_S = 30
-THREAD_ARCHIVE_MINUTES = 1440
+THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
+# After a restart, a result that may have been posted is looked for among this many messages.
+LOOK_BACK_MESSAGES = 50
 
 Messageable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
 
@@ -41,7 +49,6 @@ class DiscordPresenter:
         self,
         bot: Any,
         edits: EditService,
-        jobs: JobService,
         *,
         simulated: bool,
         status_interval_s: float,
@@ -49,7 +56,6 @@ class DiscordPresenter:
     ) -> None:
         self._bot = bot
         self._edits = edits
-        self._jobs = jobs
         self._simulated = simulated
         self._interval = status_interval_s
         self._clock = clock
@@ -62,16 +68,16 @@ class DiscordPresenter:
         now = time.monotonic()
         text = render.status_line(stage, detail)
         last = self._shown.get(job.id)
+        waiting = stage in (Stage.QUEUED, Stage.WAITING)
         # Discord rate-limits message edits: at most one every `interval` per job, and none
         # that would change nothing. A new queue position always goes out: positions change
         # only when the queue does, and a dropped one would stay wrong until the job starts.
         if last is not None and (
-            last[1] == text or (stage != Stage.QUEUED and now - last[0] < self._interval)
+            last[1] == text or (not waiting and now - last[0] < self._interval)
         ):
             return
         self._shown[job.id] = (now, text)
-        view = cancel_view(job.id) if stage == Stage.QUEUED else None
-        await self._edit_status(job, text, view)
+        await self._edit_status(job, text, cancel_view(job.id) if waiting else None)
 
     async def _edit_status(
         self, job: JobRecord, content: str, view: discord.ui.View | None
@@ -91,53 +97,82 @@ class DiscordPresenter:
 
     # --- Results --------------------------------------------------------------------------------
 
-    async def deliver(self, job: JobRecord, outputs: list[JobImage]) -> None:
-        message = await self.post_result(job, outputs)
-        if job.chain_id is not None:
-            # The result is visible now: the thread's next plain message must edit it, even
-            # while the status edit below is still on its way (or rate-limited).
-            await self._edits.set_head(job.chain_id, job.id)
-        self._shown.pop(job.id, None)
-        await self._finish_status(job, f"✅ Done: {message.jump_url}")
-
     async def post_result(
-        self, job: JobRecord, outputs: Sequence[JobImage], *, undo_of: int | None = None
-    ) -> discord.Message:
-        """Post the job's images as its chain's newest step, starting the thread if needed."""
-        chain = await self._edits.chain(job.chain_id) if job.chain_id else None
-        destination, reference = await self._destination(job, chain)
-        files, notes = await self._attachments(job, outputs, destination)
-        embed = render.result_embed(job, simulated=self._simulated, notes=notes, undo_of=undo_of)
-        message = await destination.send(
-            content=render.mention(job.requester_id),
-            embed=embed,
-            files=files,
-            view=result_view(job.id),
-            allowed_mentions=discord.AllowedMentions(
-                users=[discord.Object(job.requester_id)],
-                everyone=False,
-                roles=False,
-                replied_user=False,
-            ),
-            reference=reference,  # type: ignore[arg-type]
-        )
-        await self._jobs.record_message(job, message.id, destination.id, "result")
+        self,
+        job: JobRecord,
+        outputs: Sequence[JobImage],
+        *,
+        nonce: str | None = None,
+        undo_of: int | None = None,
+    ) -> PostedResult:
+        """Post the job's images as its chain's newest step, starting the thread if needed.
+
+        With a `nonce`, Discord keeps only the first post of it (for a few minutes), so a post
+        repeated after a lost answer does not show the result twice.
+        """
+        with _post_errors(job):
+            chain = await self._edits.chain(job.chain_id) if job.chain_id else None
+            destination, reference = await self._destination(job, chain)
+            files, notes = await self._attachments(job, outputs, destination)
+            embed = render.result_embed(
+                job, simulated=self._simulated, notes=notes, undo_of=undo_of
+            )
+            message = await destination.send(
+                content=render.mention(job.requester_id),
+                embed=embed,
+                files=files,
+                view=result_view(job.id),
+                allowed_mentions=_only(job.requester_id),
+                reference=reference,  # type: ignore[arg-type]
+                nonce=nonce,  # type: ignore[arg-type]
+            )
+        thread_id = None
         if (
             chain is not None
             and chain.thread_id is None
             and not isinstance(destination, discord.Thread)
         ):
             thread = await self._start_thread(message, job)
-            if thread is not None:
-                await self._edits.attach_thread(chain.id, thread.id)
-        return message
+            thread_id = thread.id if thread is not None else None
+        return PostedResult(message.id, destination.id, message.jump_url, thread_id)
+
+    async def find_result(self, job: JobRecord) -> PostedResult | None:
+        """The job's result message, if an earlier post of it reached Discord."""
+        with _post_errors(job):
+            chain = await self._edits.chain(job.chain_id) if job.chain_id else None
+            destination, _ = await self._destination(job, chain, reopen=False)
+            since = discord.utils.time_snowflake(
+                dt.datetime.fromtimestamp((job.delivery_started_at or job.created_at) - 60, dt.UTC)
+            )
+            wanted = result_view(job.id).children[0].custom_id  # type: ignore[attr-defined]
+            async for message in destination.history(
+                limit=LOOK_BACK_MESSAGES, after=discord.Object(since)
+            ):
+                if message.author.id != self._bot.user.id:
+                    continue
+                ids = {
+                    getattr(child, "custom_id", None)
+                    for row in message.components
+                    for child in getattr(row, "children", [])
+                }
+                if wanted in ids:
+                    thread = message.thread or (
+                        self._bot.get_channel(message.id) if message.guild else None
+                    )
+                    return PostedResult(
+                        message.id,
+                        destination.id,
+                        message.jump_url,
+                        thread.id if thread is not None else None,
+                    )
+        return None
 
     async def _destination(
-        self, job: JobRecord, chain: Any
+        self, job: JobRecord, chain: Any, *, reopen: bool = True
     ) -> tuple[Messageable, discord.MessageReference | None]:
         if chain is not None and chain.thread_id is not None:
             thread = await self._channel(chain.thread_id)
-            if isinstance(thread, discord.Thread) and thread.archived:
+            if reopen and isinstance(thread, discord.Thread) and thread.archived:
                 # Archived threads refuse messages until they are opened again.
                 await thread.edit(archived=False)
             return thread, None
@@ -161,7 +196,7 @@ class DiscordPresenter:
             return await message.create_thread(
                 name=render.thread_name(job.prompt), auto_archive_duration=THREAD_ARCHIVE_MINUTES
             )
-        except (discord.Forbidden, discord.HTTPException) as exc:
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             log.info(
                 "job %d: no thread on its result (%s); the chain goes on as replies", job.id, exc
             )
@@ -208,33 +243,36 @@ class DiscordPresenter:
 
     # --- Endings --------------------------------------------------------------------------------
 
-    async def report_failure(self, job: JobRecord, message: str) -> None:
+    async def finish_status(self, job: JobRecord, posted: PostedResult) -> None:
         self._shown.pop(job.id, None)
-        if job.status_channel_id is None and await self._edit_status(job, f"❌ {message}", None):
-            return
-        if job.status_channel_id is not None and job.status_message_id is not None:
-            await self._edit_status(job, f"❌ {render.mention(job.requester_id)} {message}", None)
-            return
-        # The token has expired: tell the requester where they asked.
-        chain = await self._edits.chain(job.chain_id) if job.chain_id else None
-        destination, _ = await self._destination(job, chain)
-        await destination.send(
-            f"❌ {render.mention(job.requester_id)} {message}",
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.requester_id)]),
-        )
-
-    async def _finish_status(self, job: JobRecord, content: str) -> None:
         if job.status_message_id is None:
             return
         try:
             if job.status_channel_id is None:
-                await self._edit_status(job, content, None)
+                await self._edit_status(job, f"✅ Done: {posted.url}", None)
             else:
                 # A reply saying "working on it" is noise once the result is there.
                 channel = await self._channel(job.status_channel_id)
                 await channel.get_partial_message(job.status_message_id).delete()
         except discord.HTTPException:
             log.info("job %d: status message already gone", job.id)
+
+    async def report_failure(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
+        """Tell the requester privately: in their ephemeral answer while its token lives, in
+        the job's own status reply, or else by direct message; never a new public post."""
+        self._shown.pop(job.id, None)
+        view = retry_view(job.id) if retry else None
+        if job.status_channel_id is None and await self._edit_status(job, f"❌ {message}", view):
+            return
+        if job.status_channel_id is not None and job.status_message_id is not None:
+            await self._edit_status(job, f"❌ {render.mention(job.requester_id)} {message}", view)
+            return
+        user = self._bot.get_user(job.requester_id) or await self._bot.fetch_user(job.requester_id)
+        try:
+            await user.send(f"❌ {message}", view=view)
+        except discord.HTTPException as exc:
+            # Direct messages closed: the log is all that is left.
+            log.warning("job %d: could not tell the requester (%s): %s", job.id, exc, message)
 
     # --- Helpers --------------------------------------------------------------------------------
 
@@ -256,3 +294,33 @@ class DiscordPresenter:
         if channel is None:
             channel = await self._bot.fetch_channel(channel_id)
         return channel
+
+
+def _only(user_id: int) -> discord.AllowedMentions:
+    """Mentions that ping the requester and nobody else, whatever the text says."""
+    return discord.AllowedMentions(
+        users=[discord.Object(user_id)], everyone=False, roles=False, replied_user=False
+    )
+
+
+@contextlib.contextmanager
+def _post_errors(job: JobRecord) -> Iterator[None]:
+    """Discord's refusals of a result post, as the job service's PostFailedError."""
+    try:
+        yield
+    except discord.RateLimited as exc:
+        raise PostFailedError("rate limited", retry_after=exc.retry_after) from exc
+    except discord.Forbidden as exc:
+        # Missing permissions can be given back: worth retrying until the deadline.
+        raise PostFailedError(f"forbidden ({exc.code})") from exc
+    except discord.NotFound as exc:
+        raise PostFailedError(f"not found ({exc.code})", permanent=True) from exc
+    except discord.DiscordServerError as exc:
+        raise PostFailedError(f"Discord error {exc.status}", maybe_posted=True) from exc
+    except discord.HTTPException as exc:
+        if exc.status == 429:
+            raise PostFailedError("rate limited") from exc
+        raise PostFailedError(f"refused ({exc.status} {exc.code})", permanent=True) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # The request may have reached Discord and only its answer got lost.
+        raise PostFailedError(type(exc).__name__, maybe_posted=True) from exc

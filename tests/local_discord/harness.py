@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from bot import KontextBot, point_at_discord
 from services.settings import Settings, WaveSpeedSettings
+from services.storage import Repository
 
 from .driver import DiscordDriver
 from .server import LocalDiscord
@@ -104,8 +105,10 @@ async def start_bot(
     settings = bot_settings(local, settings_overrides)
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     point_at_discord(settings)
+    repository = await Repository.open(settings.storage.database)
     bot = KontextBot(
         settings,
+        repository,
         sync=sync,
         sync_guild=sync_guild,
         extra_extensions=extra_extensions,
@@ -124,6 +127,7 @@ async def start_bot(
                 await bot.close()
                 await _finish(runner)
     finally:
+        await repository.close()
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 

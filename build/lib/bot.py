@@ -1,0 +1,215 @@
+"""Kontext Bot: FLUX.1 Kontext image editing for Discord servers.
+
+    python bot.py [--config PATH] [--sync [GUILD_ID]]
+
+Settings are read once here and passed in; everything that needs the event loop (the HTTP
+session, the WaveSpeed client or its simulator, the extensions) is created in `setup_hook` and
+closed in `close()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pkgutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.ext import commands
+
+import cogs
+from cogs._errors import KontextTree
+from services.edits import EditService
+from services.jobs import JobService
+from services.runtime import wavespeed_client
+from services.settings import ConfigError, Settings, load_settings
+from services.storage import Repository
+from services.wavespeed import WaveSpeedClient, create_session
+
+log = logging.getLogger("kontext.bot")
+
+# What the bot needs in a channel, and nothing more.
+REQUIRED_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
+
+
+def intents_for(settings: Settings) -> discord.Intents:
+    """No privileged intent unless the operator turned Message Content on."""
+    intents = discord.Intents.default()
+    intents.message_content = settings.discord.message_content
+    return intents
+
+
+class KontextBot(commands.Bot):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sync: bool = False,
+        sync_guild: int | None = None,
+        extra_extensions: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        # `options` go to discord.py as they are (the end-to-end tests lower
+        # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
+        # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents_for(settings),
+            help_command=None,
+            tree_cls=KontextTree,
+            **options,
+        )
+        self.settings = settings
+        self.clock = clock
+        self._sync = sync
+        self._sync_guild = sync_guild
+        self._extra_extensions = tuple(extra_extensions)
+        self._resources = AsyncExitStack()
+        self.http_session: aiohttp.ClientSession | None = None
+        self.wavespeed: WaveSpeedClient | None = None
+        self.repository: Repository | None = None
+        self.jobs: JobService | None = None
+        self.edits: EditService | None = None
+
+    async def setup_hook(self) -> None:
+        self.http_session = await self._resources.enter_async_context(
+            create_session(self.settings.wavespeed)
+        )
+        self.wavespeed = await self._resources.enter_async_context(
+            wavespeed_client(self.settings, self.http_session)
+        )
+        self.repository = await Repository.open(self.settings.storage.database)
+        self._resources.push_async_callback(self.repository.close)
+        self.jobs = JobService(
+            self.repository, self.wavespeed, self.settings.jobs, clock=self.clock
+        )
+        self.edits = EditService(self.repository, self.jobs, self.wavespeed)
+        for name in [*extension_names(), *self._extra_extensions]:
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionError:
+                # One broken feature must not take the others down with it.
+                log.exception("extension %s failed to load; the others carry on", name)
+        if self._sync:
+            await self.sync_commands(self._sync_guild)
+        if self.application_id:
+            log.info("invite the bot with %s", self.invite_url())
+
+    async def sync_commands(self, guild_id: int | None) -> None:
+        """Publish the slash commands: to one guild (instant) or globally (up to an hour)."""
+        if guild_id is not None:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally", len(synced))
+
+    def invite_url(self) -> str:
+        return discord.utils.oauth_url(
+            self.application_id or 0,
+            permissions=REQUIRED_PERMISSIONS,
+            scopes=("bot", "applications.commands"),
+        )
+
+    async def close(self) -> None:
+        # Extensions first (their jobs stop), then the resources they used.
+        for name in list(self.extensions):
+            try:
+                await self.unload_extension(name)
+            except commands.ExtensionError:
+                log.exception("extension %s failed to unload", name)
+        await super().close()
+        await self._resources.aclose()
+
+
+def extension_names() -> list[str]:
+    """Every module in cogs/, in name order."""
+    return sorted(
+        f"{cogs.__name__}.{module.name}"
+        for module in pkgutil.iter_modules(cogs.__path__)
+        if not module.name.startswith("_")  # shared helpers, not features
+    )
+
+
+def point_at_discord(settings: Settings) -> None:
+    """Aim discord.py at the configured REST API and gateway (a proxy, or a local Discord)."""
+    discord.http.Route.BASE = settings.discord.api_base_url.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # discord.py's gateway chatter is noise at INFO.
+    logging.getLogger("discord").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run Kontext Bot.")
+    parser.add_argument("--config", help="config file (default: $KONTEXT_CONFIG or config.toml)")
+    parser.add_argument(
+        "--sync",
+        nargs="?",
+        const="global",
+        metavar="GUILD_ID",
+        help="publish slash commands on start: globally, or to one guild for development",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(settings: Settings, *, sync: bool, sync_guild: int | None) -> None:
+    point_at_discord(settings)
+    bot = KontextBot(settings, sync=sync, sync_guild=sync_guild)
+    async with bot:
+        await bot.start(settings.discord.token.get_secret_value())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.level)
+    sync_guild = None
+    if args.sync not in (None, "global"):
+        if not args.sync.isdigit():
+            print(f"--sync takes a guild id (a number), not {args.sync!r}", file=sys.stderr)
+            return 2
+        sync_guild = int(args.sync)
+    elif args.sync == "global" and settings.discord.dev_guild_id is not None:
+        sync_guild = settings.discord.dev_guild_id
+    try:
+        asyncio.run(run(settings, sync=args.sync is not None, sync_guild=sync_guild))
+    except discord.LoginFailure:
+        log.error("Discord refused the token: check DISCORD_TOKEN / [discord] token")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

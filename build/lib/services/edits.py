@@ -1,0 +1,322 @@
+"""What members can ask for: new edits, images from text, compositions, and edit chains.
+
+Each use case checks the images, picks the model, validates the options (fixing the seed) and
+hands a stored job to the job service. Nothing is sent to WaveSpeed here, and nothing here
+knows about Discord: the cogs describe the member and the place in an `Origin`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .images import PreparedImage, prepare_input, prepare_inputs
+from .jobs import JobService, NewJob
+from .storage import Chain, JobImage, JobRecord, Repository, StoredImage
+from .wavespeed import (
+    Family,
+    InvalidInputError,
+    KontextError,
+    KontextRequest,
+    ModelKind,
+    ModelSpec,
+    WaveSpeedClient,
+    model_for_path,
+    pick_model,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_FIELDS = {"image", "images"}
+
+
+class NotAllowedError(KontextError):
+    default_message = "Only the person who asked for this image (or a moderator) can do that."
+
+
+class NothingToUndoError(KontextError):
+    default_message = "This is the first step of the edit: there is nothing to undo."
+
+
+class ResultGoneError(KontextError):
+    default_message = "I can't find that image any more; it may have been deleted."
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked, and where: what the chat surface knows about a request."""
+
+    member_id: int
+    channel_id: int
+    guild_id: int | None = None
+    nsfw_allowed: bool = False
+    # Largest upload the place accepts, in bytes (the interaction's, or the server's).
+    upload_limit: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    token_expires_at: float | None = None
+    # Manage Messages there: moderators may act on anyone's results.
+    can_manage: bool = False
+    # Where the job's progress is shown (see JobRecord.status_message_id).
+    status_message_id: int | None = None
+    status_channel_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    job: JobRecord
+    # The chain's steps from the first to this one.
+    history: list[JobRecord]
+
+
+class EditService:
+    def __init__(self, repository: Repository, jobs: JobService, client: WaveSpeedClient) -> None:
+        self._repository = repository
+        self._jobs = jobs
+        self._client = client
+
+    # --- Starting a chain -----------------------------------------------------------------------
+
+    async def new_edit(
+        self,
+        origin: Origin,
+        image: bytes,
+        prompt: str,
+        *,
+        filename: str | None = None,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Edit a member's image: the first step of a new chain."""
+        spec = pick_model(model, ModelKind.EDIT)
+        prepared = await prepare_input(image, filename=filename)
+        request = self._prepare(spec, prompt, [prepared], options)
+        return await self._start_chain(origin, "edit", spec, request, [prepared])
+
+    async def imagine(
+        self,
+        origin: Origin,
+        prompt: str,
+        *,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Make images from text: the first step of a new chain."""
+        spec = pick_model(model, ModelKind.TEXT_TO_IMAGE)
+        request = self._prepare(spec, prompt, [], options)
+        return await self._start_chain(origin, "imagine", spec, request, [])
+
+    async def combine(
+        self,
+        origin: Origin,
+        images: Sequence[tuple[bytes, str | None]],
+        prompt: str,
+        *,
+        model: str = Family.PRO,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Compose several images into one: the first step of a new chain."""
+        spec = pick_model(model, ModelKind.MULTI)
+        prepared = await prepare_inputs(images, minimum=2, maximum=spec.max_input_images)
+        request = self._prepare(spec, prompt, prepared, options)
+        return await self._start_chain(origin, "combine", spec, request, prepared)
+
+    # --- Continuing one -------------------------------------------------------------------------
+
+    async def edit_result(
+        self, origin: Origin, job_id: int, prompt: str, *, image_number: int = 1
+    ) -> JobRecord:
+        """Edit one of a result's images: the next step, branching from that result."""
+        parent = await self._repository.job(job_id)
+        outputs = await self._repository.job_images(job_id, "output")
+        if not outputs:
+            raise ResultGoneError()
+        if not 1 <= image_number <= len(outputs):
+            raise InvalidInputError(
+                f"That result has {len(outputs)} image{'s' if len(outputs) > 1 else ''}; "
+                f"pick a number from 1 to {len(outputs)}."
+            )
+        prepared = _prepared(outputs[image_number - 1].image)
+        spec = pick_model(model_for_path(parent.model_path).family, ModelKind.EDIT)
+        request = self._prepare(spec, prompt, [prepared], None)
+        if not self._may_change(origin, parent, await self._chain(parent)):
+            # Someone else's result: they remix it in a chain of their own.
+            return await self._start_chain(origin, "edit", spec, request, [prepared])
+        return await self._jobs.enqueue(
+            self._new_job(
+                origin,
+                "edit",
+                spec,
+                request,
+                [prepared],
+                chain_id=parent.chain_id,
+                parent_id=parent.id,
+                step=parent.step + 1,
+            )
+        )
+
+    async def reroll(self, origin: Origin, job_id: int) -> JobRecord:
+        """The same inputs and instruction again with a new seed: a sibling of the step."""
+        original = await self._repository.job(job_id)
+        self._check_may_change(origin, original, await self._chain(original))
+        spec = model_for_path(original.model_path)
+        prepared = [
+            _prepared(entry.image) for entry in await self._repository.job_images(job_id, "input")
+        ]
+        options = {k: v for k, v in original.params.items() if k not in {"prompt", "seed"}}
+        request = self._prepare(spec, original.prompt, prepared, options)
+        return await self._jobs.enqueue(
+            self._new_job(
+                origin,
+                "reroll",
+                spec,
+                request,
+                prepared,
+                chain_id=original.chain_id,
+                parent_id=original.parent_id,
+                step=original.step,
+            )
+        )
+
+    async def undo(self, origin: Origin, job_id: int) -> tuple[JobRecord, list[JobImage]]:
+        """The step before `job_id`, made the chain's head again (its images, not regenerated)."""
+        job = await self._repository.job(job_id)
+        chain = await self._chain(job)
+        self._check_may_change(origin, job, chain)
+        if job.parent_id is None:
+            raise NothingToUndoError()
+        previous = await self._repository.job(job.parent_id)
+        if chain is not None:
+            await self._repository.update_chain(chain.id, head_job_id=previous.id)
+        return previous, await self._repository.job_images(previous.id, "output")
+
+    async def check_may_change(self, origin: Origin, job_id: int) -> JobRecord:
+        """The job, if `origin`'s member may edit, reroll, undo or delete it; else refused."""
+        job = await self._repository.job(job_id)
+        self._check_may_change(origin, job, await self._chain(job))
+        return job
+
+    # --- Reading --------------------------------------------------------------------------------
+
+    async def details(self, job_id: int) -> Details:
+        job = await self._repository.job(job_id)
+        return Details(job, await self._repository.lineage(job_id))
+
+    async def job(self, job_id: int) -> JobRecord:
+        return await self._repository.job(job_id)
+
+    async def chain(self, chain_id: int) -> Chain:
+        return await self._repository.chain(chain_id)
+
+    async def outputs(self, job_id: int) -> list[JobImage]:
+        return await self._repository.job_images(job_id, "output")
+
+    async def result_for_message(self, message_id: int) -> JobRecord | None:
+        """The job whose result (or status) this message shows, if it is one of ours."""
+        return await self._repository.job_for_message(message_id)
+
+    async def result_messages(self, job_id: int) -> list[tuple[int, int]]:
+        """(channel id, message id) of every message showing the job's result."""
+        return await self._repository.messages_of(job_id, "result")
+
+    async def head_of_thread(self, thread_id: int) -> JobRecord | None:
+        chain = await self._repository.chain_for_thread(thread_id)
+        if chain is None or chain.head_job_id is None:
+            return None
+        return await self._repository.job(chain.head_job_id)
+
+    async def attach_thread(self, chain_id: int, thread_id: int) -> None:
+        await self._repository.update_chain(chain_id, thread_id=thread_id)
+
+    async def set_head(self, chain_id: int, job_id: int) -> None:
+        await self._repository.update_chain(chain_id, head_job_id=job_id)
+
+    async def forget_message(self, message_id: int) -> None:
+        await self._repository.forget_message(message_id)
+
+    # --- Helpers --------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        images: Sequence[PreparedImage],
+        options: dict[str, Any] | None,
+    ) -> KontextRequest:
+        params: dict[str, Any] = {"prompt": prompt, **(options or {})}
+        if "images" in spec.request.model_fields:
+            params["images"] = [image.as_input() for image in images]
+        elif images:
+            params["image"] = images[0].as_input()
+        return self._client.prepare(spec, **params)
+
+    async def _start_chain(
+        self,
+        origin: Origin,
+        action: str,
+        spec: ModelSpec,
+        request: KontextRequest,
+        inputs: Sequence[PreparedImage],
+    ) -> JobRecord:
+        chain_id = await self._repository.create_chain(
+            guild_id=origin.guild_id, channel_id=origin.channel_id, owner_id=origin.member_id
+        )
+        return await self._jobs.enqueue(
+            self._new_job(origin, action, spec, request, inputs, chain_id=chain_id)
+        )
+
+    def _new_job(
+        self,
+        origin: Origin,
+        action: str,
+        spec: ModelSpec,
+        request: KontextRequest,
+        inputs: Sequence[PreparedImage],
+        *,
+        chain_id: int | None,
+        parent_id: int | None = None,
+        step: int = 1,
+    ) -> NewJob:
+        params = request.model_dump(mode="json", exclude_none=True, exclude=IMAGE_FIELDS)
+        return NewJob(
+            action=action,
+            requester_id=origin.member_id,
+            channel_id=origin.channel_id,
+            guild_id=origin.guild_id,
+            model=spec,
+            params=params,
+            inputs=[(i.data, i.content_type, i.width, i.height) for i in inputs],
+            chain_id=chain_id,
+            parent_id=parent_id,
+            step=step,
+            interaction_token=origin.interaction_token,
+            token_expires_at=origin.token_expires_at,
+            upload_limit=origin.upload_limit,
+            nsfw_allowed=origin.nsfw_allowed,
+            status_message_id=origin.status_message_id,
+            status_channel_id=origin.status_channel_id,
+        )
+
+    async def _chain(self, job: JobRecord) -> Chain | None:
+        return await self._repository.chain(job.chain_id) if job.chain_id else None
+
+    @staticmethod
+    def _may_change(origin: Origin, job: JobRecord, chain: Chain | None) -> bool:
+        owners = {job.requester_id} | ({chain.owner_id} if chain else set())
+        return origin.member_id in owners or origin.can_manage
+
+    def _check_may_change(self, origin: Origin, job: JobRecord, chain: Chain | None) -> None:
+        if not self._may_change(origin, job, chain):
+            raise NotAllowedError()
+
+
+def _prepared(image: StoredImage) -> PreparedImage:
+    """A stored image (already checked and re-encoded once) as an input for a new job."""
+    return PreparedImage(
+        image.data,
+        image.content_type,
+        image.width,
+        image.height,
+        source_format=image.content_type.split("/")[-1].upper(),
+    )

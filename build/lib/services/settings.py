@@ -1,0 +1,197 @@
+"""Settings: a TOML file, overridden by environment variables, built once at start-up.
+
+`load_settings()` reads `config.toml` (path from `--config`, else `KONTEXT_CONFIG`, else
+`./config.toml`); an environment variable named SECTION_KEY (`DISCORD_TOKEN`,
+`WAVESPEED_API_KEY`, `WAVESPEED_BASE_URL`, ...) overrides the file. A bad or missing value raises
+`ConfigError` whose message is one line naming the key and where it was read. Secrets are
+`SecretStr`, so they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "KONTEXT_CONFIG"
+DEFAULT_CONFIG = Path("config.toml")
+DISCORD_API = "https://discord.com/api/v10"
+DISCORD_GATEWAY = "wss://gateway.discord.gg"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. Its message is one line, fit for a terminal."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordSettings(_Section):
+    token: SecretStr
+    # Another Discord endpoint: a REST or gateway proxy in front of a large bot, or the
+    # local Discord the end-to-end tests run.
+    api_base_url: str = DISCORD_API
+    gateway_url: str = DISCORD_GATEWAY
+    # Privileged; only needed for plain (non-mention) messages in edit threads.
+    message_content: bool = False
+    # Guild to sync commands to with `--sync` during development (instant, unlike global).
+    dev_guild_id: int | None = None
+
+
+class WaveSpeedSettings(_Section):
+    # No key: the bot runs against the built-in simulator (a dry run, no credits spent).
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.wavespeed.ai"
+
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # Covers a sync-mode submit, which holds the request open until the image is done.
+    submit_timeout_s: float = Field(default=90.0, gt=0)
+    result_timeout_s: float = Field(default=30.0, gt=0)
+    upload_timeout_s: float = Field(default=120.0, gt=0)
+    download_timeout_s: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+
+    sync_mode: bool = True
+    # Dev models can return images inline as base64, which saves one download per image.
+    base64_output: bool = False
+
+    # Images up to this size travel inside the request as data URIs; larger ones are uploaded.
+    inline_image_max_bytes: int = Field(default=1_048_576, ge=0)
+    upload_flow: Literal["binary", "ticket"] = "binary"
+
+    poll_initial_s: float = Field(default=1.0, gt=0)
+    poll_factor: float = Field(default=1.5, ge=1.0)
+    poll_max_interval_s: float = Field(default=10.0, gt=0)
+    # After this long a job is reported as timed out (it may still finish at WaveSpeed).
+    max_wait_s: float = Field(default=900.0, gt=0)
+
+    # One retry policy for every request that may be repeated (never the submit POST).
+    retry_attempts: int = Field(default=4, ge=1)
+    retry_base_s: float = Field(default=0.5, ge=0)
+    retry_max_s: float = Field(default=8.0, gt=0)
+
+    # Webhook mode: WaveSpeed calls this URL when a job ends, instead of being polled.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
+
+class SimulatorSettings(_Section):
+    """The built-in WaveSpeed simulator, used when no WaveSpeed key is configured."""
+
+    # Seconds each simulated image takes, so a dry run feels like the real thing.
+    latency_s: float = Field(default=3.0, ge=0)
+    # How long a sync-mode submit waits before answering "still processing" (5004).
+    sync_wait_s: float = Field(default=30.0, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+
+
+class StorageSettings(_Section):
+    # SQLite file holding jobs, edit chains and their images (created if missing).
+    database: Path = Path("kontext.sqlite3")
+
+
+class JobSettings(_Section):
+    # Jobs running at WaveSpeed at once; WaveSpeed's entry tier runs 2 (more just wait there).
+    max_concurrent: int = Field(default=2, ge=1)
+    # Jobs one member may have running at once; the rest wait their fair turn.
+    per_member: int = Field(default=1, ge=1)
+    # Least time between two edits of a job's status message (Discord rate-limits edits).
+    status_interval_s: float = Field(default=2.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    discord: DiscordSettings
+    wavespeed: WaveSpeedSettings = WaveSpeedSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    storage: StorageSettings = StorageSettings()
+    jobs: JobSettings = JobSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment wins over it.
+        return (env_settings, init_settings)
+
+
+def config_path(cli_path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """Where to read settings from, and whether that path was asked for explicitly."""
+    if cli_path:
+        return Path(cli_path), True
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]), True
+    return DEFAULT_CONFIG, False
+
+
+def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the config file and the environment once; raise ConfigError in one line."""
+    path, explicit = config_path(cli_path)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config error: the config file {path} does not exist")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc.errors()[0], data, path)) from None
+
+
+def _first_required(section: str) -> str:
+    # A whole missing section is reported by the first key it cannot do without.
+    field = Settings.model_fields.get(section)
+    model = field.annotation if field else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return next((n for n, f in model.model_fields.items() if f.is_required()), "")
+    return ""
+
+
+def _one_line(error: Any, data: dict[str, Any], path: Path) -> str:
+    loc = [str(part) for part in error["loc"]]
+    section = loc[0]
+    key = loc[1] if len(loc) > 1 else _first_required(section)
+    name = f"[{section}] {key}".strip()
+    env_name = f"{section}_{key}".upper() if key else section.upper()
+    in_file = isinstance(data.get(section), dict) and key in data[section]
+    if error["type"] == "missing":
+        return (
+            f"config error: {name} is missing: set it in {path} or the environment "
+            f"variable {env_name}"
+        )
+    if error["type"] == "extra_forbidden":
+        return f"config error: {name} in {path} is not a known setting"
+    if env_name in {k.upper() for k in os.environ}:
+        where = f"the environment variable {env_name}"
+    elif in_file or section in data:
+        where = str(path)
+    else:
+        where = "the defaults"
+    # pydantic's message never contains the value itself, so a secret cannot leak here.
+    return f"config error: {name} from {where}: {error['msg']}"

@@ -1,0 +1,582 @@
+"""The simulated WaveSpeed API: an aiohttp application implementing the documented contract.
+
+Routes, authentication, admission (rate limits, balance) and faults live here; a prediction's
+life is in jobs.py, input images in inputs.py, webhook deliveries in delivery.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from services.wavespeed.catalog import (
+    MODELS,
+    KontextRequest,
+    ModelSpec,
+    estimate_cost,
+    explain,
+    model_for_path,
+)
+from services.wavespeed.errors import InvalidInputError
+from services.wavespeed.protocol import SYNC_TIMEOUT_TEXT, Code, Status
+
+from .answers import ApiError, ok, origin, read_json
+from .config import (
+    ANSWER_FAULTS,
+    FAULT_ROUTES,
+    OTHER,
+    Fault,
+    SimulatorConfig,
+)
+from .delivery import WebhookSender
+from .faults import FAULT_HEADER, FaultPlan, UnknownFaultError
+from .inputs import InputResolver, LocalLookup, MediaError, SourceImage
+from .jobs import JobRunner, plan_render
+from .limits import ImageWindow, TaskSlots
+from .state import (
+    BilledEntry,
+    MediaItem,
+    OutputFile,
+    SimPrediction,
+    WebhookDelivery,
+    live,
+    prune,
+)
+from .uploads import MediaStore
+
+log = logging.getLogger(__name__)
+
+# Requests carry images as data URIs, so allow far more than aiohttp's 1 MiB default.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_SEED = 2147483647
+# What GET /balance reports for an unlimited account (minus what was charged).
+UNLIMITED_BALANCE = Decimal(1_000_000)
+_FAULT_KEY = web.RequestKey[Fault | None]("fault")
+_OPTIONAL_FLAGS = ("enable_sync_mode", "enable_base64_output")
+
+
+def _money(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
+
+
+def _route_group(request: web.Request) -> str:
+    # Route names are "<group>" or "<group>.<variant>" (aiohttp wants them unique).
+    name = request.match_info.route.name
+    return name.split(".", 1)[0] if name else OTHER
+
+
+def _short_ref(ref: Any) -> Any:
+    # Webhook deliveries and inspectable state echo the request: keep data URIs out of them.
+    if isinstance(ref, str) and ref.startswith("data:"):
+        header = ref.split(",", 1)[0]
+        return f"<{header} omitted, {len(ref)} characters>"
+    return ref
+
+
+GATEWAY_ANSWERS: dict[Fault, ApiError] = {
+    Fault.SERVER_ERROR: ApiError(500, Code.INTERNAL, "Internal server error (simulated)."),
+    Fault.UNAVAILABLE: ApiError(503, Code.UNAVAILABLE, "Service unavailable (simulated)."),
+    Fault.RATE_LIMIT: ApiError(
+        429, 429, "Too many requests (simulated); retry later.", {"Retry-After": "1"}
+    ),
+}
+
+
+class WaveSpeedSimulator:
+    """A local, faithful WaveSpeed API for tests and the bot's dry-run mode.
+
+    `app` is the aiohttp application; run it with `run_simulator` or `web.run_app`. The public
+    attributes are live state for tests to inspect.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.predictions: dict[str, SimPrediction] = {}
+        self.billed: list[BilledEntry] = []
+        self.request_counts: Counter[str] = Counter()
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        # "http://host:port" while run_simulator runs it; None otherwise.
+        self.base_url: str | None = None
+
+        cfg = self.config
+        self._clock = cfg.clock
+        self._faults = FaultPlan(cfg.fault_rates, cfg.rng_seed)
+        # Seeds have their own generator so fault draws stay reproducible whatever is submitted.
+        self._seeds = random.Random(f"seeds-{cfg.rng_seed}")
+        self._slots = TaskSlots(cfg.max_concurrent_per_key)
+        self._window = ImageWindow(cfg.images_per_minute_per_key)
+        self._charged = Decimal(0)
+        # Costs of tasks still running: not charged yet, but no longer available to spend.
+        self._reserved = Decimal(0)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._inputs = InputResolver(self._client_session)
+        self._uploads = MediaStore(
+            clock=cfg.clock,
+            retention_s=cfg.retention_s,
+            keep=cfg.max_stored_predictions,
+            authorize=self._authorize,
+        )
+        # Uploads by token, for inspection like `predictions`.
+        self.media: dict[str, MediaItem] = self._uploads.items
+        self._jobs = JobRunner(
+            self._slots,
+            latency_s=cfg.latency_s,
+            nsfw_trigger=cfg.nsfw_trigger,
+            moderation_trigger=cfg.moderation_trigger,
+            on_settled=self._settled,
+        )
+        self._webhooks = WebhookSender(
+            secret=cfg.webhook_secret,
+            retries=cfg.webhook_retries,
+            retry_delay_s=cfg.webhook_retry_delay_s,
+            clock=cfg.clock,
+            session=self._client_session,
+            record=self.webhook_deliveries.append,
+        )
+        self.app = self._build_app()
+
+    # --- Public controls ----------------------------------------------------------------------
+
+    def inject(self, fault: Fault, *, route: str = "submit", times: int = 1) -> None:
+        """Make the next `times` requests on `route` hit `fault`.
+
+        Routes: "submit", "result", "upload" (both upload flows, the PUT included) and
+        "download" (output and media GETs). Task faults only apply to "submit".
+        """
+        self._faults.inject(fault, route, times)
+
+    @property
+    def billed_total(self) -> Decimal:
+        """What all completed predictions cost together."""
+        return self._charged
+
+    # --- Application wiring -------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
+        router = app.router
+        router.add_post("/api/v3/wavespeed-ai/{path:.+}", self._submit, name="submit")
+        router.add_get("/api/v3/predictions/{id}/result", self._result, name="result")
+        router.add_get("/api/v3/predictions/{id}", self._result, name="result.alias")
+        uploads = self._uploads
+        router.add_post("/api/v3/media/upload/binary", uploads.upload_binary, name="upload.binary")
+        router.add_post("/api/v3/media/uploads", uploads.create_upload, name="upload.create")
+        router.add_put("/media/upload/{token}", uploads.put_upload, name="upload.put")
+        router.add_get("/media/{token}/{filename}", uploads.download, name="download.media")
+        router.add_get("/outputs/{id}/{name}", self._output, name="download.output")
+        router.add_get("/api/v3/balance", self._balance, name="other.balance")
+        router.add_get("/api/v3/models", self._models, name="other.models")
+        router.add_get("/api/v3/webhook/secret", self._secret, name="other.secret")
+        router.add_get("/_simulator/state", self._state, name="other.state")
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        self._closing.clear()
+        self._session = aiohttp.ClientSession()
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        # Before aiohttp waits for open requests: wake sync-mode waiters, stop every task.
+        self._closing.set()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_cleanup(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the simulator's application is not running")
+        return self._session
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._closing.is_set():
+            coro.close()  # shutting down: nothing new starts
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a simulator task crashed", exc_info=task.exception())
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        group = _route_group(request)
+        self.request_counts[group] += 1
+        fault: Fault | None = None
+        if group in FAULT_ROUTES:
+            try:
+                fault = self._faults.choose(group, request.headers.get(FAULT_HEADER))
+            except UnknownFaultError:
+                choices = ", ".join(f.value for f in Fault)
+                return ApiError(
+                    400, Code.INVALID_PARAMETER, f"{FAULT_HEADER} must be one of: {choices}."
+                ).response()
+        if fault in GATEWAY_ANSWERS:
+            log.info("answering %s %s with fault %s", request.method, request.path, fault)
+            return GATEWAY_ANSWERS[fault].response()
+        request[_FAULT_KEY] = fault
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = exc.response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # Unknown routes, wrong methods, bodies over the limit: still the JSON envelope.
+            response = ApiError(exc.status, exc.status, exc.reason).response()
+        if fault in ANSWER_FAULTS:
+            log.info(
+                "spoiling the answer to %s %s with fault %s", request.method, request.path, fault
+            )
+            return self._spoil(request, response, fault)
+        return response
+
+    @staticmethod
+    def _spoil(request: web.Request, response: web.StreamResponse, fault: Fault) -> web.Response:
+        body = response.body if isinstance(response, web.Response) else b""
+        data = body if isinstance(body, bytes) else b""
+        if fault is Fault.DROP:
+            # The request was handled; close the connection so its answer never arrives.
+            request.protocol.force_close()
+            return web.Response(status=204)
+        truncated = data[: max(1, len(data) // 2)]
+        if response.content_type == "application/json" or not data:
+            return web.Response(status=200, body=truncated, content_type="application/json")
+        # A binary answer (an output image) arrives cut short, with its own type.
+        return web.Response(status=200, body=truncated, content_type=response.content_type)
+
+    # --- Authentication and request parsing ---------------------------------------------------
+
+    def _authorize(self, request: web.Request) -> str:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise ApiError(401, 401, "Unauthorized: send 'Authorization: Bearer <API key>'.")
+        if self.config.api_keys is not None and key not in self.config.api_keys:
+            raise ApiError(401, 401, "Unauthorized: the API key is not valid.")
+        return key
+
+    @staticmethod
+    def _validate(spec: ModelSpec, body: dict[str, Any]) -> KontextRequest:
+        fields = spec.request.model_fields
+        # Clients send these flags to every model; WaveSpeed ignores them where not offered.
+        data = {k: v for k, v in body.items() if k in fields or k not in _OPTIONAL_FLAGS}
+        try:
+            return spec.request.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            _, message = explain(error, spec)
+            code = Code.MISSING_PARAMETER if error["type"] == "missing" else Code.INVALID_PARAMETER
+            raise ApiError(400, code, message) from None
+
+    # --- Submit -------------------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        key = self._authorize(request)
+        try:
+            spec = model_for_path(request.match_info["path"])
+        except InvalidInputError:
+            model = request.match_info["path"]
+            raise ApiError(404, 404, f"Model not found: wavespeed-ai/{model}.") from None
+        req = self._validate(spec, await read_json(request))
+        webhook = self._webhook_target(request, req)
+        images = await self._resolve_inputs(request, req)
+        seed = req.seed if req.seed not in (None, -1) else self._seeds.randint(0, MAX_SEED)
+        try:
+            plan = plan_render(spec.kind, req, images, seed, self.config.max_output_side)
+        except ValueError as exc:
+            raise ApiError(400, Code.INVALID_PARAMETER, f"{exc}.") from None
+        cost = estimate_cost(spec, req) or Decimal(0)  # unpriced models (LoRA) cost nothing here
+        now = self._clock()
+        # Admission and creation run without awaiting, so concurrent submits cannot both pass.
+        self._admit(key, plan.count, cost, now)
+        record = SimPrediction(
+            id=uuid.uuid4().hex,
+            model_path=spec.path,
+            kind=spec.kind,
+            request=self._describe(req, seed),
+            seed=seed,
+            cost=cost,
+            created_ts=now,
+            origin=origin(request),
+            key=key,
+            webhook=webhook,
+            fault=request[_FAULT_KEY],
+            base64_output=bool(getattr(req, "enable_base64_output", False)),
+            sync=spec.supports_sync and bool(getattr(req, "enable_sync_mode", False)),
+        )
+        self._store(record, now)
+        self._window.record(key, plan.count, now)
+        self._reserved += cost
+        self._spawn(self._jobs.run(record, plan, self._slots.claim(key)))
+        log.info(
+            "prediction %s created: %s, %d output(s), $%s",
+            record.id,
+            spec.path,
+            plan.count,
+            _money(cost),
+        )
+        if record.sync:
+            return ok(await self._sync_answer(record))
+        return ok(record.to_json())
+
+    @staticmethod
+    def _webhook_target(request: web.Request, req: KontextRequest) -> str | None:
+        webhook = request.query.get("webhook")
+        if not webhook:
+            return None
+        if urlsplit(webhook).scheme not in {"http", "https"}:
+            raise ApiError(400, Code.INVALID_PARAMETER, "The webhook must be an http(s) URL.")
+        if getattr(req, "enable_base64_output", False):
+            raise ApiError(
+                400,
+                Code.INVALID_PARAMETER,
+                "enable_base64_output cannot be combined with a webhook.",
+            )
+        return webhook
+
+    async def _resolve_inputs(self, request: web.Request, req: KontextRequest) -> list[SourceImage]:
+        refs = [ref for ref in req.media() if isinstance(ref, str)]
+        if not refs:
+            return []
+        field_name = "image" if getattr(req, "image", None) is not None else "images"
+        try:
+            return await self._inputs.resolve(refs, field_name, self._local_lookup(request))
+        except MediaError as exc:
+            raise ApiError(400, Code.MEDIA_UNREACHABLE, str(exc)) from None
+
+    def _local_lookup(self, request: web.Request) -> LocalLookup:
+        """Serve our own upload and output URLs from memory instead of fetching them."""
+        origins = {origin(request), self.base_url}
+
+        def lookup(url: str) -> bytes | None:
+            parts = urlsplit(url)
+            segments = parts.path.split("/")
+            if f"{parts.scheme}://{parts.netloc}" not in origins or len(segments) != 4:
+                return None
+            if segments[1] == "media":
+                item = self._uploads.get(segments[2])
+                if item is None or item.data is None:
+                    raise MediaError("is an upload that does not exist, expired or was never PUT.")
+                return item.data
+            if segments[1] == "outputs":
+                output = self._output_file(segments[2], segments[3])
+                if output is None:
+                    raise MediaError("is an output that does not exist or expired.")
+                return output.data
+            return None
+
+        return lookup
+
+    @staticmethod
+    def _describe(req: KontextRequest, seed: int) -> dict[str, Any]:
+        """The request as JSON, with the seed used and data URIs shortened."""
+        described = req.model_dump(mode="json", exclude_none=True)
+        described["seed"] = seed
+        if "image" in described:
+            described["image"] = _short_ref(described["image"])
+        if "images" in described:
+            described["images"] = [_short_ref(ref) for ref in described["images"]]
+        return described
+
+    def _admit(self, key: str, images: int, cost: Decimal, now: float) -> None:
+        """Raise the 429 or 402 this submit gets, if any."""
+        retry_after = self._window.retry_after(key, images, now)
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                429,
+                f"Too many requests: this API key may create "
+                f"{self.config.images_per_minute_per_key} images per minute; "
+                f"retry in {retry_after} s.",
+                {"Retry-After": str(retry_after)},
+            )
+        if self._slots.waiting(key) >= self.config.max_waiting_per_key:
+            retry = max(1, math.ceil(self.config.latency_s))
+            raise ApiError(
+                429,
+                429,
+                "Too many requests: too many tasks are already waiting for this API key.",
+                {"Retry-After": str(retry)},
+            )
+        if self.config.balance is not None:
+            available = self.config.balance - self._charged - self._reserved
+            if cost > available:
+                raise ApiError(
+                    402,
+                    402,
+                    f"Insufficient balance: this request costs ${_money(cost)} but only "
+                    f"${_money(max(available, Decimal(0)))} is available. Top up to continue.",
+                )
+
+    def _store(self, record: SimPrediction, now: float) -> None:
+        self.predictions[record.id] = record
+        for evicted in prune(
+            self.predictions,
+            now=now,
+            retention_s=self.config.retention_s,
+            keep=self.config.max_stored_predictions,
+        ):
+            log.debug("prediction %s evicted", evicted.id)
+
+    async def _sync_answer(self, record: SimPrediction) -> dict[str, Any]:
+        if record.fault is not Fault.SYNC_TIMEOUT:
+            await self._wait_finished(record, self.config.sync_wait_s)
+        if record.status.terminal:
+            return record.to_json()
+        # Like WaveSpeed: the task keeps running; the client keeps the id and polls.
+        data = record.to_json()
+        data.update(
+            status=str(Status.PROCESSING),
+            code=int(Code.SYNC_TIMEOUT),
+            error=f"{SYNC_TIMEOUT_TEXT}; the task is still running, poll urls.get for it.",
+        )
+        return data
+
+    async def _wait_finished(self, record: SimPrediction, wait_s: float) -> None:
+        """Until `record` ends, `wait_s` passes, or the simulator shuts down."""
+        waiters = [
+            asyncio.ensure_future(record.finished.wait()),
+            asyncio.ensure_future(self._closing.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    def _settled(self, record: SimPrediction) -> None:
+        """Called by the job runner when a task ends or gets stuck for good."""
+        self._reserved -= record.cost
+        if record.status is Status.COMPLETED:
+            record.billed_cost = record.cost
+            self._charged += record.cost
+            self.billed.append(BilledEntry(record.id, record.model_id, record.cost))
+        if not record.status.terminal:
+            return
+        record.finished.set()
+        log.info("prediction %s %s in %d ms", record.id, record.status, record.inference_ms)
+        if record.webhook:
+            payload = {**record.to_json(), "input": record.request}
+            duplicate = record.fault is Fault.WEBHOOK_DUPLICATE
+            self._spawn(self._webhooks.deliver(record.webhook, payload, duplicate=duplicate))
+
+    # --- Results and files --------------------------------------------------------------------
+
+    def _prediction(self, prediction_id: str) -> SimPrediction:
+        record = live(
+            self.predictions, prediction_id, now=self._clock(), retention_s=self.config.retention_s
+        )
+        if record is None:
+            raise ApiError(404, 404, f"Prediction not found: {prediction_id}.")
+        return record
+
+    async def _result(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return ok(self._prediction(request.match_info["id"]).to_json())
+
+    def _output_file(self, prediction_id: str, name: str) -> OutputFile | None:
+        record = live(
+            self.predictions, prediction_id, now=self._clock(), retention_s=self.config.retention_s
+        )
+        stem = name.split(".", 1)[0]
+        if record is None or not stem.isdigit() or int(stem) >= len(record.output_files):
+            return None
+        return record.output_files[int(stem)]
+
+    async def _output(self, request: web.Request) -> web.Response:
+        output = self._output_file(request.match_info["id"], request.match_info["name"])
+        if output is None:
+            raise ApiError(404, 404, "Output not found (unknown, not finished or expired).")
+        return web.Response(body=output.data, content_type=output.content_type)
+
+    # --- Account reads ------------------------------------------------------------------------
+
+    def _remaining(self) -> Decimal:
+        balance = self.config.balance
+        return (UNLIMITED_BALANCE if balance is None else balance) - self._charged
+
+    async def _balance(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return ok({"balance": float(self._remaining())})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return ok(
+            [
+                {
+                    "model_id": spec.model_id,
+                    "name": spec.name,
+                    "type": str(spec.kind),
+                    "price": float(spec.price) if spec.price is not None else None,
+                }
+                for spec in MODELS
+            ]
+        )
+
+    async def _secret(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return ok({"secret": self.config.webhook_secret})
+
+    async def _state(self, _request: web.Request) -> web.Response:
+        by_status = Counter(str(record.status) for record in self.predictions.values())
+        return ok(
+            {
+                "predictions": {"stored": len(self.predictions), "by_status": dict(by_status)},
+                "billed": {"count": len(self.billed), "total": float(self._charged)},
+                "balance": float(self._remaining()),
+                "requests": dict(self.request_counts),
+                "uploads": len(self.media),
+                "webhook_deliveries": len(self.webhook_deliveries),
+                "running_tasks": len(self._tasks),
+            }
+        )
+
+
+@asynccontextmanager
+async def run_simulator(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[WaveSpeedSimulator]:
+    """Serve a new simulator on `host:port` (0: a free port); `sim.base_url` says where."""
+    sim = WaveSpeedSimulator(config)
+    # Tasks are cancelled in on_shutdown, so open requests end quickly: no long grace period.
+    runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal needs brackets
+        sim.base_url = f"http://{netloc}:{bound_port}"
+        log.info("WaveSpeed simulator listening on %s", sim.base_url)
+        yield sim
+    finally:
+        sim.base_url = None
+        await runner.cleanup()

@@ -1,0 +1,104 @@
+"""The simulator's settings and the faults it can inject."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+
+# Route names: what `inject` targets and what `request_counts` counts.
+SUBMIT, RESULT, UPLOAD, DOWNLOAD, OTHER = "submit", "result", "upload", "download", "other"
+FAULT_ROUTES: frozenset[str] = frozenset({SUBMIT, RESULT, UPLOAD, DOWNLOAD})
+
+
+class Fault(enum.StrEnum):
+    """A failure the simulator can produce; the value is what `X-Simulator-Fault` names."""
+
+    SERVER_ERROR = "server_error"  # HTTP 500, code 5000, nothing done
+    UNAVAILABLE = "unavailable"  # HTTP 503, code 5003, nothing done
+    RATE_LIMIT = "rate_limit"  # HTTP 429 with Retry-After: 1, nothing done
+    MALFORMED = "malformed"  # the request is handled, its answer arrives as truncated JSON
+    DROP = "drop"  # the request is handled, then the connection closes without an answer
+    TASK_FAILED = "task_failed"  # the task ends failed, code 1403
+    STUCK = "stuck"  # the task stays "processing" forever
+    MODERATION = "moderation"  # the task ends failed, code 1200
+    SYNC_TIMEOUT = "sync_timeout"  # a sync submit answers the 5004 shape at once
+    WEBHOOK_DUPLICATE = "webhook_duplicate"  # the webhook is delivered twice, same webhook-id
+
+    @property
+    def routes(self) -> frozenset[str]:
+        """The routes this fault means something on."""
+        return FAULT_ROUTES if self in HTTP_FAULTS else frozenset({SUBMIT})
+
+
+# Faults answered instead of handling the request (a gateway failing in front of the API).
+GATEWAY_FAULTS = frozenset({Fault.SERVER_ERROR, Fault.UNAVAILABLE, Fault.RATE_LIMIT})
+# Faults that spoil the answer after the request was handled: the work is done, the answer lost.
+ANSWER_FAULTS = frozenset({Fault.MALFORMED, Fault.DROP})
+HTTP_FAULTS = GATEWAY_FAULTS | ANSWER_FAULTS
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """How the simulated WaveSpeed account behaves. Defaults mirror the Bronze tier."""
+
+    # None: any non-empty Bearer key is accepted.
+    api_keys: frozenset[str] | None = None
+    # Simulated inference time per job (0 = as fast as rendering).
+    latency_s: float = 3.0
+    # A sync-mode submit waits this long, then answers "processing" with data.code 5004.
+    sync_wait_s: float = 30.0
+    # Bronze tier: two tasks run per key, later ones wait in "created" (FIFO).
+    max_concurrent_per_key: int = 2
+    # Beyond this many waiting tasks per key, submits answer 429.
+    max_waiting_per_key: int = 10_000
+    # Output images per key in a sliding 60 s window, counted at submit; None: no limit.
+    images_per_minute_per_key: int | None = None
+    # Predictions, their outputs and uploads answer 404 after this.
+    retention_s: float = 7 * 24 * 3600
+    # The oldest predictions (and uploads) are evicted beyond this many, so memory stays bounded.
+    max_stored_predictions: int = 20_000
+    # Rendered outputs are scaled down (aspect kept) to this long side.
+    max_output_side: int = 1024
+    # US dollars; None: unlimited. Submits costing more than is left answer HTTP 402.
+    balance: Decimal | None = None
+    webhook_secret: str = field(default_factory=_new_webhook_secret)
+    # Extra attempts after a failed delivery, the first after webhook_retry_delay_s, then x2.
+    webhook_retries: int = 3
+    webhook_retry_delay_s: float = 1.0
+    # Case-insensitive word in the prompt: every output is flagged NSFW (the task still completes).
+    nsfw_trigger: str = "nsfw"
+    # Case-insensitive text in the prompt: the task ends failed with code 1200.
+    moderation_trigger: str = "[moderate]"
+    # Probability per request of each fault, drawn from random.Random(rng_seed).
+    fault_rates: Mapping[Fault, float] = field(default_factory=dict)
+    rng_seed: int = 0
+    # Unix seconds: created_at, retention, rate windows and webhook timestamps. Not sleeps.
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        rates = {Fault(fault): float(rate) for fault, rate in self.fault_rates.items()}
+        for fault, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"fault rate for {fault} must be between 0 and 1, got {rate}")
+        # Frozen means frozen: keep a read-only copy, not the caller's (mutable) mapping.
+        object.__setattr__(self, "fault_rates", MappingProxyType(rates))
+        if self.api_keys is not None:
+            object.__setattr__(self, "api_keys", frozenset(self.api_keys))
+        if self.balance is not None:
+            object.__setattr__(self, "balance", Decimal(self.balance))
+        for name in ("latency_s", "sync_wait_s", "retention_s", "webhook_retry_delay_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_concurrent_per_key < 1 or self.max_output_side < 16:
+            raise ValueError("max_concurrent_per_key must be >= 1 and max_output_side >= 16")
+        if not self.webhook_secret.startswith("whsec_"):
+            raise ValueError("webhook_secret must start with 'whsec_'")

@@ -1,0 +1,672 @@
+"""The async WaveSpeed client: submit a Kontext job, await it, hand back the images as bytes.
+
+One aiohttp session (passed in, owned by the caller), explicit timeouts per kind of request, and
+one retry policy for everything that may be repeated. The submit POST is the exception: once it
+may have reached the server it is never repeated, because a second POST can bill twice; a lost
+answer becomes `SubmissionUnknownError` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import ValidationError
+
+from ..settings import WaveSpeedSettings
+from .catalog import KontextRequest, ModelSpec, estimate_cost, validate_request
+from .errors import (
+    AuthenticationError,
+    InsufficientCreditError,
+    InvalidInputError,
+    KontextError,
+    MediaUnreachableError,
+    ModeratedError,
+    RateLimitedError,
+    ServerError,
+    SubmissionUnknownError,
+    TaskFailedError,
+    TimedOutError,
+)
+from .media import EXTENSIONS, InputImage, decode_base64, sniff_image_type, to_data_uri
+from .protocol import Code, Envelope, Prediction, Status
+from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RANDOM_SEED_MAX = 2_147_483_647
+# Outputs are a few MB at most; anything far larger is not an image we asked for.
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+# Signed, expiring Discord attachment URLs must never be handed to WaveSpeed.
+DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net", "cdn.discord.com")
+_CREDIT_WORDS = re.compile(r"insufficient|balance|credit|top.?up|payment", re.IGNORECASE)
+_MODERATION_WORDS = re.compile(r"moderat|nsfw|content polic|flagged", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes = field(repr=False)
+    content_type: str
+    nsfw: bool
+    index: int
+    # Where WaveSpeed hosts it (for 7 days); None for base64 outputs.
+    url: str | None = None
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.content_type, "bin")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    prediction_id: str
+    model: ModelSpec
+    images: tuple[GeneratedImage, ...]
+    # The seed sent with the request; the client picks one when the caller did not.
+    seed: int | None
+    inference_ms: int | None
+    # Estimated from the published price list; WaveSpeed's answers do not state the charge.
+    cost: Decimal | None
+    # True when the image came from the built-in simulator, not from WaveSpeed.
+    simulated: bool
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A job WaveSpeed has accepted: keep `prediction.id` to find it again after a restart."""
+
+    spec: ModelSpec
+    request: KontextRequest
+    prediction: Prediction
+    cost: Decimal | None
+
+    @property
+    def prediction_id(self) -> str:
+        return self.prediction.id
+
+
+class _Transient(Exception):
+    """A failed attempt that may be tried again."""
+
+    def __init__(self, error: KontextError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def create_session(settings: WaveSpeedSettings) -> aiohttp.ClientSession:
+    """The one HTTP session for WaveSpeed. Timeouts are set per request, by kind."""
+    connector = aiohttp.TCPConnector(limit=settings.max_connections)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+class WaveSpeedClient:
+    """Submits Kontext jobs to WaveSpeed (or the simulator) and awaits their images."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: WaveSpeedSettings,
+        *,
+        simulated: bool = False,
+    ) -> None:
+        if settings.api_key is None:
+            raise AuthenticationError("No WaveSpeed API key is configured.")
+        self._session = session
+        self._settings = settings
+        self._base_url = settings.base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        self._retry = RetryPolicy(
+            attempts=settings.retry_attempts,
+            base_s=settings.retry_base_s,
+            max_s=settings.retry_max_s,
+        )
+        self.simulated = simulated
+
+    # --- The job, start to end -----------------------------------------------------------------
+
+    def prepare(self, spec: ModelSpec, **params: Any) -> KontextRequest:
+        """Validate the options for `spec` and fix the seed, before anything is sent or paid.
+
+        Raises InvalidInputError with a sentence a member can read. A random seed is chosen here
+        when none is given, so every result can say which seed made it (and Reroll can differ).
+        """
+        request = validate_request(spec, params)
+        if request.seed is None or request.seed == -1:
+            request = request.model_copy(update={"seed": random.randint(0, RANDOM_SEED_MAX)})
+        return request
+
+    def estimate_cost(self, spec: ModelSpec, request: KontextRequest) -> Decimal | None:
+        return estimate_cost(spec, request)
+
+    async def generate(
+        self,
+        spec: ModelSpec,
+        request: KontextRequest,
+        *,
+        on_submitted: Callable[[Submission], Awaitable[None]] | None = None,
+        sync: bool | None = None,
+    ) -> GenerationResult:
+        """Submit, await completion and download the outputs.
+
+        `on_submitted` runs once WaveSpeed has accepted the job, before waiting: the place to
+        record the prediction id so a restart can pick the job up instead of paying again.
+        """
+        submission = await self.submit(spec, request, sync=sync)
+        if on_submitted is not None:
+            await on_submitted(submission)
+        return await self.finish(submission)
+
+    async def submit(
+        self,
+        spec: ModelSpec,
+        request: KontextRequest,
+        *,
+        webhook_url: str | None = None,
+        sync: bool | None = None,
+    ) -> Submission:
+        """Send the job once. Never repeated after it may have reached WaveSpeed.
+
+        With sync mode (where the model has it) the answer is usually the finished prediction:
+        one request per job. Without it, or with a webhook, the answer is the accepted job.
+        """
+        refs = await asyncio.gather(*(self._media_ref(ref) for ref in request.media()))
+        body = request.with_media(list(refs)).wire_json()
+        use_sync = self._settings.sync_mode if sync is None else sync
+        if use_sync and spec.supports_sync and webhook_url is None:
+            body["enable_sync_mode"] = True
+        if (
+            self._settings.base64_output
+            and webhook_url is None
+            and "enable_base64_output" in spec.request.model_fields
+        ):
+            # WaveSpeed refuses base64 output together with a webhook.
+            body["enable_base64_output"] = True
+        params = {"webhook": webhook_url} if webhook_url else None
+        envelope, _ = await self._api(
+            "POST",
+            f"/api/v3/wavespeed-ai/{spec.path}",
+            json=body,
+            params=params,
+            timeout_s=self._settings.submit_timeout_s,
+            repeatable=False,
+        )
+        try:
+            prediction = Prediction.model_validate(envelope.data)
+        except ValidationError:
+            # Accepted, but without an id we can read: the job may exist, so do not resubmit.
+            raise SubmissionUnknownError(detail="submit answer without a prediction") from None
+        log.info("submitted %s as prediction %s (%s)", spec.path, prediction.id, prediction.status)
+        return Submission(spec, request, prediction, estimate_cost(spec, request))
+
+    async def finish(self, submission: Submission) -> GenerationResult:
+        """Await an accepted job (polling only if sync mode did not already finish it)."""
+        prediction = submission.prediction
+        if not prediction.status.terminal:
+            if prediction.sync_timed_out:
+                log.info("sync mode timed out for %s; polling", prediction.id)
+            prediction = await self.wait_for(prediction.id)
+        return await self.collect(
+            submission.spec, prediction, seed=submission.request.seed, cost=submission.cost
+        )
+
+    async def resume(
+        self,
+        spec: ModelSpec,
+        prediction_id: str,
+        *,
+        seed: int | None = None,
+        cost: Decimal | None = None,
+    ) -> GenerationResult:
+        """Finish a job submitted earlier (e.g. before a restart). Never submits anything."""
+        prediction = await self.wait_for(prediction_id)
+        return await self.collect(spec, prediction, seed=seed, cost=cost)
+
+    async def wait_for(self, prediction_id: str, *, max_wait_s: float | None = None) -> Prediction:
+        """Poll until the prediction ends: first after ~1 s, then less and less often."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (max_wait_s or self._settings.max_wait_s)
+        delay = self._settings.poll_initial_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimedOutError(prediction_id=prediction_id)
+            await asyncio.sleep(min(delay, remaining))
+            prediction, retry_after = await self._fetch_prediction(prediction_id)
+            if prediction.status.terminal:
+                return prediction
+            delay = min(delay * self._settings.poll_factor, self._settings.poll_max_interval_s)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        """The prediction as WaveSpeed has it now."""
+        prediction, _ = await self._fetch_prediction(prediction_id)
+        return prediction
+
+    async def collect(
+        self,
+        spec: ModelSpec,
+        prediction: Prediction,
+        *,
+        seed: int | None = None,
+        cost: Decimal | None = None,
+    ) -> GenerationResult:
+        """The images of an ended prediction, or its failure as a typed error."""
+        if prediction.status != Status.COMPLETED:
+            raise _failure(prediction)
+        if not prediction.outputs:
+            raise TaskFailedError(
+                "The image service finished without returning an image.",
+                prediction_id=prediction.id,
+                status=prediction.status,
+            )
+        payloads = await asyncio.gather(
+            *(self._output_bytes(prediction.id, output) for output in prediction.outputs)
+        )
+        nsfw = prediction.has_nsfw_contents
+        images = tuple(
+            GeneratedImage(
+                data,
+                kind,
+                index < len(nsfw) and nsfw[index],
+                index,
+                output if output.startswith(("http://", "https://")) else None,
+            )
+            for index, ((data, kind), output) in enumerate(
+                zip(payloads, prediction.outputs, strict=True)
+            )
+        )
+        return GenerationResult(
+            prediction_id=prediction.id,
+            model=spec,
+            images=images,
+            seed=_seed_of(prediction, seed),
+            inference_ms=prediction.timings.inference,
+            cost=cost,
+            simulated=self.simulated,
+            created_at=prediction.created_at,
+        )
+
+    # --- Account reads -------------------------------------------------------------------------
+
+    async def balance(self) -> Decimal:
+        envelope, _ = await self._api("GET", "/api/v3/balance")
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        return Decimal(str(data.get("balance", "0")))
+
+    async def webhook_secret(self) -> str:
+        envelope, _ = await self._api("GET", "/api/v3/webhook/secret")
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        secret = data.get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise ServerError(detail="no webhook secret in the answer")
+        return secret
+
+    # --- Images in ------------------------------------------------------------------------------
+
+    async def upload(self, image: InputImage) -> str:
+        """Host `image` at WaveSpeed and return its URL: the configured flow, then the other."""
+        flows = [self._upload_binary, self._upload_ticket]
+        if self._settings.upload_flow == "ticket":
+            flows.reverse()
+        try:
+            return await flows[0](image)
+        except (AuthenticationError, InsufficientCreditError):
+            raise
+        except KontextError as first:
+            log.warning(
+                "image upload via %s failed (%s); trying the other flow", flows[0].__name__, first
+            )
+            try:
+                return await flows[1](image)
+            except KontextError as second:
+                raise MediaUnreachableError(
+                    "The input image could not be uploaded to the image service.",
+                    detail=str(second),
+                ) from second
+
+    async def _media_ref(self, ref: InputImage | str) -> str:
+        if isinstance(ref, str):
+            host = (urlsplit(ref).hostname or "").lower()
+            if host.endswith(DISCORD_CDN_HOSTS):
+                raise InvalidInputError(
+                    "Discord attachment links expire; the image has to be sent as bytes."
+                )
+            return ref
+        if ref.size <= self._settings.inline_image_max_bytes:
+            return to_data_uri(ref.data, ref.content_type)
+        return await self.upload(ref)
+
+    async def _upload_binary(self, image: InputImage) -> str:
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field(
+                "file",
+                image.data,
+                filename=f"input.{image.extension}",
+                content_type=image.content_type,
+            )
+            return data
+
+        envelope, _ = await self._api(
+            "POST",
+            "/api/v3/media/upload/binary",
+            body=form,
+            timeout_s=self._settings.upload_timeout_s,
+        )
+        return _field(envelope, "download_url")
+
+    async def _upload_ticket(self, image: InputImage) -> str:
+        envelope, _ = await self._api(
+            "POST",
+            "/api/v3/media/uploads",
+            json={
+                "filename": f"input.{image.extension}",
+                "size": image.size,
+                "content_type": image.content_type,
+            },
+            timeout_s=self._settings.upload_timeout_s,
+        )
+        ticket = envelope.data.get("upload") if isinstance(envelope.data, dict) else None
+        if not isinstance(ticket, dict) or not ticket.get("url"):
+            raise ServerError(detail="upload ticket without a URL")
+        download_url = _field(envelope, "download_url")
+        # The ticket URL is presigned storage, not WaveSpeed's API: it gets no API key.
+        await self._call(
+            str(ticket.get("method") or "PUT"),
+            ticket["url"],
+            interpret=_expect_success,
+            headers={str(k): str(v) for k, v in (ticket.get("headers") or {}).items()},
+            body=lambda: image.data,
+            timeout_s=self._settings.upload_timeout_s,
+        )
+        return download_url
+
+    # --- Images out -----------------------------------------------------------------------------
+
+    async def _output_bytes(self, prediction_id: str, output: str) -> tuple[bytes, str]:
+        if output.startswith(("http://", "https://")):
+            data = await self._call(
+                "GET",
+                output,
+                interpret=_read_image,
+                timeout_s=self._settings.download_timeout_s,
+                prediction_id=prediction_id,
+            )
+        else:
+            try:
+                data = decode_base64(output)
+            except ValueError:
+                raise ServerError(
+                    "The image service returned an unreadable image.", prediction_id=prediction_id
+                ) from None
+        kind = sniff_image_type(data)
+        if kind is None:
+            raise ServerError(
+                "The image service returned something that is not an image.",
+                prediction_id=prediction_id,
+            )
+        return data, kind
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    async def _fetch_prediction(self, prediction_id: str) -> tuple[Prediction, float | None]:
+        envelope, headers = await self._api(
+            "GET",
+            f"/api/v3/predictions/{prediction_id}/result",
+            prediction_id=prediction_id,
+        )
+        try:
+            prediction = Prediction.model_validate(envelope.data)
+        except ValidationError:
+            raise ServerError(
+                detail="result answer without a prediction", prediction_id=prediction_id
+            ) from None
+        return prediction, parse_retry_after(headers.get("Retry-After"))
+
+    async def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        body: Callable[[], Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        repeatable: bool = True,
+        prediction_id: str | None = None,
+    ) -> tuple[Envelope, Mapping[str, str]]:
+        """A call to WaveSpeed's API (with the key), answered by an envelope."""
+
+        def interpret(
+            status: int, headers: Mapping[str, str], raw: bytes
+        ) -> tuple[Envelope, Mapping[str, str]]:
+            envelope = _parse_envelope(raw)
+            if status < 400 and envelope is not None:
+                _raise_for_envelope(envelope, prediction_id)
+                return envelope, headers
+            if status < 400:
+                if not repeatable:
+                    # A 2xx we cannot read may well mean "accepted": the job may exist.
+                    raise SubmissionUnknownError(detail="unreadable answer to the submit")
+                raise _Transient(ServerError(detail="malformed JSON", prediction_id=prediction_id))
+            error = _error_for_status(status, envelope, prediction_id, headers)
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            # A 429 is a refusal, so even a submit may be repeated after one.
+            if status == 429 or (repeatable and status in RETRYABLE_STATUSES):
+                raise _Transient(error, retry_after)
+            if not repeatable and status in (502, 504):
+                # A gateway gave up on a server that may have accepted the job.
+                raise SubmissionUnknownError(detail=f"HTTP {status} from a gateway")
+            raise error
+
+        return await self._call(
+            method,
+            f"{self._base_url}{path}",
+            interpret=interpret,
+            headers=self._auth,
+            json=json,
+            body=body,
+            params=params,
+            timeout_s=timeout_s or self._settings.result_timeout_s,
+            repeatable=repeatable,
+            prediction_id=prediction_id,
+        )
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        interpret: Callable[[int, Mapping[str, str], bytes], T],
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        body: Callable[[], Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float,
+        repeatable: bool = True,
+        prediction_id: str | None = None,
+    ) -> T:
+        """One HTTP exchange under the retry policy. Raw aiohttp errors do not get out."""
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=self._settings.connect_timeout_s
+        )
+        for attempt in itertools.count():
+            retry_after: float | None = None
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    json=json,
+                    data=body() if body is not None else None,
+                    params=params,
+                    timeout=client_timeout,
+                ) as response:
+                    if (response.content_length or 0) > MAX_OUTPUT_BYTES:
+                        raise ServerError(
+                            detail="answer larger than any image we asked for",
+                            prediction_id=prediction_id,
+                        )
+                    raw = await response.read()
+                    log.debug("%s %s -> %s", method, urlsplit(url).path, response.status)
+                    return interpret(response.status, response.headers, raw)
+            except _Transient as transient:
+                failure, retry_after = transient.error, transient.retry_after
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                # The connection was never made, so not even a submit reached the server.
+                failure = ServerError(
+                    "The image service cannot be reached right now.",
+                    detail=type(exc).__name__,
+                    prediction_id=prediction_id,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if not repeatable:
+                    raise SubmissionUnknownError(detail=type(exc).__name__) from exc
+                failure = ServerError(detail=type(exc).__name__, prediction_id=prediction_id)
+            if not self._retry.should_retry(attempt, retry_after):
+                raise failure
+            wait = self._retry.delay(attempt, retry_after)
+            log.info(
+                "%s %s failed (%s); retry %d in %.2f s",
+                method,
+                urlsplit(url).path,
+                failure.detail or type(failure).__name__,
+                attempt + 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop only exits by return
+
+
+# --- Interpreting answers ---------------------------------------------------------------------
+
+
+def _parse_envelope(raw: bytes) -> Envelope | None:
+    try:
+        return Envelope.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def _field(envelope: Envelope, name: str) -> str:
+    value = envelope.data.get(name) if isinstance(envelope.data, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ServerError(detail=f"answer without {name}")
+    return value
+
+
+def _expect_success(status: int, headers: Mapping[str, str], raw: bytes) -> None:
+    if status in RETRYABLE_STATUSES:
+        raise _Transient(
+            ServerError(detail=f"HTTP {status}"), parse_retry_after(headers.get("Retry-After"))
+        )
+    if status >= 400:
+        raise ServerError(detail=f"HTTP {status}")
+
+
+def _read_image(status: int, headers: Mapping[str, str], raw: bytes) -> bytes:
+    _expect_success(status, headers, raw)
+    return raw
+
+
+def _raise_for_envelope(envelope: Envelope, prediction_id: str | None) -> None:
+    """A 2xx answer whose envelope still reports a task-level error."""
+    has_prediction = isinstance(envelope.data, dict) and bool(envelope.data.get("id"))
+    if envelope.code in (Code.OK, Code.SUCCESS) or has_prediction:
+        # A prediction is returned even for sync time-outs (5004): the caller polls it.
+        return
+    raise _error_for_code(envelope.code, envelope.message, prediction_id)
+
+
+def _error_for_code(code: int, message: str, prediction_id: str | None) -> KontextError:
+    if code == Code.MODERATED:
+        return ModeratedError(prediction_id=prediction_id, detail=message)
+    if code == Code.MEDIA_UNREACHABLE:
+        return MediaUnreachableError(prediction_id=prediction_id, detail=message)
+    if code in (Code.MISSING_PARAMETER, Code.INVALID_PARAMETER):
+        return InvalidInputError(
+            f"The image service refused the request: {message}" if message else None,
+            prediction_id=prediction_id,
+            detail=message,
+        )
+    if code in (Code.TASK_FAILED, Code.TASK_FAILED_ALT):
+        return TaskFailedError(prediction_id=prediction_id, detail=message)
+    return ServerError(prediction_id=prediction_id, detail=f"code {code}: {message}")
+
+
+def _error_for_status(
+    status: int,
+    envelope: Envelope | None,
+    prediction_id: str | None,
+    headers: Mapping[str, str],
+) -> KontextError:
+    message = envelope.message if envelope else ""
+    if status in (401, 403):
+        return AuthenticationError(prediction_id=prediction_id, detail=f"HTTP {status}")
+    if status == 402 or _CREDIT_WORDS.search(message):
+        return InsufficientCreditError(prediction_id=prediction_id, detail=message)
+    if status == 429:
+        return RateLimitedError(
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+            prediction_id=prediction_id,
+            detail=message,
+        )
+    if status == 404 and prediction_id:
+        return TaskFailedError(
+            "This image is no longer kept by the image service (results last 7 days).",
+            prediction_id=prediction_id,
+            status=Status.DELETED,
+            detail=message,
+        )
+    if envelope is not None and envelope.code not in (status, Code.OK):
+        return _error_for_code(envelope.code, message, prediction_id)
+    if status >= 500:
+        return ServerError(prediction_id=prediction_id, detail=f"HTTP {status}: {message}")
+    return InvalidInputError(
+        f"The image service refused the request: {message}" if message else None,
+        prediction_id=prediction_id,
+        detail=f"HTTP {status}",
+    )
+
+
+def _failure(prediction: Prediction) -> KontextError:
+    """The typed error for a prediction that ended without images."""
+    code = prediction.code or 0
+    text = prediction.error
+    pid = prediction.id
+    if code == Code.MODERATED or _MODERATION_WORDS.search(text):
+        return ModeratedError(prediction_id=pid, detail=text)
+    if code in (Code.MEDIA_UNREACHABLE, Code.MISSING_PARAMETER, Code.INVALID_PARAMETER):
+        return _error_for_code(code, text, pid)
+    messages = {
+        Status.CANCELLED: "This image was cancelled at the image service.",
+        Status.TIMEOUT: "The image service ran out of time making this image.",
+        Status.DELETED: "This image is no longer kept by the image service.",
+    }
+    return TaskFailedError(
+        messages.get(prediction.status),
+        prediction_id=pid,
+        status=prediction.status,
+        detail=text or None,
+    )
+
+
+def _seed_of(prediction: Prediction, sent: int | None) -> int | None:
+    echoed = (prediction.input or {}).get("seed")
+    if isinstance(echoed, int) and echoed >= 0:
+        return echoed
+    return sent if sent is not None and sent >= 0 else None

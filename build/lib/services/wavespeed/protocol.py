@@ -1,0 +1,99 @@
+"""WaveSpeed's JSON shapes: the response envelope, the prediction, statuses and error codes.
+
+Parsed at the edge with pydantic; unknown fields are kept out of the way (`extra="ignore"`), so a
+server that adds fields does not break the client.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(enum.StrEnum):
+    CREATED = "created"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    # Not in the model pages, but terminal in WaveSpeed's official SDK.
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    DELETED = "deleted"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in {Status.CREATED, Status.PROCESSING}
+
+
+class Code(enum.IntEnum):
+    """Task-level codes found in `code` or `data.code`."""
+
+    OK = 0
+    SUCCESS = 200
+    MODERATED = 1200
+    MISSING_PARAMETER = 1400
+    INVALID_PARAMETER = 1401
+    MEDIA_UNREACHABLE = 1402
+    TASK_FAILED = 1403
+    TASK_FAILED_ALT = 1405
+    INTERNAL = 5000
+    UNAVAILABLE = 5003
+    SYNC_TIMEOUT = 5004
+
+
+SYNC_TIMEOUT_TEXT = "Sync mode timed out"
+
+
+class Urls(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    get: str = ""
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inference: int | None = None
+
+
+class Prediction(BaseModel):
+    """`data` of a submit or result answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    model: str = ""
+    outputs: list[str] = Field(default_factory=list)
+    urls: Urls = Field(default_factory=Urls)
+    has_nsfw_contents: list[bool] = Field(default_factory=list)
+    status: Status = Status.CREATED
+    created_at: str = ""
+    error: str = ""
+    timings: Timings = Field(default_factory=Timings)
+    # Present on some answers (sync time-outs, failures); absent on most.
+    code: int | None = None
+    # Webhook deliveries echo the request; the seed in it is the one that was used.
+    input: dict[str, Any] | None = None
+
+    @property
+    def sync_timed_out(self) -> bool:
+        return self.code == Code.SYNC_TIMEOUT or (
+            self.status == Status.PROCESSING and SYNC_TIMEOUT_TEXT.lower() in self.error.lower()
+        )
+
+
+class Envelope(BaseModel):
+    """Every answer: `{code, message, data}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: int = 200
+    message: str = ""
+    data: Any = None
+
+
+def envelope(data: Any, *, code: int = 200, message: str = "success") -> dict[str, Any]:
+    """The JSON of an answer, as WaveSpeed shapes it."""
+    return {"code": code, "message": message, "data": data}
