@@ -15,6 +15,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from ..settings import WaveSpeedSettings
-from .catalog import KontextRequest, ModelSpec, estimate_cost, validate_request
+from .catalog import KontextRequest, ModelSpec, estimate_cost, model_for_path, validate_request
 from .errors import (
     AuthenticationError,
     InsufficientCreditError,
@@ -38,7 +39,7 @@ from .errors import (
     TimedOutError,
 )
 from .media import EXTENSIONS, InputImage, decode_base64, sniff_image_type, to_data_uri
-from .protocol import Code, Envelope, Prediction, Status
+from .protocol import Code, Envelope, ListedPrediction, Prediction, Status
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,63 @@ class WaveSpeedClient:
             simulated=self.simulated,
             created_at=prediction.created_at,
         )
+
+    # --- Finding jobs ---------------------------------------------------------------------------
+
+    async def list_predictions(
+        self,
+        *,
+        created_after: datetime,
+        created_before: datetime,
+        model: str | None = None,
+        status: str | None = None,
+        page_size: int = 50,
+        max_pages: int = 20,
+    ) -> list[ListedPrediction]:
+        """This account's predictions created in the window (ends included), newest first.
+
+        How a job whose submit answer was lost is found: look in the minutes around the submit
+        for the same model and inputs (`ListedPrediction.input` is the body as sent). `model` is
+        a model path as elsewhere here ("flux-kontext-pro"); naive datetimes are taken as UTC.
+        A read, so repeated under the retry policy; pages are walked until one is empty or
+        short, `total` is reached or `max_pages` were read.
+        """
+        if page_size < 1 or max_pages < 1:
+            raise ValueError("page_size and max_pages must be at least 1")
+        query: dict[str, Any] = {
+            "page_size": page_size,
+            "created_after": _iso_utc(created_after),
+            "created_before": _iso_utc(created_before),
+        }
+        if model:
+            query["model"] = model_for_path(model).model_id
+        if status:
+            query["status"] = str(status)
+        found: dict[str, ListedPrediction] = {}
+        listed = 0
+        for page in range(1, max_pages + 1):
+            envelope, _ = await self._api(
+                "POST", "/api/v3/predictions", json={**query, "page": page}
+            )
+            items, total, served_size = _history_page(envelope.data, page_size)
+            listed += len(items)
+            for raw in items:
+                try:
+                    item = ListedPrediction.model_validate(raw)
+                except ValidationError as exc:
+                    log.warning(
+                        "skipping an unreadable prediction history item: %s",
+                        exc.errors()[0]["msg"],
+                    )
+                    continue
+                # Newest first: a prediction created while paging pushes the others down a
+                # place, so the next page can repeat one. Keep the first sighting.
+                found.setdefault(item.id, item)
+            if not items or len(items) < served_size or (total is not None and listed >= total):
+                break
+        else:
+            log.warning("prediction history: stopped after %d pages", max_pages)
+        return list(found.values())
 
     # --- Account reads -------------------------------------------------------------------------
 
@@ -590,6 +648,37 @@ def _raise_for_envelope(envelope: Envelope, prediction_id: str | None) -> None:
         # A prediction is returned even for sync time-outs (5004): the caller polls it.
         return
     raise _error_for_code(envelope.code, envelope.message, prediction_id)
+
+
+def _iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as WaveSpeed writes times; naive times are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _history_page(data: Any, asked_size: int) -> tuple[list[Any], int | None, int]:
+    """(items, total or None, page size the server used) of a history answer's `data`.
+
+    Accepts `{items, total?, page_size?}` and a bare list of items; a missing or odd `total`
+    just means paging stops at an empty or short page.
+    """
+    if isinstance(data, list):
+        return data, None, asked_size
+    if not isinstance(data, dict):
+        log.warning("prediction history answer without items (%s)", type(data).__name__)
+        return [], None, asked_size
+    items = data.get("items")
+    if not isinstance(items, list):
+        items = []
+    total = data.get("total")
+    served = data.get("page_size")
+    # A server that serves smaller pages than asked says so; a page that short is not the last.
+    if isinstance(served, int) and not isinstance(served, bool) and 0 < served < asked_size:
+        asked_size = served
+    if isinstance(total, bool) or not isinstance(total, int):
+        total = None
+    return items, total, asked_size
 
 
 def _error_for_code(code: int, message: str, prediction_id: str | None) -> KontextError:
