@@ -1174,6 +1174,24 @@ async def test_history_refuses_bad_queries_in_the_envelope(api: Api, body: Any, 
     assert answer["code"] == code and answer["message"] and answer["data"] is None
 
 
+async def test_stored_inputs_keep_whole_only_the_newest_data_uris_beyond_a_budget(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    body = body_for(MODELS[0], seed=5)
+    api = Api(session, await start_sim(max_stored_input_bytes=len(body["image"]) * 3 // 2))
+    old = await api.created(MODELS[0].path, body)
+    new = await api.created(MODELS[0].path, body)
+
+    _, answer = await history(api, created_before="2999-01-01T00:00:00Z")
+    inputs = {item["id"]: item["input"] for item in answer["data"]["items"]}
+    assert inputs[new["id"]] == body
+    assert inputs[old["id"]]["image"].startswith("<data:image/png;base64 omitted")
+    assert inputs[old["id"]]["prompt"] == body["prompt"]
+    # Still recognisably the same job twice.
+    _, state = await api.call("GET", "/_simulator/state")
+    assert state["data"]["predictions"]["duplicates"][0]["count"] == 2
+
+
 async def test_history_needs_a_key_and_forgets_expired_predictions(
     start_sim: StartSim, session: aiohttp.ClientSession
 ) -> None:

@@ -95,6 +95,27 @@ def _short_ref(ref: Any) -> Any:
     return ref
 
 
+def _shortened(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its data URIs replaced by a short note of what they were."""
+    short = dict(body)
+    if "image" in short:
+        short["image"] = _short_ref(short["image"])
+    if isinstance(short.get("images"), list):
+        short["images"] = [_short_ref(ref) for ref in short["images"]]
+    return short
+
+
+def _rough_size(value: Any) -> int:
+    """About how many bytes a JSON value holds in memory; its strings (data URIs) dominate."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_rough_size(item) for item in value.values()) + 8 * len(value)
+    if isinstance(value, list):
+        return sum(_rough_size(item) for item in value) + 8 * len(value)
+    return 8
+
+
 def _fingerprint(model_path: str, body: dict[str, Any], seed: int) -> str:
     """Equal for two submits of the same model, inputs and seed (whatever flags they carry)."""
     same = {k: v for k, v in body.items() if k not in _OPTIONAL_FLAGS}
@@ -128,6 +149,8 @@ class WaveSpeedSimulator:
         self.webhook_deliveries: list[WebhookDelivery] = []
         # Every prediction ever created, evicted ones included: what a double submit would add to.
         self.created_total = 0
+        # What the stored submit bodies hold, about (see `_keep_inputs_bounded`).
+        self._input_bytes = 0
         # "http://host:port" while run_simulator runs it; None otherwise.
         self.base_url: str | None = None
 
@@ -393,6 +416,7 @@ class WaveSpeedSimulator:
             webhook=webhook,
             fault=request[_FAULT_KEY],
             input=body,
+            input_bytes=_rough_size(body),
             fingerprint=_fingerprint(spec.path, body, seed),
             base64_output=bool(getattr(req, "enable_base64_output", False)),
             sync=spec.supports_sync and bool(getattr(req, "enable_sync_mode", False)),
@@ -488,11 +512,7 @@ class WaveSpeedSimulator:
         """The request as JSON, with the seed used and data URIs shortened."""
         described = req.model_dump(mode="json", exclude_none=True)
         described["seed"] = seed
-        if "image" in described:
-            described["image"] = _short_ref(described["image"])
-        if "images" in described:
-            described["images"] = [_short_ref(ref) for ref in described["images"]]
-        return described
+        return _shortened(described)
 
     def _admit(self, key: str, images: int, cost: Decimal, now: float) -> None:
         """Raise the 429 or 402 this submit gets, if any."""
@@ -526,13 +546,33 @@ class WaveSpeedSimulator:
 
     def _store(self, record: SimPrediction, now: float) -> None:
         self.predictions[record.id] = record
+        self._input_bytes += record.input_bytes
         for evicted in prune(
             self.predictions,
             now=now,
             retention_s=self.config.retention_s,
             keep=self.config.max_stored_predictions,
         ):
+            self._input_bytes -= evicted.input_bytes
             log.debug("prediction %s evicted", evicted.id)
+        if self._input_bytes > self.config.max_stored_input_bytes:
+            self._keep_inputs_bounded()
+
+    def _keep_inputs_bounded(self) -> None:
+        """Shorten the data URIs of the oldest stored inputs until they fit the budget.
+
+        Submit bodies carry images as data URIs of up to megabytes, and a dry run may store
+        thousands; a client looking for a lost submit looks minutes back, so the newest stay whole.
+        """
+        # Recount: predictions also leave through the result route's expiry, uncounted.
+        self._input_bytes = sum(record.input_bytes for record in self.predictions.values())
+        for record in self.predictions.values():  # oldest first
+            if self._input_bytes <= self.config.max_stored_input_bytes:
+                break
+            if record.input_bytes:
+                record.input = _shortened(record.input)
+                self._input_bytes -= record.input_bytes
+                record.input_bytes = 0
 
     async def _sync_answer(self, record: SimPrediction) -> dict[str, Any]:
         if record.fault is not Fault.SYNC_TIMEOUT:

@@ -75,6 +75,9 @@ class SimulatorConfig:
     retention_s: float = 7 * 24 * 3600
     # The oldest predictions (and uploads) are evicted beyond this many, so memory stays bounded.
     max_stored_predictions: int = 20_000
+    # Submit bodies are kept as sent (the history lists them), data URIs included; beyond about
+    # this many bytes the oldest ones have their data URIs shortened, so memory stays bounded.
+    max_stored_input_bytes: int = 256 * 1024 * 1024
     # Rendered outputs are scaled down (aspect kept) to this long side.
     max_output_side: int = 1024
     # US dollars; None: unlimited. Submits costing more than is left answer HTTP 402.

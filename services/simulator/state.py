@@ -50,6 +50,8 @@ class SimPrediction:
     # The submit body exactly as received (data URIs included): the history lists it, so a
     # client can recognise a job it sent by its inputs.
     input: dict[str, Any] = field(default_factory=dict, repr=False)
+    # About what `input` holds in memory; 0 once its data URIs were shortened to save memory.
+    input_bytes: int = 0
     # Same model, inputs and seed give the same fingerprint: a job submitted twice shows up.
     fingerprint: str = ""
     base64_output: bool = False
