@@ -67,10 +67,12 @@ class WaveSpeedSettings(_Section):
     poll_initial_s: float = Field(default=1.0, gt=0)
     poll_factor: float = Field(default=1.5, ge=1.0)
     poll_max_interval_s: float = Field(default=10.0, gt=0)
-    # After this long a job is reported as timed out (it may still finish at WaveSpeed).
+    # After this long a job is reported as timed out (it may still finish at WaveSpeed), unless
+    # the caller gives its own deadline; transient failures are retried until then.
     max_wait_s: float = Field(default=900.0, gt=0)
 
-    # One retry policy for every request that may be repeated (never the submit POST).
+    # One retry policy for every request that may be repeated (the submit POST only after an
+    # answer proving it was refused). Waiting for a job is bounded by its deadline instead.
     retry_attempts: int = Field(default=4, ge=1)
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=8.0, gt=0)

@@ -1067,3 +1067,364 @@ def test_the_command_line_builds_a_config() -> None:
     assert config.images_per_minute_per_key == 10
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--fault-rate", "gremlins=0.5"])
+
+
+# --- Prediction history ---------------------------------------------------------------------------
+
+
+HISTORY_ITEM_KEYS = {"id", "model", "status", "outputs", "input", "created_at", "executionTime"}
+WHOLE_DAY = {"created_after": "2025-06-01T00:00:00Z", "created_before": "2025-06-30T00:00:00Z"}
+
+
+async def history(api: Api, **query: Any) -> tuple[int, dict[str, Any]]:
+    return await api.call("POST", "/api/v3/predictions", json={**WHOLE_DAY, **query})
+
+
+async def test_history_lists_own_predictions_newest_first_with_the_exact_input(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock(1_750_000_000.0)  # 2025-06-15
+    api = Api(session, await start_sim(clock=clock))
+    spec = MODELS[0]
+    bodies = [body_for(spec, f"edit {n}", seed=n) for n in range(3)]
+    ids = []
+    for body in bodies:
+        ids.append((await api.created(spec.path, body))["id"])
+        clock.now += 60
+    await api.wait(ids[-1])
+    await Api(session, api.sim, key="someone-else").created(spec.path, body_for(spec))
+
+    status, answer = await history(api, page=1, page_size=10)
+
+    assert status == 200 and answer["code"] == 200 and answer["message"] == "success"
+    data = answer["data"]
+    assert (data["page"], data["page_size"], data["total"]) == (1, 10, 3)
+    assert [item["id"] for item in data["items"]] == ids[::-1]
+    newest = data["items"][0]
+    assert HISTORY_ITEM_KEYS | {"error"} == set(newest)
+    # Exactly the body sent, data URI and all, so a client can recognise its own job.
+    assert newest["input"] == bodies[2] and newest["input"]["image"].startswith("data:image/png")
+    assert newest["model"] == f"wavespeed-ai/{spec.path}"
+    assert newest["status"] == "completed" and len(newest["outputs"]) == 1
+    assert isinstance(newest["executionTime"], int) and newest["error"] == ""
+    assert newest["created_at"] == "2025-06-15T15:08:40.000Z"
+
+
+async def test_history_filters_by_window_model_and_status(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock(1_750_000_000.0)
+    api = Api(session, await start_sim(clock=clock))
+    dev, pro = MODELS[0], MODELS[2]
+    early = await api.wait((await api.created(dev.path, body_for(dev)))["id"])
+    clock.now += 3600
+    stuck = await api.created(dev.path, body_for(dev, "[stuck] hold"))
+    done = await api.wait((await api.created(pro.path, body_for(pro)))["id"])
+
+    def ids(answer: dict[str, Any]) -> list[str]:
+        return [item["id"] for item in answer["data"]["items"]]
+
+    later = {"created_after": "2025-06-15T15:30:00Z", "created_before": "2025-06-15T18:00:00"}
+    assert ids((await history(api, **later))[1]) == [done["id"], stuck["id"]]
+    assert ids((await history(api, model=f"wavespeed-ai/{dev.path}"))[1]) == [
+        stuck["id"],
+        early["id"],
+    ]
+    assert ids((await history(api, status="processing"))[1]) == [stuck["id"]]
+    assert ids((await history(api, status="completed", model=pro.model_id))[1]) == [done["id"]]
+    # The window's ends count as inside it.
+    exact = early["created_at"]
+    assert ids((await history(api, created_after=exact, created_before=exact))[1]) == [early["id"]]
+
+
+async def test_history_pages_and_caps_the_page_size(api: Api) -> None:
+    spec = MODELS[2]
+    for n in range(5):
+        await api.created(spec.path, body_for(spec, f"poster {n}"))
+    after, before = "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+    pages = []
+    for page in (1, 2, 3, 4):
+        status, answer = await history(
+            api, page=page, page_size=2, created_after=after, created_before=before
+        )
+        assert status == 200 and answer["data"]["total"] == 5
+        pages.append([item["input"]["prompt"] for item in answer["data"]["items"]])
+    assert pages == [["poster 4", "poster 3"], ["poster 2", "poster 1"], ["poster 0"], []]
+    _, answer = await history(api, page_size=5000, created_after=after, created_before=before)
+    assert answer["data"]["page_size"] == 100 and len(answer["data"]["items"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"created_before": "2025-06-30T00:00:00Z"}, 1400),
+        ({**WHOLE_DAY, "created_after": "last tuesday"}, 1401),
+        ({**WHOLE_DAY, "created_after": 1750000000}, 1401),
+        ({**WHOLE_DAY, "page": 0}, 1401),
+        ({**WHOLE_DAY, "page_size": "ten"}, 1401),
+        ({**WHOLE_DAY, "status": "finished"}, 1401),
+        ({**WHOLE_DAY, "model": ["wavespeed-ai/flux-kontext-pro"]}, 1401),
+        ({**WHOLE_DAY, "created_after": "2025-07-01T00:00:00Z"}, 1401),
+        ([WHOLE_DAY], 1401),
+    ],
+)
+async def test_history_refuses_bad_queries_in_the_envelope(api: Api, body: Any, code: int) -> None:
+    status, answer = await api.call("POST", "/api/v3/predictions", json=body)
+    assert status == 400
+    assert answer["code"] == code and answer["message"] and answer["data"] is None
+
+
+async def test_stored_inputs_keep_whole_only_the_newest_data_uris_beyond_a_budget(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    body = body_for(MODELS[0], seed=5)
+    api = Api(session, await start_sim(max_stored_input_bytes=len(body["image"]) * 3 // 2))
+    old = await api.created(MODELS[0].path, body)
+    new = await api.created(MODELS[0].path, body)
+
+    _, answer = await history(api, created_before="2999-01-01T00:00:00Z")
+    inputs = {item["id"]: item["input"] for item in answer["data"]["items"]}
+    assert inputs[new["id"]] == body
+    assert inputs[old["id"]]["image"].startswith("<data:image/png;base64 omitted")
+    assert inputs[old["id"]]["prompt"] == body["prompt"]
+    # Still recognisably the same job twice.
+    _, state = await api.call("GET", "/_simulator/state")
+    assert state["data"]["predictions"]["duplicates"][0]["count"] == 2
+
+
+async def test_history_needs_a_key_and_forgets_expired_predictions(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock(1_750_000_000.0)
+    api = Api(session, await start_sim(clock=clock, api_keys=frozenset({KEY})))
+    spec = MODELS[2]
+    await api.created(spec.path, body_for(spec))
+    assert (await history(Api(session, api.sim, key="wrong")))[0] == 401
+    assert (await history(api))[1]["data"]["total"] == 1
+    clock.now += 7 * 24 * 3600 + 1
+    status, answer = await history(api, created_before="2030-01-01T00:00:00Z")
+    assert status == 200 and answer["data"]["total"] == 0 and api.sim.predictions == {}
+
+
+async def test_history_is_subject_to_the_gateway_faults(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    api = Api(session, await start_sim())
+    api.sim.inject(Fault.SERVER_ERROR, route="history")
+    assert (await history(api)) == (
+        500,
+        {"code": 5000, "message": "Internal server error (simulated).", "data": None},
+    )
+    assert (await history(api))[0] == 200
+    status, answer = await api.call(
+        "POST", "/api/v3/predictions", json=WHOLE_DAY, headers={"X-Simulator-Fault": "rate_limit"}
+    )
+    assert (status, answer["code"]) == (429, 429)
+    assert api.sim.request_counts["history"] == 3
+    # A rate scoped to the history leaves the other routes alone.
+    scoped = Api(session, await start_sim(route_fault_rates={(Fault.UNAVAILABLE, "history"): 1.0}))
+    spec = MODELS[2]
+    await scoped.wait((await scoped.created(spec.path, body_for(spec)))["id"])
+    assert (await history(scoped))[0] == 503
+
+
+# --- Faults for end-to-end suites -----------------------------------------------------------------
+
+
+async def test_a_truncated_download_is_a_complete_transfer_of_half_a_file(api: Api) -> None:
+    spec = MODELS[2]
+    done = await api.wait((await api.created(spec.path, body_for(spec)))["id"])
+    api.sim.inject(Fault.TRUNCATED, route="download")
+    async with api.session.get(done["outputs"][0]) as response:
+        assert response.status == 200
+        cut = await response.read()
+        assert response.content_length == len(cut)
+    _, whole = await api.download(done["outputs"][0])
+    assert 0 < len(cut) < len(whole) and whole.startswith(cut)
+    with pytest.raises(OSError):
+        opened(cut)
+    assert opened(whole).size[0] > 0
+    with pytest.raises(ValueError, match="only applies"):
+        api.sim.inject(Fault.TRUNCATED, route="result")
+
+
+def test_route_scoped_rates_are_checked_and_replace_the_unscoped_rate() -> None:
+    with pytest.raises(ValueError, match="only applies"):
+        SimulatorConfig(route_fault_rates={(Fault.TRUNCATED, "submit"): 0.5})
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        SimulatorConfig(route_fault_rates={(Fault.DROP, "result"): 2.0})
+    from services.simulator.faults import FaultPlan
+
+    plan = FaultPlan({Fault.SERVER_ERROR: 1.0}, 0, {(Fault.SERVER_ERROR, "result"): 0.0})
+    assert [plan.choose(route, None) for route in ("submit", "result", "download")] == [
+        Fault.SERVER_ERROR,
+        None,
+        Fault.SERVER_ERROR,
+    ]
+
+
+async def test_an_outage_answers_503_everywhere_but_the_controls(api: Api) -> None:
+    spec = MODELS[2]
+    done = await api.wait((await api.created(spec.path, body_for(spec)))["id"])
+    status, answer = await api.call("POST", "/_simulator/outage", json={"seconds": 600})
+    assert status == 200 and answer["data"]["outage"]["active"] is True
+
+    assert (await api.submit(spec.path, body_for(spec)))[1]["code"] == 5003
+    assert (await api.result(done["id"]))[0] == 503
+    assert (await history(api))[0] == 503
+    async with api.session.get(done["outputs"][0]) as response:
+        assert response.status == 503
+    assert len(api.sim.predictions) == 1  # nothing was done
+    _, state = await api.call("GET", "/_simulator/state")
+    assert state["data"]["outage"]["active"] is True
+
+    assert (await api.call("POST", "/_simulator/outage", json={"seconds": -1}))[0] == 400
+    assert (await api.call("POST", "/_simulator/outage", json={"seconds": "x"}))[0] == 400
+    await api.call("POST", "/_simulator/outage", json={"seconds": 0})
+    assert (await api.submit(spec.path, body_for(spec)))[0] == 200
+
+
+async def test_an_outage_can_be_scheduled_at_start(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    api = Api(session, await start_sim(outage_at_s=0.0, outage_for_s=600.0))
+    await until(lambda: api.sim.outage_remaining_s > 0)
+    spec = MODELS[2]
+    assert (await api.submit(spec.path, body_for(spec)))[0] == 503
+
+
+async def test_a_held_submit_answer_comes_after_the_job_exists(api: Api) -> None:
+    spec = MODELS[2]
+    submit = asyncio.ensure_future(
+        api.submit(spec.path, body_for(spec), headers={"X-Simulator-Answer-Delay": "600"})
+    )
+    try:
+        await until(lambda: len(api.sim.predictions) == 1)
+        (record,) = api.sim.predictions.values()
+        await until(lambda: record.status == "completed")
+        assert not submit.done()
+    finally:
+        submit.cancel()  # the client "dies" with its submit in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await submit
+    status, answer = await api.submit(
+        spec.path, body_for(spec), headers={"X-Simulator-Answer-Delay": "soon"}
+    )
+    assert (status, answer["code"]) == (400, 1401) and len(api.sim.predictions) == 1
+    # A zero delay answers at once.
+    assert (await api.submit(spec.path, body_for(spec), headers={"X-Simulator-Answer-Delay": "0"}))[
+        0
+    ] == 200
+
+
+async def test_a_stuck_prompt_sticks_only_its_own_job(api: Api) -> None:
+    spec = MODELS[2]
+    stuck = await api.created(spec.path, body_for(spec, "a boat [STUCK]"))
+    other = await api.wait((await api.created(spec.path, body_for(spec, "a boat")))["id"])
+    assert other["status"] == "completed"
+    await api.wait(stuck["id"], frozenset({"processing"}))
+    assert api.sim.predictions[stuck["id"]].fault is None
+
+
+async def test_the_state_lists_every_job_and_the_ones_submitted_twice(api: Api) -> None:
+    spec = MODELS[0]
+    twice = body_for(spec, "add a hat", seed=42)
+    first = await api.wait((await api.created(spec.path, twice))["id"])
+    # The same job again (sync flag or not), then the same prompt with another seed.
+    again = await api.created(spec.path, {**twice, "enable_sync_mode": True})
+    other = await api.created(spec.path, {**twice, "seed": 43})
+
+    _, answer = await api.call("GET", "/_simulator/state")
+    predictions = answer["data"]["predictions"]
+    assert predictions["created_total"] == 3
+    items = predictions["items"]
+    assert [item["id"] for item in items] == [first["id"], again["id"], other["id"]]
+    assert items[0] | {"fingerprint": "?"} == {
+        "id": first["id"],
+        "model": f"wavespeed-ai/{spec.path}",
+        "prompt": "add a hat",
+        "seed": 42,
+        "status": "completed",
+        "created_at": first["created_at"],
+        "billed": True,
+        "fingerprint": "?",
+    }
+    (duplicate,) = predictions["duplicates"]
+    assert duplicate["ids"] == [first["id"], again["id"]] and duplicate["count"] == 2
+    assert (duplicate["prompt"], duplicate["seed"]) == ("add a hat", 42)
+
+
+def test_the_command_line_takes_routed_rates_outages_and_held_answers() -> None:
+    args = build_parser().parse_args(
+        [
+            "--fault-rate",
+            "server_error@submit=0.2",
+            "--fault-rate",
+            "Truncated@Download=0.1",
+            "--fault-rate",
+            "drop=0.05",
+            "--submit-answer-delay",
+            "2.5",
+            "--outage-at",
+            "5",
+            "--outage-for",
+            "20",
+        ]
+    )
+    config = config_from_args(args)
+    assert dict(config.fault_rates) == {Fault.DROP: 0.05}
+    assert dict(config.route_fault_rates) == {
+        (Fault.SERVER_ERROR, "submit"): 0.2,
+        (Fault.TRUNCATED, "download"): 0.1,
+    }
+    assert (config.submit_answer_delay_s, config.outage_at_s, config.outage_for_s) == (2.5, 5, 20)
+    for bad in ("truncated@submit=0.1", "drop@balance=0.1", "drop@result=2"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--fault-rate", bad])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--submit-answer-delay", "-1"])
+
+
+async def test_the_simulator_runs_as_its_own_process(session: aiohttp.ClientSession) -> None:
+    import re
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.simulator",
+        "--port",
+        "0",
+        "--api-key",
+        KEY,
+        "--latency",
+        "0",
+        "--fault-rate",
+        "server_error@history=1",
+        "--submit-answer-delay",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(30):  # a guard against hanging, not a measurement
+            while not (found := re.search(rb"listening on (\S+)", await process.stderr.readline())):
+                assert process.returncode is None
+        base = found.group(1).decode()
+        async with session.get(f"{base}/_simulator/state") as response:
+            assert (await response.json())["data"]["outage"]["active"] is False
+        for key, status in ((KEY, 500), ("not-the-key", 500)):
+            # The routed fault answers before the key is looked at, as a gateway would.
+            async with session.post(
+                f"{base}/api/v3/predictions",
+                json=WHOLE_DAY,
+                headers={"Authorization": f"Bearer {key}"},
+            ) as response:
+                assert response.status == status
+        async with session.get(
+            f"{base}/api/v3/balance", headers={"Authorization": "Bearer not-the-key"}
+        ) as response:
+            assert response.status == 401
+    finally:
+        process.terminate()
+        assert await process.wait() == 0

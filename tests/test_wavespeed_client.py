@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -130,15 +131,29 @@ async def test_lost_submit_answer_is_never_resubmitted(
 
 
 @pytest.mark.parametrize("fault", [Fault.SERVER_ERROR, Fault.UNAVAILABLE])
-async def test_submit_server_error_is_reported_not_repeated(
+async def test_submit_refused_in_wavespeeds_envelope_is_sent_again(
     client: WaveSpeedClient, simulator: WaveSpeedSimulator, fault: Fault
 ) -> None:
+    # 500 code 5000 / 503 code 5003 in WaveSpeed's envelope: it did nothing, so no double bill.
     simulator.inject(fault)
+    spec = model_for_path("flux-kontext-pro")
+    result = await client.generate(spec, client.prepare(spec, prompt="add a hat", image=RED))
+
+    assert simulator.request_counts["submit"] == 2
+    assert list(simulator.predictions) == [result.prediction_id]
+
+
+async def test_a_refusal_that_outlasts_the_retries_is_a_server_error(
+    make_client: Callable[..., WaveSpeedClient], simulator: WaveSpeedSimulator
+) -> None:
+    simulator.inject(Fault.UNAVAILABLE, times=5)
+    client = make_client(retry_attempts=2)
     spec = model_for_path("flux-kontext-pro")
 
     with pytest.raises(ServerError):
-        await client.generate(spec, client.prepare(spec, prompt="add a hat", image=RED))
-    assert simulator.request_counts["submit"] == 1
+        await client.submit(spec, client.prepare(spec, prompt="add a hat", image=RED))
+    assert simulator.request_counts["submit"] == 2
+    assert simulator.predictions == {}
 
 
 async def test_submit_refused_with_429_is_retried_once_allowed(
@@ -255,7 +270,7 @@ async def test_stuck_task_times_out_with_its_id(
     submission = await client.submit(spec, client.prepare(spec, prompt="add a hat", image=RED))
 
     with pytest.raises(TimedOutError) as caught:
-        await client.wait_for(submission.prediction_id, max_wait_s=0.3)
+        await client.wait_for(submission.prediction_id, deadline_at=time.time() + 0.3)
     assert caught.value.prediction_id == submission.prediction_id
 
 

@@ -14,13 +14,16 @@ import signal
 from decimal import Decimal, InvalidOperation
 
 from .app import run_simulator
-from .config import Fault, SimulatorConfig
+from .config import FAULT_ROUTES, Fault, SimulatorConfig
 
 log = logging.getLogger("services.simulator")
 
 
-def _fault_rate(text: str) -> tuple[Fault, float]:
-    name, sep, value = text.partition("=")
+def _fault_rate(text: str) -> tuple[Fault, str | None, float]:
+    """NAME=P or NAME@ROUTE=P: (fault, route or None for all its routes, probability)."""
+    target, sep, value = text.partition("=")
+    name, at, route_text = target.partition("@")
+    route = route_text.strip().lower() if at else None
     try:
         fault = Fault(name.strip().lower())
         rate = float(value)
@@ -29,9 +32,23 @@ def _fault_rate(text: str) -> tuple[Fault, float]:
     if not sep or fault is None or not 0.0 <= rate <= 1.0:
         choices = ", ".join(f.value for f in Fault)
         raise argparse.ArgumentTypeError(
-            f"expected NAME=P with P between 0 and 1 and NAME one of: {choices}"
+            f"expected NAME=P or NAME@ROUTE=P with P between 0 and 1 and NAME one of: {choices}"
         )
-    return fault, rate
+    if route is not None and route not in fault.routes:
+        raise argparse.ArgumentTypeError(
+            f"{fault} applies to the routes {', '.join(sorted(fault.routes))}, not {route!r}"
+        )
+    return fault, route, rate
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (>= 0), got {text!r}")
+    return value
 
 
 def _decimal(text: str) -> Decimal:
@@ -82,8 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_fault_rate,
         default=[],
-        metavar="NAME=P",
-        help="probability of a fault per request (repeatable)",
+        metavar="NAME[@ROUTE]=P",
+        help=(
+            "probability of a fault per request, on every route it applies to or only on ROUTE "
+            f"(one of {', '.join(sorted(FAULT_ROUTES))}), e.g. server_error=0.05, "
+            "drop@result=0.1, truncated@download=0.1 (repeatable; a routed rate replaces the "
+            "unrouted one on its route)"
+        ),
+    )
+    parser.add_argument(
+        "--submit-answer-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help=(
+            "a submit creates its prediction, then answers S seconds later "
+            "(per request: header X-Simulator-Answer-Delay)"
+        ),
+    )
+    parser.add_argument(
+        "--outage-at",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help=(
+            "S seconds after start, every /api/ route and download answers 503 for "
+            '--outage-for seconds (any time: POST /_simulator/outage {"seconds": N})'
+        ),
+    )
+    parser.add_argument(
+        "--outage-for",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="length of the --outage-at outage in seconds",
     )
     parser.add_argument(
         "--max-output-side",
@@ -109,7 +158,13 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         sync_wait_s=args.sync_wait,
         max_concurrent_per_key=args.max_concurrent,
         images_per_minute_per_key=args.images_per_minute,
-        fault_rates=dict(args.fault_rate),
+        fault_rates={fault: rate for fault, route, rate in args.fault_rate if route is None},
+        route_fault_rates={
+            (fault, route): rate for fault, route, rate in args.fault_rate if route is not None
+        },
+        submit_answer_delay_s=args.submit_answer_delay,
+        outage_at_s=args.outage_at,
+        outage_for_s=args.outage_for,
         max_output_side=args.max_output_side,
         balance=args.balance,
         rng_seed=args.seed,

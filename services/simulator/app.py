@@ -7,9 +7,13 @@ life is in jobs.py, input images in inputs.py, webhook deliveries in delivery.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
@@ -37,6 +41,7 @@ from services.wavespeed.protocol import SYNC_TIMEOUT_TEXT, Code, Status
 from .answers import ApiError, ok, origin, read_json
 from .config import (
     ANSWER_FAULTS,
+    DOWNLOAD,
     FAULT_ROUTES,
     OTHER,
     Fault,
@@ -44,6 +49,7 @@ from .config import (
 )
 from .delivery import WebhookSender
 from .faults import FAULT_HEADER, FaultPlan, UnknownFaultError
+from .history import history_page, parse_query
 from .inputs import InputResolver, LocalLookup, MediaError, SourceImage
 from .jobs import JobRunner, plan_render
 from .limits import ImageWindow, TaskSlots
@@ -67,6 +73,8 @@ MAX_SEED = 2147483647
 UNLIMITED_BALANCE = Decimal(1_000_000)
 _FAULT_KEY = web.RequestKey[Fault | None]("fault")
 _OPTIONAL_FLAGS = ("enable_sync_mode", "enable_base64_output")
+# Seconds a submit holds back its answer after creating the prediction (overrides the config).
+ANSWER_DELAY_HEADER = "X-Simulator-Answer-Delay"
 
 
 def _money(amount: Decimal) -> str:
@@ -87,6 +95,35 @@ def _short_ref(ref: Any) -> Any:
     return ref
 
 
+def _shortened(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its data URIs replaced by a short note of what they were."""
+    short = dict(body)
+    if "image" in short:
+        short["image"] = _short_ref(short["image"])
+    if isinstance(short.get("images"), list):
+        short["images"] = [_short_ref(ref) for ref in short["images"]]
+    return short
+
+
+def _rough_size(value: Any) -> int:
+    """About how many bytes a JSON value holds in memory; its strings (data URIs) dominate."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_rough_size(item) for item in value.values()) + 8 * len(value)
+    if isinstance(value, list):
+        return sum(_rough_size(item) for item in value) + 8 * len(value)
+    return 8
+
+
+def _fingerprint(model_path: str, body: dict[str, Any], seed: int) -> str:
+    """Equal for two submits of the same model, inputs and seed (whatever flags they carry)."""
+    same = {k: v for k, v in body.items() if k not in _OPTIONAL_FLAGS}
+    same["seed"] = seed
+    canonical = json.dumps([model_path, same], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 GATEWAY_ANSWERS: dict[Fault, ApiError] = {
     Fault.SERVER_ERROR: ApiError(500, Code.INTERNAL, "Internal server error (simulated)."),
     Fault.UNAVAILABLE: ApiError(503, Code.UNAVAILABLE, "Service unavailable (simulated)."),
@@ -94,6 +131,7 @@ GATEWAY_ANSWERS: dict[Fault, ApiError] = {
         429, 429, "Too many requests (simulated); retry later.", {"Retry-After": "1"}
     ),
 }
+OUTAGE_ANSWER = ApiError(503, Code.UNAVAILABLE, "Service unavailable (simulated outage).")
 
 
 class WaveSpeedSimulator:
@@ -109,12 +147,19 @@ class WaveSpeedSimulator:
         self.billed: list[BilledEntry] = []
         self.request_counts: Counter[str] = Counter()
         self.webhook_deliveries: list[WebhookDelivery] = []
+        # Every prediction ever created, evicted ones included: what a double submit would add to.
+        self.created_total = 0
+        # What the stored submit bodies hold, about (see `_keep_inputs_bounded`).
+        self._input_bytes = 0
         # "http://host:port" while run_simulator runs it; None otherwise.
         self.base_url: str | None = None
 
         cfg = self.config
         self._clock = cfg.clock
-        self._faults = FaultPlan(cfg.fault_rates, cfg.rng_seed)
+        self._faults = FaultPlan(cfg.fault_rates, cfg.rng_seed, cfg.route_fault_rates)
+        # time.monotonic() until which every API route and download answers 503; real time,
+        # not `clock`, because an outage is waited out, not dated.
+        self._outage_until = 0.0
         # Seeds have their own generator so fault draws stay reproducible whatever is submitted.
         self._seeds = random.Random(f"seeds-{cfg.rng_seed}")
         self._slots = TaskSlots(cfg.max_concurrent_per_key)
@@ -139,6 +184,7 @@ class WaveSpeedSimulator:
             latency_s=cfg.latency_s,
             nsfw_trigger=cfg.nsfw_trigger,
             moderation_trigger=cfg.moderation_trigger,
+            stuck_trigger=cfg.stuck_trigger,
             on_settled=self._settled,
         )
         self._webhooks = WebhookSender(
@@ -156,10 +202,30 @@ class WaveSpeedSimulator:
     def inject(self, fault: Fault, *, route: str = "submit", times: int = 1) -> None:
         """Make the next `times` requests on `route` hit `fault`.
 
-        Routes: "submit", "result", "upload" (both upload flows, the PUT included) and
-        "download" (output and media GETs). Task faults only apply to "submit".
+        Routes: "submit", "result", "history" (the prediction list), "upload" (both upload
+        flows, the PUT included) and "download" (output and media GETs). Task faults only apply
+        to "submit", `truncated` only to "download".
         """
         self._faults.inject(fault, route, times)
+
+    def start_outage(self, seconds: float) -> None:
+        """For `seconds` from now every /api/ route and download answers 503 (0: end it).
+
+        Like a gateway in front of a WaveSpeed that is down: nothing is done, nothing is created.
+        The presigned upload PUT is storage, not the API, and stays up.
+        """
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("an outage lasts a finite, non-negative number of seconds")
+        self._outage_until = time.monotonic() + seconds
+        if seconds:
+            log.info("outage for %.1f s", seconds)
+        else:
+            log.info("outage ended")
+
+    @property
+    def outage_remaining_s(self) -> float:
+        """Seconds the current outage still lasts (0: none)."""
+        return max(0.0, self._outage_until - time.monotonic())
 
     @property
     def billed_total(self) -> Decimal:
@@ -172,6 +238,7 @@ class WaveSpeedSimulator:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         router = app.router
         router.add_post("/api/v3/wavespeed-ai/{path:.+}", self._submit, name="submit")
+        router.add_post("/api/v3/predictions", self._history, name="history")
         router.add_get("/api/v3/predictions/{id}/result", self._result, name="result")
         router.add_get("/api/v3/predictions/{id}", self._result, name="result.alias")
         uploads = self._uploads
@@ -184,6 +251,7 @@ class WaveSpeedSimulator:
         router.add_get("/api/v3/models", self._models, name="other.models")
         router.add_get("/api/v3/webhook/secret", self._secret, name="other.secret")
         router.add_get("/_simulator/state", self._state, name="other.state")
+        router.add_post("/_simulator/outage", self._outage, name="other.outage")
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -192,6 +260,12 @@ class WaveSpeedSimulator:
     async def _on_startup(self, _app: web.Application) -> None:
         self._closing.clear()
         self._session = aiohttp.ClientSession()
+        if self.config.outage_at_s is not None:
+            self._spawn(self._scheduled_outage(self.config.outage_at_s, self.config.outage_for_s))
+
+    async def _scheduled_outage(self, at_s: float, for_s: float) -> None:
+        await asyncio.sleep(at_s)
+        self.start_outage(for_s)
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         # Before aiohttp waits for open requests: wake sync-mode waiters, stop every task.
@@ -228,6 +302,8 @@ class WaveSpeedSimulator:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         group = _route_group(request)
         self.request_counts[group] += 1
+        if self.outage_remaining_s > 0 and (request.path.startswith("/api/") or group == DOWNLOAD):
+            return OUTAGE_ANSWER.response()
         fault: Fault | None = None
         if group in FAULT_ROUTES:
             try:
@@ -250,7 +326,7 @@ class WaveSpeedSimulator:
                 raise
             # Unknown routes, wrong methods, bodies over the limit: still the JSON envelope.
             response = ApiError(exc.status, exc.status, exc.reason).response()
-        if fault in ANSWER_FAULTS:
+        if fault in ANSWER_FAULTS or fault is Fault.TRUNCATED:
             log.info(
                 "spoiling the answer to %s %s with fault %s", request.method, request.path, fault
             )
@@ -258,9 +334,18 @@ class WaveSpeedSimulator:
         return response
 
     @staticmethod
-    def _spoil(request: web.Request, response: web.StreamResponse, fault: Fault) -> web.Response:
+    def _spoil(
+        request: web.Request, response: web.StreamResponse, fault: Fault
+    ) -> web.StreamResponse:
         body = response.body if isinstance(response, web.Response) else b""
         data = body if isinstance(body, bytes) else b""
+        if fault is Fault.TRUNCATED:
+            if response.status != 200 or not data:
+                return response  # an error answer has no file to cut short
+            # Content-Length matches the cut body: the transfer looks complete and successful.
+            return web.Response(
+                status=200, body=data[: len(data) // 2], content_type=response.content_type
+            )
         if fault is Fault.DROP:
             # The request was handled; close the connection so its answer never arrives.
             request.protocol.force_close()
@@ -299,12 +384,14 @@ class WaveSpeedSimulator:
 
     async def _submit(self, request: web.Request) -> web.Response:
         key = self._authorize(request)
+        answer_delay = self._answer_delay(request)
         try:
             spec = model_for_path(request.match_info["path"])
         except InvalidInputError:
             model = request.match_info["path"]
             raise ApiError(404, 404, f"Model not found: wavespeed-ai/{model}.") from None
-        req = self._validate(spec, await read_json(request))
+        body = await read_json(request)
+        req = self._validate(spec, body)
         webhook = self._webhook_target(request, req)
         images = await self._resolve_inputs(request, req)
         seed = req.seed if req.seed not in (None, -1) else self._seeds.randint(0, MAX_SEED)
@@ -328,10 +415,14 @@ class WaveSpeedSimulator:
             key=key,
             webhook=webhook,
             fault=request[_FAULT_KEY],
+            input=body,
+            input_bytes=_rough_size(body),
+            fingerprint=_fingerprint(spec.path, body, seed),
             base64_output=bool(getattr(req, "enable_base64_output", False)),
             sync=spec.supports_sync and bool(getattr(req, "enable_sync_mode", False)),
         )
         self._store(record, now)
+        self.created_total += 1
         self._window.record(key, plan.count, now)
         self._reserved += cost
         self._spawn(self._jobs.run(record, plan, self._slots.claim(key)))
@@ -342,9 +433,31 @@ class WaveSpeedSimulator:
             plan.count,
             _money(cost),
         )
-        if record.sync:
-            return ok(await self._sync_answer(record))
-        return ok(record.to_json())
+        answer = await self._sync_answer(record) if record.sync else record.to_json()
+        if answer_delay > 0:
+            # The job exists (and will be billed); only its answer is late.
+            log.info("holding the answer for prediction %s %.1f s", record.id, answer_delay)
+            await self._pause(answer_delay)
+        return ok(answer)
+
+    def _answer_delay(self, request: web.Request) -> float:
+        header = request.headers.get(ANSWER_DELAY_HEADER)
+        if header is None:
+            return self.config.submit_answer_delay_s
+        try:
+            delay = float(header)
+        except ValueError:
+            delay = -1.0
+        if not 0 <= delay < math.inf:
+            raise ApiError(
+                400, Code.INVALID_PARAMETER, f"{ANSWER_DELAY_HEADER} must be seconds (>= 0)."
+            )
+        return delay
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake when the simulator shuts down."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
     @staticmethod
     def _webhook_target(request: web.Request, req: KontextRequest) -> str | None:
@@ -399,11 +512,7 @@ class WaveSpeedSimulator:
         """The request as JSON, with the seed used and data URIs shortened."""
         described = req.model_dump(mode="json", exclude_none=True)
         described["seed"] = seed
-        if "image" in described:
-            described["image"] = _short_ref(described["image"])
-        if "images" in described:
-            described["images"] = [_short_ref(ref) for ref in described["images"]]
-        return described
+        return _shortened(described)
 
     def _admit(self, key: str, images: int, cost: Decimal, now: float) -> None:
         """Raise the 429 or 402 this submit gets, if any."""
@@ -437,13 +546,33 @@ class WaveSpeedSimulator:
 
     def _store(self, record: SimPrediction, now: float) -> None:
         self.predictions[record.id] = record
+        self._input_bytes += record.input_bytes
         for evicted in prune(
             self.predictions,
             now=now,
             retention_s=self.config.retention_s,
             keep=self.config.max_stored_predictions,
         ):
+            self._input_bytes -= evicted.input_bytes
             log.debug("prediction %s evicted", evicted.id)
+        if self._input_bytes > self.config.max_stored_input_bytes:
+            self._keep_inputs_bounded()
+
+    def _keep_inputs_bounded(self) -> None:
+        """Shorten the data URIs of the oldest stored inputs until they fit the budget.
+
+        Submit bodies carry images as data URIs of up to megabytes, and a dry run may store
+        thousands; a client looking for a lost submit looks minutes back, so the newest stay whole.
+        """
+        # Recount: predictions also leave through the result route's expiry, uncounted.
+        self._input_bytes = sum(record.input_bytes for record in self.predictions.values())
+        for record in self.predictions.values():  # oldest first
+            if self._input_bytes <= self.config.max_stored_input_bytes:
+                break
+            if record.input_bytes:
+                record.input = _shortened(record.input)
+                self._input_bytes -= record.input_bytes
+                record.input_bytes = 0
 
     async def _sync_answer(self, record: SimPrediction) -> dict[str, Any]:
         if record.fault is not Fault.SYNC_TIMEOUT:
@@ -502,6 +631,25 @@ class WaveSpeedSimulator:
         self._authorize(request)
         return ok(self._prediction(request.match_info["id"]).to_json())
 
+    async def _history(self, request: web.Request) -> web.Response:
+        """POST /api/v3/predictions: the caller's predictions in a time window, newest first."""
+        key = self._authorize(request)
+        query = parse_query(await read_json(request))
+        now = self._clock()
+        # Expired predictions are forgotten here as the result route forgets them.
+        prune(
+            self.predictions,
+            now=now,
+            retention_s=self.config.retention_s,
+            keep=self.config.max_stored_predictions,
+        )
+        own = [
+            record
+            for record in self.predictions.values()
+            if record.key == key and now - record.created_ts <= self.config.retention_s
+        ]
+        return ok(history_page(own, query))
+
     def _output_file(self, prediction_id: str, name: str) -> OutputFile | None:
         record = live(
             self.predictions, prediction_id, now=self._clock(), retention_s=self.config.retention_s
@@ -545,17 +693,75 @@ class WaveSpeedSimulator:
         self._authorize(request)
         return ok({"secret": self.config.webhook_secret})
 
+    # --- Test control (loopback, no key, like the state) ----------------------------------------
+
+    async def _outage(self, request: web.Request) -> web.Response:
+        """POST /_simulator/outage {"seconds": S}: an outage from now (0 ends one)."""
+        seconds = (await read_json(request)).get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ApiError(400, Code.INVALID_PARAMETER, "seconds must be a number.")
+        try:
+            self.start_outage(float(seconds))
+        except ValueError as exc:
+            raise ApiError(400, Code.INVALID_PARAMETER, f"{exc}.") from None
+        return ok({"outage": self._outage_state()})
+
+    def _outage_state(self) -> dict[str, Any]:
+        remaining = self.outage_remaining_s
+        return {"active": remaining > 0, "remaining_s": round(remaining, 3)}
+
+    def _created(self) -> list[dict[str, Any]]:
+        """Every stored prediction in creation order, as a test needs it to count jobs."""
+        return [
+            {
+                "id": record.id,
+                "model": record.model_id,
+                "prompt": record.prompt,
+                "seed": record.seed,
+                "status": str(record.status),
+                "created_at": record.to_json()["created_at"],
+                "billed": record.billed_cost is not None,
+                "fingerprint": record.fingerprint,
+            }
+            for record in self.predictions.values()
+        ]
+
+    def _duplicates(self) -> list[dict[str, Any]]:
+        """Groups of stored predictions with the same model, inputs and seed: jobs paid twice."""
+        groups: dict[str, list[SimPrediction]] = {}
+        for record in self.predictions.values():
+            groups.setdefault(record.fingerprint, []).append(record)
+        return [
+            {
+                "fingerprint": fingerprint,
+                "model": records[0].model_id,
+                "prompt": records[0].prompt,
+                "seed": records[0].seed,
+                "count": len(records),
+                "ids": [record.id for record in records],
+            }
+            for fingerprint, records in groups.items()
+            if len(records) > 1
+        ]
+
     async def _state(self, _request: web.Request) -> web.Response:
         by_status = Counter(str(record.status) for record in self.predictions.values())
         return ok(
             {
-                "predictions": {"stored": len(self.predictions), "by_status": dict(by_status)},
+                "predictions": {
+                    "stored": len(self.predictions),
+                    "created_total": self.created_total,
+                    "by_status": dict(by_status),
+                    "items": self._created(),
+                    "duplicates": self._duplicates(),
+                },
                 "billed": {"count": len(self.billed), "total": float(self._charged)},
                 "balance": float(self._remaining()),
                 "requests": dict(self.request_counts),
                 "uploads": len(self.media),
                 "webhook_deliveries": len(self.webhook_deliveries),
                 "running_tasks": len(self._tasks),
+                "outage": self._outage_state(),
             }
         )
 

@@ -18,8 +18,20 @@ class UnknownFaultError(ValueError):
 class FaultPlan:
     """Decides the fault for each request on the fault-capable routes."""
 
-    def __init__(self, rates: Mapping[Fault, float], seed: int) -> None:
-        self._rates = dict(rates)
+    def __init__(
+        self,
+        rates: Mapping[Fault, float],
+        seed: int,
+        route_rates: Mapping[tuple[Fault, str], float] | None = None,
+    ) -> None:
+        # The rates that apply on each route: the unscoped ones where they mean something, then
+        # route-scoped ones replacing (in place, so the draw order stays put) or adding to them.
+        self._rates: dict[str, dict[Fault, float]] = {
+            route: {fault: rate for fault, rate in rates.items() if route in fault.routes}
+            for route in FAULT_ROUTES
+        }
+        for (fault, route), rate in (route_rates or {}).items():
+            self._rates[route][Fault(fault)] = rate
         # One generator for fault draws only, so e.g. seed draws cannot shift the fault sequence.
         self._rng = random.Random(seed)
         self._queued: dict[str, deque[Fault]] = {route: deque() for route in FAULT_ROUTES}
@@ -56,9 +68,5 @@ class FaultPlan:
             return self._queued[route].popleft()
         # One draw per applicable fault on every request, hit or not, so the sequence of faults
         # a seed gives does not depend on which faults happened to hit earlier.
-        hits = [
-            fault
-            for fault, rate in self._rates.items()
-            if route in fault.routes and self._rng.random() < rate
-        ]
+        hits = [fault for fault, rate in self._rates[route].items() if self._rng.random() < rate]
         return hits[0] if hits else None

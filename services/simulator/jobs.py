@@ -91,12 +91,14 @@ class JobRunner:
         latency_s: float,
         nsfw_trigger: str,
         moderation_trigger: str,
+        stuck_trigger: str = "",
         on_settled: Callable[[SimPrediction], None],
     ) -> None:
         self._slots = slots
         self._latency_s = latency_s
         self._nsfw = _word_pattern(nsfw_trigger) if nsfw_trigger else None
         self._moderation = moderation_trigger.lower()
+        self._stuck = stuck_trigger.lower()
         self._on_settled = on_settled
 
     async def run(
@@ -113,10 +115,10 @@ class JobRunner:
         started = loop.time()
         record.status = Status.PROCESSING
         try:
-            if record.fault is Fault.STUCK:
+            if record.fault is Fault.STUCK or (self._stuck and self._stuck in plan.prompt.lower()):
                 # Stays "processing" for good; the slot is freed so one stuck task does not
                 # also block the key's later tasks.
-                log.info("prediction %s is stuck (injected fault)", record.id)
+                log.info("prediction %s is stuck (injected fault or prompt)", record.id)
             else:
                 await asyncio.sleep(self._latency_s)
                 try:

@@ -47,6 +47,13 @@ class SimPrediction:
     key: str = field(repr=False)  # the API key: used for per-key limits, never shown
     webhook: str | None = None
     fault: Fault | None = None
+    # The submit body exactly as received (data URIs included): the history lists it, so a
+    # client can recognise a job it sent by its inputs.
+    input: dict[str, Any] = field(default_factory=dict, repr=False)
+    # About what `input` holds in memory; 0 once its data URIs were shortened to save memory.
+    input_bytes: int = 0
+    # Same model, inputs and seed give the same fingerprint: a job submitted twice shows up.
+    fingerprint: str = ""
     base64_output: bool = False
     sync: bool = False
     status: Status = Status.CREATED
@@ -63,6 +70,10 @@ class SimPrediction:
     @property
     def model_id(self) -> str:
         return f"wavespeed-ai/{self.model_path}"
+
+    @property
+    def prompt(self) -> str:
+        return str(self.request.get("prompt") or "")
 
     @property
     def result_url(self) -> str:

@@ -33,7 +33,7 @@ from .errors import (
     WebhookVerificationError,
 )
 from .media import InputImage
-from .protocol import Prediction, Status
+from .protocol import ListedPrediction, Prediction, Status
 from .webhooks import WebhookInbox
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "InvalidInputError",
     "KontextError",
     "KontextRequest",
+    "ListedPrediction",
     "MediaUnreachableError",
     "ModelKind",
     "ModelSpec",

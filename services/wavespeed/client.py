@@ -3,7 +3,12 @@
 One aiohttp session (passed in, owned by the caller), explicit timeouts per kind of request, and
 one retry policy for everything that may be repeated. The submit POST is the exception: once it
 may have reached the server it is never repeated, because a second POST can bill twice; a lost
-answer becomes `SubmissionUnknownError` instead.
+answer becomes `SubmissionUnknownError` instead, and `list_predictions` is how the job is found.
+
+Once a job is submitted it is paid for, so waiting for it is patient: transient failures while
+polling or downloading are retried until the prediction's own end or a wall-clock deadline
+(`deadline_at`, epoch seconds, which a job store can keep across restarts). Only that deadline,
+or a failure that retrying cannot cure (a bad key, a deleted or failed prediction), ends it.
 """
 
 from __future__ import annotations
@@ -13,17 +18,19 @@ import itertools
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..settings import WaveSpeedSettings
-from .catalog import KontextRequest, ModelSpec, estimate_cost, validate_request
+from .catalog import KontextRequest, ModelSpec, estimate_cost, model_for_path, validate_request
 from .errors import (
     AuthenticationError,
     InsufficientCreditError,
@@ -37,13 +44,21 @@ from .errors import (
     TaskFailedError,
     TimedOutError,
 )
-from .media import EXTENSIONS, InputImage, decode_base64, sniff_image_type, to_data_uri
-from .protocol import Code, Envelope, Prediction, Status
+from .media import (
+    EXTENSIONS,
+    InputImage,
+    decode_base64,
+    decodes_fully,
+    sniff_image_type,
+    to_data_uri,
+)
+from .protocol import Code, Envelope, ListedPrediction, Prediction, Status
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 RANDOM_SEED_MAX = 2_147_483_647
 # Outputs are a few MB at most; anything far larger is not an image we asked for.
@@ -52,6 +67,9 @@ MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net", "cdn.discord.com")
 _CREDIT_WORDS = re.compile(r"insufficient|balance|credit|top.?up|payment", re.IGNORECASE)
 _MODERATION_WORDS = re.compile(r"moderat|nsfw|content polic|flagged", re.IGNORECASE)
+# Envelope codes with which WaveSpeed itself says it did nothing (internal error, unavailable):
+# an answer carrying one proves a submit was refused, so sending it again cannot bill twice.
+REFUSAL_CODES = frozenset({Code.INTERNAL, Code.UNAVAILABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +213,8 @@ class WaveSpeedClient:
             # WaveSpeed refuses base64 output together with a webhook.
             body["enable_base64_output"] = True
         params = {"webhook": webhook_url} if webhook_url else None
-        envelope, _ = await self._api(
+        prediction, _ = await self._api_model(
+            Prediction,
             "POST",
             f"/api/v3/wavespeed-ai/{spec.path}",
             json=body,
@@ -203,23 +222,25 @@ class WaveSpeedClient:
             timeout_s=self._settings.submit_timeout_s,
             repeatable=False,
         )
-        try:
-            prediction = Prediction.model_validate(envelope.data)
-        except ValidationError:
-            # Accepted, but without an id we can read: the job may exist, so do not resubmit.
-            raise SubmissionUnknownError(detail="submit answer without a prediction") from None
         log.info("submitted %s as prediction %s (%s)", spec.path, prediction.id, prediction.status)
         return Submission(spec, request, prediction, estimate_cost(spec, request))
 
-    async def finish(self, submission: Submission) -> GenerationResult:
+    async def finish(
+        self, submission: Submission, *, deadline_at: float | None = None
+    ) -> GenerationResult:
         """Await an accepted job (polling only if sync mode did not already finish it)."""
+        until = self._deadline(deadline_at)
         prediction = submission.prediction
         if not prediction.status.terminal:
             if prediction.sync_timed_out:
                 log.info("sync mode timed out for %s; polling", prediction.id)
-            prediction = await self.wait_for(prediction.id)
+            prediction = await self.wait_for(prediction.id, deadline_at=until)
         return await self.collect(
-            submission.spec, prediction, seed=submission.request.seed, cost=submission.cost
+            submission.spec,
+            prediction,
+            seed=submission.request.seed,
+            cost=submission.cost,
+            deadline_at=until,
         )
 
     async def resume(
@@ -229,24 +250,38 @@ class WaveSpeedClient:
         *,
         seed: int | None = None,
         cost: Decimal | None = None,
+        deadline_at: float | None = None,
     ) -> GenerationResult:
-        """Finish a job submitted earlier (e.g. before a restart). Never submits anything."""
-        prediction = await self.wait_for(prediction_id)
-        return await self.collect(spec, prediction, seed=seed, cost=cost)
+        """Finish a job submitted earlier (e.g. before a restart). Never submits anything.
 
-    async def wait_for(self, prediction_id: str, *, max_wait_s: float | None = None) -> Prediction:
-        """Poll until the prediction ends: first after ~1 s, then less and less often."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (max_wait_s or self._settings.max_wait_s)
+        `deadline_at` is wall-clock epoch seconds (`time.time()`), so it means the same after a
+        restart; None: `max_wait_s` from now. Past it: TimedOutError with the prediction id.
+        """
+        until = self._deadline(deadline_at)
+        prediction = await self.wait_for(prediction_id, deadline_at=until)
+        return await self.collect(spec, prediction, seed=seed, cost=cost, deadline_at=until)
+
+    async def wait_for(self, prediction_id: str, *, deadline_at: float | None = None) -> Prediction:
+        """Poll until the prediction ends: first after ~1 s, then less and less often.
+
+        Transient failures (429, 5xx, dropped connections, unreadable answers, time-outs) are
+        retried under the retry policy until `deadline_at` (epoch seconds; None: `max_wait_s`
+        from now), then TimedOutError. A bad key or a deleted prediction raises at once. A
+        deadline already past still gets one look, so a job that finished meanwhile is kept.
+        """
+        until = self._deadline(deadline_at)
         delay = self._settings.poll_initial_s
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimedOutError(prediction_id=prediction_id)
-            await asyncio.sleep(min(delay, remaining))
-            prediction, retry_after = await self._fetch_prediction(prediction_id)
+            remaining = until - time.time()
+            if remaining > 0:
+                await asyncio.sleep(min(delay, remaining))
+            prediction, retry_after = await self._fetch_prediction(prediction_id, until=until)
             if prediction.status.terminal:
                 return prediction
+            if time.time() >= until:
+                raise TimedOutError(
+                    prediction_id=prediction_id, detail=f"still {prediction.status}"
+                )
             delay = min(delay * self._settings.poll_factor, self._settings.poll_max_interval_s)
             if retry_after is not None:
                 delay = max(delay, retry_after)
@@ -263,8 +298,13 @@ class WaveSpeedClient:
         *,
         seed: int | None = None,
         cost: Decimal | None = None,
+        deadline_at: float | None = None,
     ) -> GenerationResult:
-        """The images of an ended prediction, or its failure as a typed error."""
+        """The images of an ended prediction, or its failure as a typed error.
+
+        Each output counts only once it decodes completely; a cut-short or damaged download is
+        fetched again until `deadline_at` (epoch seconds; None: `max_wait_s` from now).
+        """
         if prediction.status != Status.COMPLETED:
             raise _failure(prediction)
         if not prediction.outputs:
@@ -273,21 +313,17 @@ class WaveSpeedClient:
                 prediction_id=prediction.id,
                 status=prediction.status,
             )
+        until = self._deadline(deadline_at)
         payloads = await asyncio.gather(
-            *(self._output_bytes(prediction.id, output) for output in prediction.outputs)
+            *(
+                self._output_bytes(prediction, index, until)
+                for index in range(len(prediction.outputs))
+            )
         )
         nsfw = prediction.has_nsfw_contents
         images = tuple(
-            GeneratedImage(
-                data,
-                kind,
-                index < len(nsfw) and nsfw[index],
-                index,
-                output if output.startswith(("http://", "https://")) else None,
-            )
-            for index, ((data, kind), output) in enumerate(
-                zip(payloads, prediction.outputs, strict=True)
-            )
+            GeneratedImage(data, kind, index < len(nsfw) and nsfw[index], index, url)
+            for index, (data, kind, url) in enumerate(payloads)
         )
         return GenerationResult(
             prediction_id=prediction.id,
@@ -299,6 +335,66 @@ class WaveSpeedClient:
             simulated=self.simulated,
             created_at=prediction.created_at,
         )
+
+    def _deadline(self, deadline_at: float | None) -> float:
+        return time.time() + self._settings.max_wait_s if deadline_at is None else deadline_at
+
+    # --- Finding jobs ---------------------------------------------------------------------------
+
+    async def list_predictions(
+        self,
+        *,
+        created_after: datetime,
+        created_before: datetime,
+        model: str | None = None,
+        status: str | None = None,
+        page_size: int = 50,
+        max_pages: int = 20,
+    ) -> list[ListedPrediction]:
+        """This account's predictions created in the window (ends included), newest first.
+
+        How a job whose submit answer was lost is found: look in the minutes around the submit
+        for the same model and inputs (`ListedPrediction.input` is the body as sent). `model` is
+        a model path as elsewhere here ("flux-kontext-pro"); naive datetimes are taken as UTC.
+        A read, so repeated under the retry policy; pages are walked until one is empty or
+        short, `total` is reached or `max_pages` were read.
+        """
+        if page_size < 1 or max_pages < 1:
+            raise ValueError("page_size and max_pages must be at least 1")
+        query: dict[str, Any] = {
+            "page_size": page_size,
+            "created_after": _iso_utc(created_after),
+            "created_before": _iso_utc(created_before),
+        }
+        if model:
+            query["model"] = model_for_path(model).model_id
+        if status:
+            query["status"] = str(status)
+        found: dict[str, ListedPrediction] = {}
+        listed = 0
+        for page in range(1, max_pages + 1):
+            envelope, _ = await self._api(
+                "POST", "/api/v3/predictions", json={**query, "page": page}
+            )
+            items, total, served_size = _history_page(envelope.data, page_size)
+            listed += len(items)
+            for raw in items:
+                try:
+                    item = ListedPrediction.model_validate(raw)
+                except ValidationError as exc:
+                    log.warning(
+                        "skipping an unreadable prediction history item: %s",
+                        exc.errors()[0]["msg"],
+                    )
+                    continue
+                # Newest first: a prediction created while paging pushes the others down a
+                # place, so the next page can repeat one. Keep the first sighting.
+                found.setdefault(item.id, item)
+            if not items or len(items) < served_size or (total is not None and listed >= total):
+                break
+        else:
+            log.warning("prediction history: stopped after %d pages", max_pages)
+        return list(found.values())
 
     # --- Account reads -------------------------------------------------------------------------
 
@@ -397,45 +493,78 @@ class WaveSpeedClient:
 
     # --- Images out -----------------------------------------------------------------------------
 
-    async def _output_bytes(self, prediction_id: str, output: str) -> tuple[bytes, str]:
-        if output.startswith(("http://", "https://")):
-            data = await self._call(
-                "GET",
-                output,
-                interpret=_read_image,
-                timeout_s=self._settings.download_timeout_s,
-                prediction_id=prediction_id,
-            )
-        else:
+    async def _output_bytes(
+        self, prediction: Prediction, index: int, until: float
+    ) -> tuple[bytes, str, str | None]:
+        """(bytes, MIME type, URL or None) of output `index`, once it decodes completely."""
+        output = prediction.outputs[index]
+        for attempt in itertools.count():
+            if _is_url(output):
+                data = await self._call(
+                    "GET",
+                    output,
+                    interpret=_read_image,
+                    verify=self._verify_download,
+                    timeout_s=self._settings.download_timeout_s,
+                    prediction_id=prediction.id,
+                    until=until,
+                )
+                return data, _checked_type(data), output
             try:
                 data = decode_base64(output)
             except ValueError:
-                raise ServerError(
-                    "The image service returned an unreadable image.", prediction_id=prediction_id
-                ) from None
-        kind = sniff_image_type(data)
-        if kind is None:
-            raise ServerError(
-                "The image service returned something that is not an image.",
-                prediction_id=prediction_id,
-            )
-        return data, kind
+                data = b""
+            kind = await asyncio.to_thread(decodes_fully, data) if data else None
+            if kind is not None:
+                return data, kind, None
+            # An inline image cannot be fetched again by itself: read the prediction afresh
+            # (under the same deadline) and take its output from there.
+            if not self._retry.should_retry(attempt, until=until):
+                raise TimedOutError(
+                    prediction_id=prediction.id, detail="inline output never decoded"
+                )
+            wait = self._retry.delay(attempt, until=until)
+            log.info("inline output %d of %s does not decode; re-reading it", index, prediction.id)
+            await asyncio.sleep(wait)
+            prediction, _ = await self._fetch_prediction(prediction.id, until=until)
+            if prediction.status != Status.COMPLETED:
+                raise _failure(prediction)
+            if index >= len(prediction.outputs):
+                raise TaskFailedError(
+                    "The image service lost an image of this job.",
+                    prediction_id=prediction.id,
+                    status=prediction.status,
+                )
+            output = prediction.outputs[index]
+        raise AssertionError("unreachable")  # pragma: no cover - the loop only exits by return
+
+    @staticmethod
+    async def _verify_download(data: bytes) -> None:
+        # Decoding is CPU work on up to megapixels: off the event loop.
+        if await asyncio.to_thread(decodes_fully, data) is None:
+            raise _Transient(ServerError(detail="downloaded output does not decode completely"))
 
     # --- HTTP -----------------------------------------------------------------------------------
 
-    async def _fetch_prediction(self, prediction_id: str) -> tuple[Prediction, float | None]:
-        envelope, headers = await self._api(
+    async def _fetch_prediction(
+        self, prediction_id: str, *, until: float | None = None
+    ) -> tuple[Prediction, float | None]:
+        prediction, headers = await self._api_model(
+            Prediction,
             "GET",
             f"/api/v3/predictions/{prediction_id}/result",
             prediction_id=prediction_id,
+            until=until,
         )
-        try:
-            prediction = Prediction.model_validate(envelope.data)
-        except ValidationError:
-            raise ServerError(
-                detail="result answer without a prediction", prediction_id=prediction_id
-            ) from None
         return prediction, parse_retry_after(headers.get("Retry-After"))
+
+    async def _api_model(
+        self, model: type[M], method: str, path: str, **kwargs: Any
+    ) -> tuple[M, Mapping[str, str]]:
+        """`_api` whose `data` must be a `model`; an answer without one is handled like a
+        malformed answer (retried for a read, SubmissionUnknownError for the submit)."""
+        envelope, headers = await self._api(method, path, expect=model, **kwargs)
+        return cast(M, envelope.data), headers
 
     async def _api(
         self,
@@ -448,29 +577,44 @@ class WaveSpeedClient:
         timeout_s: float | None = None,
         repeatable: bool = True,
         prediction_id: str | None = None,
+        expect: type[BaseModel] | None = None,
+        until: float | None = None,
     ) -> tuple[Envelope, Mapping[str, str]]:
-        """A call to WaveSpeed's API (with the key), answered by an envelope."""
+        """A call to WaveSpeed's API (with the key), answered by an envelope.
+
+        `repeatable=False` is the submit: it is sent again only after an answer that proves
+        WaveSpeed refused it (429, or a 5xx whose envelope says it did nothing); an answer that
+        may hide an accepted job raises SubmissionUnknownError. With `expect`, `data` is
+        parsed into that model. With `until`, retries last until that epoch second.
+        """
 
         def interpret(
             status: int, headers: Mapping[str, str], raw: bytes
         ) -> tuple[Envelope, Mapping[str, str]]:
             envelope = _parse_envelope(raw)
-            if status < 400 and envelope is not None:
-                _raise_for_envelope(envelope, prediction_id)
-                return envelope, headers
-            if status < 400:
-                if not repeatable:
-                    # A 2xx we cannot read may well mean "accepted": the job may exist.
-                    raise SubmissionUnknownError(detail="unreadable answer to the submit")
-                raise _Transient(ServerError(detail="malformed JSON", prediction_id=prediction_id))
-            error = _error_for_status(status, envelope, prediction_id, headers)
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            # A 429 is a refusal, so even a submit may be repeated after one.
-            if status == 429 or (repeatable and status in RETRYABLE_STATUSES):
+            if status < 400:
+                if envelope is None:
+                    if not repeatable:
+                        # A 2xx we cannot read may well mean "accepted": the job may exist.
+                        raise SubmissionUnknownError(detail="unreadable answer to the submit")
+                    raise _Transient(
+                        ServerError(detail="malformed JSON", prediction_id=prediction_id)
+                    )
+                _check_envelope(envelope, prediction_id, repeatable, retry_after)
+                if expect is not None:
+                    envelope.data = _parse_data(envelope, expect, prediction_id, repeatable)
+                return envelope, headers
+            if not repeatable and status >= 500 and not _is_refusal(envelope):
+                # The failure may have come after the job was created (a gateway timing out,
+                # a crash while answering): it may exist and be billed, so it is not sent again.
+                raise SubmissionUnknownError(detail=f"HTTP {status} without proof of refusal")
+            error = _error_for_status(status, envelope, prediction_id, headers)
+            # A 429 is a refusal, so even a submit may be repeated after one; so may a submit
+            # whose 5xx proved a refusal (the ambiguous ones were turned away just above). Any
+            # 5xx counts, not only the usual four: proxies in front of an API invent their own.
+            if status == 429 or status >= 500 or (repeatable and status in RETRYABLE_STATUSES):
                 raise _Transient(error, retry_after)
-            if not repeatable and status in (502, 504):
-                # A gateway gave up on a server that may have accepted the job.
-                raise SubmissionUnknownError(detail=f"HTTP {status} from a gateway")
             raise error
 
         return await self._call(
@@ -484,6 +628,7 @@ class WaveSpeedClient:
             timeout_s=timeout_s or self._settings.result_timeout_s,
             repeatable=repeatable,
             prediction_id=prediction_id,
+            until=until,
         )
 
     async def _call(
@@ -492,6 +637,7 @@ class WaveSpeedClient:
         url: str,
         *,
         interpret: Callable[[int, Mapping[str, str], bytes], T],
+        verify: Callable[[T], Awaitable[None]] | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         body: Callable[[], Any] | None = None,
@@ -499,8 +645,14 @@ class WaveSpeedClient:
         timeout_s: float,
         repeatable: bool = True,
         prediction_id: str | None = None,
+        until: float | None = None,
     ) -> T:
-        """One HTTP exchange under the retry policy. Raw aiohttp errors do not get out."""
+        """One HTTP exchange under the retry policy. Raw aiohttp errors do not get out.
+
+        `verify` may reject an answer that arrived whole but is unusable (raising `_Transient`),
+        which is then fetched again. With `until` (epoch seconds) retries are bounded by that
+        deadline instead of a number of attempts, and giving up raises TimedOutError.
+        """
         client_timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=self._settings.connect_timeout_s
         )
@@ -523,9 +675,13 @@ class WaveSpeedClient:
                         )
                     raw = await response.read()
                     log.debug("%s %s -> %s", method, urlsplit(url).path, response.status)
-                    return interpret(response.status, response.headers, raw)
+                    result = interpret(response.status, response.headers, raw)
+                if verify is not None:
+                    await verify(result)
+                return result
             except _Transient as transient:
                 failure, retry_after = transient.error, transient.retry_after
+                failure.prediction_id = failure.prediction_id or prediction_id
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # The connection was never made, so not even a submit reached the server.
                 failure = ServerError(
@@ -537,9 +693,15 @@ class WaveSpeedClient:
                 if not repeatable:
                     raise SubmissionUnknownError(detail=type(exc).__name__) from exc
                 failure = ServerError(detail=type(exc).__name__, prediction_id=prediction_id)
-            if not self._retry.should_retry(attempt, retry_after):
+            if not self._retry.should_retry(attempt, retry_after, until=until):
+                if until is not None:
+                    # Waiting for a paid job: the deadline, not the failure, is what ends it.
+                    raise TimedOutError(
+                        prediction_id=prediction_id,
+                        detail=f"still failing at the deadline: {failure.detail or failure}",
+                    ) from failure
                 raise failure
-            wait = self._retry.delay(attempt, retry_after)
+            wait = self._retry.delay(attempt, retry_after, until=until)
             log.info(
                 "%s %s failed (%s); retry %d in %.2f s",
                 method,
@@ -570,7 +732,7 @@ def _field(envelope: Envelope, name: str) -> str:
 
 
 def _expect_success(status: int, headers: Mapping[str, str], raw: bytes) -> None:
-    if status in RETRYABLE_STATUSES:
+    if status in RETRYABLE_STATUSES or status >= 500:
         raise _Transient(
             ServerError(detail=f"HTTP {status}"), parse_retry_after(headers.get("Retry-After"))
         )
@@ -583,13 +745,94 @@ def _read_image(status: int, headers: Mapping[str, str], raw: bytes) -> bytes:
     return raw
 
 
-def _raise_for_envelope(envelope: Envelope, prediction_id: str | None) -> None:
-    """A 2xx answer whose envelope still reports a task-level error."""
-    has_prediction = isinstance(envelope.data, dict) and bool(envelope.data.get("id"))
-    if envelope.code in (Code.OK, Code.SUCCESS) or has_prediction:
+def _names_prediction(envelope: Envelope) -> bool:
+    return isinstance(envelope.data, dict) and bool(envelope.data.get("id"))
+
+
+def _is_refusal(envelope: Envelope | None) -> bool:
+    """Whether an error answer proves WaveSpeed did nothing with the request.
+
+    Only WaveSpeed's own envelope with code 5000 (internal error) or 5003 (unavailable) and no
+    prediction in it does. An HTML page from a proxy, an empty body, a 502/504 from a gateway
+    or any other code proves nothing: the request may have been handled before the failure.
+    """
+    return (
+        envelope is not None and envelope.code in REFUSAL_CODES and not _names_prediction(envelope)
+    )
+
+
+def _check_envelope(
+    envelope: Envelope, prediction_id: str | None, repeatable: bool, retry_after: float | None
+) -> None:
+    """Raise for a 2xx answer whose envelope still reports an error."""
+    if envelope.code in (Code.OK, Code.SUCCESS) or _names_prediction(envelope):
         # A prediction is returned even for sync time-outs (5004): the caller polls it.
         return
-    raise _error_for_code(envelope.code, envelope.message, prediction_id)
+    error = _error_for_code(envelope.code, envelope.message, prediction_id)
+    server_side = envelope.code >= Code.INTERNAL
+    if _is_refusal(envelope) or (repeatable and server_side):
+        raise _Transient(error, retry_after)
+    if server_side and not repeatable:
+        # e.g. 5004 without the prediction: the task runs on, but we do not know its id.
+        raise SubmissionUnknownError(detail=f"code {envelope.code} without a prediction")
+    raise error
+
+
+def _parse_data(
+    envelope: Envelope, model: type[BaseModel], prediction_id: str | None, repeatable: bool
+) -> BaseModel:
+    try:
+        return model.model_validate(envelope.data)
+    except ValidationError:
+        if not repeatable:
+            # Accepted, but without an id we can read: the job may exist, so do not resubmit.
+            raise SubmissionUnknownError(detail="submit answer without a prediction") from None
+        raise _Transient(
+            ServerError(detail=f"answer without a {model.__name__}", prediction_id=prediction_id)
+        ) from None
+
+
+def _is_url(output: str) -> bool:
+    return output.startswith(("http://", "https://"))
+
+
+def _checked_type(data: bytes) -> str:
+    # Only called on bytes `decodes_fully` accepted, so the signature is known.
+    kind = sniff_image_type(data)
+    if kind is None:  # pragma: no cover - decodes_fully sniffs first
+        raise ServerError(detail="output lost its signature")
+    return kind
+
+
+def _iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as WaveSpeed writes times; naive times are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _history_page(data: Any, asked_size: int) -> tuple[list[Any], int | None, int]:
+    """(items, total or None, page size the server used) of a history answer's `data`.
+
+    Accepts `{items, total?, page_size?}` and a bare list of items; a missing or odd `total`
+    just means paging stops at an empty or short page.
+    """
+    if isinstance(data, list):
+        return data, None, asked_size
+    if not isinstance(data, dict):
+        log.warning("prediction history answer without items (%s)", type(data).__name__)
+        return [], None, asked_size
+    items = data.get("items")
+    if not isinstance(items, list):
+        items = []
+    total = data.get("total")
+    served = data.get("page_size")
+    # A server that serves smaller pages than asked says so; a page that short is not the last.
+    if isinstance(served, int) and not isinstance(served, bool) and 0 < served < asked_size:
+        asked_size = served
+    if isinstance(total, bool) or not isinstance(total, int):
+        total = None
+    return items, total, asked_size
 
 
 def _error_for_code(code: int, message: str, prediction_id: str | None) -> KontextError:

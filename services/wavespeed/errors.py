@@ -119,13 +119,22 @@ class SubmissionUnknownError(KontextError):
 
 
 class TimedOutError(KontextError):
-    """The prediction did not finish within the time this client waits."""
+    """The prediction did not finish, or could not be read, before the waiting deadline.
+
+    It may still finish at WaveSpeed (it may be billed): `prediction_id` is kept so whoever
+    holds the job can look again later instead of submitting it twice.
+    """
 
     default_message = "The image service is taking too long with this image."
 
 
 class ServerError(KontextError):
-    """WaveSpeed failed on its side (5xx, code 5000/5003) or answered something unreadable."""
+    """WaveSpeed failed on its side (5xx, code 5000/5003) or answered something unreadable.
+
+    Raised by a submit, it means the request was refused (WaveSpeed's own envelope said it did
+    nothing): no job exists, so sending it again later cannot bill twice. A submit whose failure
+    may hide an accepted job raises SubmissionUnknownError instead.
+    """
 
     default_message = "The image service had a problem on its side. Please try again later."
 

@@ -1,7 +1,8 @@
 """Image bytes on their way to and from WaveSpeed: type sniffing and data URIs.
 
 Types are told from the bytes' signatures, never from a file name: this layer only needs to label
-what it sends. Decoding and checking images is the job of the bot's image service.
+what it sends. Checking images members send is the job of the bot's image service; the one check
+made here is whether a downloaded output is a whole image (`decodes_fully`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+
+from PIL import Image
 
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -38,6 +42,36 @@ def sniff_image_type(data: bytes) -> str | None:
         if data[offset : offset + len(magic)] == magic:
             return mime
     return None
+
+
+# Pillow's name for each type `sniff_image_type` tells; only that decoder is tried.
+_PILLOW_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+
+
+def decodes_fully(data: bytes) -> str | None:
+    """The MIME type of `data` if it decodes completely as the type it claims; else None.
+
+    A cut-short or damaged file usually still has its signature and header, so only decoding
+    every pixel tells. Synchronous Pillow work: run it in a thread.
+    """
+    claimed = sniff_image_type(data)
+    if claimed is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[claimed]]) as image:
+            image.load()
+    except Exception:
+        # Pillow reports broken files with many exception types (OSError, SyntaxError,
+        # ValueError, zlib and struct errors...): each means "not a whole image".
+        return None
+    return claimed
 
 
 def to_data_uri(data: bytes, content_type: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class Status(enum.StrEnum):
@@ -82,6 +82,42 @@ class Prediction(BaseModel):
         return self.code == Code.SYNC_TIMEOUT or (
             self.status == Status.PROCESSING and SYNC_TIMEOUT_TEXT.lower() in self.error.lower()
         )
+
+
+class ListedPrediction(BaseModel):
+    """One item of the prediction history (`POST /api/v3/predictions`).
+
+    The endpoint is documented only by WaveSpeed's own CLI and desktop client, so this is
+    lenient: `input` or `inputs`, nulls for empty values, a status left as text.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    model: str = ""
+    status: str = ""
+    outputs: list[str] = Field(default_factory=list)
+    # The submit's body as WaveSpeed received it: how a lost submit is recognised.
+    input: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("input", "inputs")
+    )
+    created_at: str = ""
+    error: str = ""
+
+    @field_validator("model", "status", "created_at", "error", mode="before")
+    @classmethod
+    def _null_text(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _null_list(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _null_dict(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class Envelope(BaseModel):
