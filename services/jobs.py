@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
@@ -67,6 +67,8 @@ from .wavespeed import (
 from .wavespeed.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Stage(enum.StrEnum):
@@ -198,8 +200,8 @@ class JobService:
         self._post_retry = RetryPolicy(attempts=1_000_000, base_s=0.5, max_s=30.0)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._reports: set[asyncio.Task[None]] = set()
-        # Submit POSTs in flight: never cancelled, a shutdown waits for them.
-        self._in_flight: set[asyncio.Future[JobRecord | None]] = set()
+        # Steps that are never cut in half (see `_unbroken`): a shutdown waits for them.
+        self._in_flight: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
@@ -258,7 +260,7 @@ class JobService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._in_flight:
-            log.info("waiting for %d submits in flight", len(self._in_flight))
+            log.info("waiting for %d submits and posts in flight", len(self._in_flight))
             await asyncio.wait(self._in_flight, timeout=self._settings.shutdown_grace_s)
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -426,11 +428,7 @@ class JobService:
         )
         if submitting is None:
             return None
-        # Shielded: a shutdown never cancels a POST mid-flight; `stop` waits for it instead.
-        outcome = asyncio.ensure_future(self._send(submitting, spec, request))
-        self._in_flight.add(outcome)
-        outcome.add_done_callback(self._in_flight.discard)
-        return await asyncio.shield(outcome)
+        return await self._unbroken(self._send(submitting, spec, request))
 
     async def _send(self, job: JobRecord, spec: ModelSpec, request: Any) -> JobRecord | None:
         try:
@@ -617,11 +615,9 @@ class JobService:
         attempt = 0
         while True:
             try:
-                posted = await self._presenter.find_result(job) if look_first else None
-                if posted is None:
-                    posted = await self._presenter.post_result(
-                        job, outputs, nonce=delivery_nonce(job.id)
-                    )
+                posted, delivered = await self._unbroken(
+                    self._post_and_record(job, outputs, look_first=look_first)
+                )
                 break
             except PostFailedError as exc:
                 wait = self._post_retry.delay(attempt, exc.retry_after)
@@ -632,13 +628,21 @@ class JobService:
                 look_first = look_first or exc.maybe_posted
                 attempt += 1
                 await asyncio.sleep(wait)
-        delivered = await self._repository.mark_delivered(job, posted)
         if delivered is not None:
             try:
                 await self._presenter.finish_status(delivered, posted)
             except Exception:
                 log.warning("job %d: the status line was not updated", job.id, exc_info=True)
         return delivered
+
+    async def _post_and_record(
+        self, job: JobRecord, outputs: Sequence[JobImage], *, look_first: bool
+    ) -> tuple[PostedResult, JobRecord | None]:
+        assert self._presenter is not None
+        posted = await self._presenter.find_result(job) if look_first else None
+        if posted is None:
+            posted = await self._presenter.post_result(job, outputs, nonce=delivery_nonce(job.id))
+        return posted, await self._repository.mark_delivered(job, posted)
 
     async def _undeliverable(self, job: JobRecord, outputs: Sequence[JobImage]) -> JobRecord | None:
         links = [o.source_url for o in outputs if o.source_url]
@@ -659,6 +663,17 @@ class JobService:
         return failed
 
     # --- Helpers --------------------------------------------------------------------------------
+
+    async def _unbroken(self, work: Awaitable[T]) -> T:
+        """Run `work` to its end even if its job's task is cancelled; `stop` waits for it.
+
+        For the steps a shutdown must never cut in half: a submit POST and its answer's
+        record, a result post and its DELIVERED mark.
+        """
+        future = asyncio.ensure_future(work)
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(future)
 
     async def _inputs(self, job: JobRecord, spec: ModelSpec) -> dict[str, Any]:
         stored = [entry.image for entry in await self._repository.job_images(job.id, "input")]

@@ -21,7 +21,7 @@ import pytest
 from bot import KontextBot
 from services.jobs import JobStatus
 from services.simulator import SimulatorConfig, WaveSpeedSimulator, run_simulator
-from services.storage import Repository
+from services.storage import OPEN_STATUSES, Repository
 from tests.images import decoded, make_png
 from tests.local_discord import (
     CallbackType,
@@ -443,7 +443,8 @@ async def test_cancel_while_queued_spends_nothing_and_only_the_requester_may(
             lambda: status.content == CANCELLED, timeout=5, what="carol's status cancelled"
         )
         assert status.buttons == []
-        assert bot.jobs is not None and bot.jobs.queued_count() == 0
+        assert bot.repository is not None
+        assert await bot.repository.jobs_with_status([JobStatus.QUEUED]) == []
 
         await a1.response(starts("✅"), timeout=10)
         await b1.response(starts("✅"), timeout=10)
@@ -493,12 +494,7 @@ async def test_restart_after_submit_polls_the_same_prediction_and_delivers_once(
     # Nothing was left for a third run.
     repository = await Repository.open(database)
     try:
-        assert (
-            await repository.jobs_with_status(
-                [JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.SUCCEEDED]
-            )
-            == []
-        )
+        assert await repository.jobs_with_status(OPEN_STATUSES) == []
     finally:
         await repository.close()
 
@@ -566,9 +562,9 @@ async def test_result_after_the_token_expired_is_a_channel_message(
     def status_edits() -> list[Any]:
         return local_discord.requests_to(WEBHOOK_EDIT) + local_discord.requests_to(ORIGINAL_EDIT)
 
-    # "Queued: you're next" (the cog) and "Preparing" (the job): both answered.
+    # "Preparing" (the job started at once, so it was never shown as queued): answered.
     await local_discord.state.wait_until(
-        lambda: len(status_edits()) == 2 and all(r.status for r in status_edits()),
+        lambda: len(status_edits()) == 1 and all(r.status for r in status_edits()),
         timeout=5,
         what="the status edits answered",
     )
@@ -581,5 +577,5 @@ async def test_result_after_the_token_expired_is_a_channel_message(
     await alice.wait_for_thread(result)
     await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
     # The dead token was left alone: the private status still says what it last could.
-    assert len(status_edits()) == 2
+    assert len(status_edits()) == 1
     assert ix.original is not None and ix.original.content.startswith("🧰")
