@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from typing import Any, cast
 
@@ -22,11 +23,13 @@ from tests.images import make_png
 from tests.local_discord import (
     PROBE_EXTENSION,
     CallbackType,
+    Channel,
     LocalDiscord,
     LocalDiscordConfig,
     MessageFlag,
     Perm,
     RunningBot,
+    count_custom_ids,
     start_bot,
 )
 from tests.local_discord.probe_cog import ProbeCog
@@ -545,3 +548,172 @@ async def test_missing_permission_is_refused(
     violation = await local_discord.violations.wait_for(code=50013)
     assert violation.route == "POST /channels/{channel_id}/messages/{message_id}/threads"
     assert alice.thread_of(answer) is None
+
+
+# -- idempotent posts: nonce + enforce_nonce -------------------------------------------------
+
+
+async def rest(
+    local: LocalDiscord,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request as the bot, JSON or (with `files`) multipart with payload_json."""
+    headers = {"Authorization": f"Bot {local.token}"}
+    data: aiohttp.FormData | None = None
+    if files is not None:
+        data = aiohttp.FormData(quote_fields=False)
+        data.add_field("payload_json", json.dumps(body or {}), content_type="application/json")
+        for index, (name, content) in enumerate(files.items()):
+            data.add_field(f"files[{index}]", content, filename=name, content_type="image/png")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            local.api_base_url + path,
+            headers=headers,
+            params=params,
+            json=body if files is None else None,
+            data=data,
+        ) as response,
+    ):
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
+
+
+def post_path(channel: Channel) -> str:
+    return f"/channels/{channel.id}/messages"
+
+
+@pytest.mark.parametrize("nonce", ["job-42:result", 4242])
+@pytest.mark.parametrize("multipart", [False, True])
+async def test_enforce_nonce_returns_the_first_message_and_posts_nothing(
+    local_discord: LocalDiscord, nonce: int | str, multipart: bool
+) -> None:
+    channel = local_discord.images
+    files = {"result.png": make_png()} if multipart else None
+    first_body = {"content": "first", "nonce": nonce, "enforce_nonce": True}
+    status, first = await rest(
+        local_discord, "POST", post_path(channel), body=first_body, files=files
+    )
+    assert status == 200 and first["nonce"] == nonce  # echoed as sent, int or string
+    again = {"content": "second try", "nonce": nonce, "enforce_nonce": True}
+    status, second = await rest(local_discord, "POST", post_path(channel), body=again, files=files)
+    assert status == 200
+    assert second["id"] == first["id"] and second["content"] == "first"
+    (only,) = local_discord.bot_messages(channel)
+    assert only.id == int(first["id"]) and len(only.attachments) == (1 if multipart else 0)
+    # Later fetches do not carry the nonce, as on Discord.
+    status, fetched = await rest(local_discord, "GET", f"{post_path(channel)}/{first['id']}")
+    assert status == 200 and "nonce" not in fetched
+    status, listed = await rest(local_discord, "GET", post_path(channel))
+    assert [m["id"] for m in listed] == [first["id"]] and "nonce" not in listed[0]
+
+
+async def test_nonce_without_enforce_is_only_echoed_and_the_window_ends(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.general
+    plain = {"content": "plain", "nonce": "n-1"}
+    ids = [(await rest(local_discord, "POST", post_path(channel), body=plain))[1] for _ in range(2)]
+    assert ids[0]["id"] != ids[1]["id"] and ids[0]["nonce"] == "n-1"
+    # An integer nonce and the same digits as a string are not the same nonce.
+    for nonce in (77, "77"):
+        body = {"content": str(type(nonce)), "nonce": nonce, "enforce_nonce": True}
+        assert (await rest(local_discord, "POST", post_path(channel), body=body))[0] == 200
+    assert len(local_discord.bot_messages(channel)) == 4
+    # Five minutes on, the nonce is free again.
+    enforced = {"content": "once", "nonce": "n-2", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(channel), body=enforced)
+    local_discord.clock.advance(5 * 60 + 1)
+    _, later = await rest(local_discord, "POST", post_path(channel), body=enforced)
+    assert later["id"] != first["id"]
+
+
+async def test_nonce_of_a_deleted_message_is_unknown_message(local_discord: LocalDiscord) -> None:
+    channel = local_discord.general
+    body = {"content": "short-lived", "nonce": "n-3", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(channel), body=body)
+    status, _ = await rest(local_discord, "DELETE", f"{post_path(channel)}/{first['id']}")
+    assert status == 204
+    status, error = await rest(local_discord, "POST", post_path(channel), body=body)
+    assert (status, error["code"]) == (404, 10008)
+    assert local_discord.bot_messages(channel, include_deleted=True) == [
+        local_discord.state.messages[int(first["id"])]
+    ]
+
+
+async def test_nonce_reused_in_another_channel_is_reported(local_discord: LocalDiscord) -> None:
+    body = {"content": "here", "nonce": "n-4", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(local_discord.general), body=body)
+    _, other = await rest(local_discord, "POST", post_path(local_discord.images), body=body)
+    # Posted (the channel-scoped reading), but Discord may answer otherwise: a violation.
+    assert other["id"] != first["id"]
+    assert "another channel" in local_discord.violations.expect(kind="rule").message
+
+
+async def test_discord_py_sends_a_nonce_and_message_create_echoes_it(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    received = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.author.id == bot.user.id, timeout=5)
+    )
+    sent = await channel.send("hello", nonce="kontext-1")
+    assert sent.nonce == "kontext-1" and (await received).nonce == "kontext-1"
+    (request,) = local_discord.requests_to(CHANNEL_POST)
+    assert request.body["enforce_nonce"] is True
+    # The same nonce again through discord.py: the first message comes back.
+    again = await channel.send("hello again", nonce="kontext-1")
+    assert again.id == sent.id and again.content == "hello"
+    assert [m.id for m in local_discord.bot_messages(local_discord.general)] == [sent.id]
+
+
+# -- counting what the bot posted ------------------------------------------------------------
+
+
+def result_body(job_id: int, text: str) -> dict[str, Any]:
+    """A result as Kontext posts it: buttons whose custom_ids carry the job id."""
+    buttons = [
+        {"type": 2, "style": 2, "label": label, "custom_id": f"kontext:{action}:{job_id}"}
+        for action, label in (("reroll", "Reroll"), ("delete", "Delete"))
+    ]
+    return {"content": text, "components": [{"type": 1, "components": buttons}]}
+
+
+async def test_bot_messages_in_a_channel_and_its_threads_count_per_job(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.images
+    _, first = await rest(local_discord, "POST", post_path(channel), body=result_body(1, "one"))
+    status, _ = await rest(
+        local_discord,
+        "POST",
+        f"{post_path(channel)}/{first['id']}/threads",
+        body={"name": "chain"},
+    )
+    assert status == 201
+    thread = local_discord.state.channels[int(first["id"])]
+    await rest(local_discord, "POST", post_path(thread), body=result_body(2, "two"))
+    await rest(local_discord, "POST", post_path(thread), body=result_body(1, "one again"))
+    _, gone = await rest(local_discord, "POST", post_path(channel), body=result_body(3, "three"))
+    await rest(local_discord, "DELETE", f"{post_path(channel)}/{gone['id']}")
+    await rest(local_discord, "POST", post_path(local_discord.general), body=result_body(4, "x"))
+    local_discord.state.post_message(channel, local_discord.user, content="not the bot's")
+
+    posts = local_discord.bot_messages(channel)
+    assert [m.content for m in posts] == ["one", "two", "one again"]
+    assert [m.content for m in local_discord.bot_messages(channel, include_threads=False)] == [
+        "one"
+    ]
+    pattern = r"kontext:reroll:(\d+)"
+    assert count_custom_ids(posts, pattern) == {"1": 2, "2": 1}
+    everything = local_discord.bot_messages(channel, include_deleted=True)
+    assert count_custom_ids(everything, pattern) == {"1": 2, "2": 1, "3": 1}
+    assert posts[0].custom_ids == ["kontext:reroll:1", "kontext:delete:1"]

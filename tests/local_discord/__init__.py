@@ -18,6 +18,7 @@ from .models import (
     MessageFlag,
     Perm,
     User,
+    count_custom_ids,
 )
 from .rules import Violation, ViolationLog
 from .server import LocalDiscord, LocalDiscordConfig
@@ -41,5 +42,6 @@ __all__ = [
     "Violation",
     "ViolationLog",
     "bot_settings",
+    "count_custom_ids",
     "start_bot",
 ]

@@ -133,9 +133,18 @@ def attachment_payload(state: DiscordState, attachment: Attachment) -> dict[str,
 
 
 def message_payload(
-    state: DiscordState, message: Message, *, gateway: bool = False, nested: bool = False
+    state: DiscordState,
+    message: Message,
+    *,
+    gateway: bool = False,
+    nested: bool = False,
+    with_nonce: bool = False,
 ) -> dict[str, Any]:
-    """A message as REST returns it, or (gateway=True) as MESSAGE_CREATE carries it."""
+    """A message as REST returns it, or (gateway=True) as MESSAGE_CREATE carries it.
+
+    `with_nonce`: the create response and MESSAGE_CREATE echo the sender's nonce; nothing else
+    does (a later GET never has it), so a bot cannot find its messages by nonce after a restart.
+    """
     guild = state.guilds.get(message.guild_id) if message.guild_id else None
     mentions = []
     for user_id in message.mention_ids:
@@ -182,6 +191,8 @@ def message_payload(
     }
     if message.guild_id is not None:
         data["guild_id"] = str(message.guild_id)
+    if with_nonce and message.nonce is not None:
+        data["nonce"] = message.nonce
     if (
         gateway
         and guild is not None

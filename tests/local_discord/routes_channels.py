@@ -25,10 +25,13 @@ from .rules import (
     INVALID_CHANNEL_TYPE,
     INVALID_FORM_BODY,
     THREAD_ALREADY_CREATED,
+    UNKNOWN_MESSAGE,
     DiscordError,
+    Violation,
     check_thread_name,
     form_error,
 )
+from .state import NONCE_WINDOW_S
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +135,16 @@ async def create_message(call: Call) -> web.Response:
         call.require(channel, Perm.ATTACH_FILES, "attaching files")
         check_files(call.files, upload_limit(call, channel), "this channel")
     reference, replied_author = _reference(call, channel, body.get("message_reference"))
+    nonce = body.get("nonce")
+    if nonce is not None and body.get("enforce_nonce"):
+        earlier = _same_nonce(call, channel, nonce)
+        if earlier is not None:
+            return json_response(message_payload(call.state, earlier, with_nonce=True))
     fields = content_fields(body)
     message = call.state.post_message(
         channel,
         call.state.bot_user,
+        nonce=nonce,
         **fields,
         flags=requested_flags(body) & ~MessageFlag.EPHEMERAL,
         attachments=attachments_for(call.state, channel.id, body, call.files) or [],
@@ -145,7 +154,41 @@ async def create_message(call: Call) -> web.Response:
             call.state, fields["content"], body.get("allowed_mentions"), replied_author
         ),
     )
-    return json_response(message_payload(call.state, message))
+    return json_response(message_payload(call.state, message, with_nonce=True))
+
+
+def _same_nonce(call: Call, channel: Channel, nonce: int | str) -> Message | None:
+    """The bot's message from the last few minutes with this nonce here, if any.
+
+    Discord returns it (200, the same id) and posts nothing. If that message was deleted since,
+    Discord does not post again either: it answers 10008 Unknown Message (said by Discord's
+    engineer when `enforce_nonce` was documented, discord-api-docs#6647).
+    """
+    earlier = call.state.recent_with_nonce(call.state.bot_user, nonce)
+    here = [m for m in earlier if m.channel_id == channel.id]
+    if here:
+        first = here[0]
+        if first.deleted:
+            raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message")
+        log.info("nonce %r: returning message %s instead of posting again", nonce, first.id)
+        return first
+    if earlier:
+        # Discord's docs scope the check to the author, not the channel: real Discord may well
+        # answer with the message from the other channel and post nothing here. A bot must not
+        # depend on either reading, so reusing a nonce elsewhere is reported (the post goes on).
+        call.discord.violations.record(
+            Violation(
+                "rule",
+                0,
+                call.route,
+                "nonce reused in another channel",
+                f"nonce {nonce!r} was used {len(earlier)} time(s) in the last "
+                f"{NONCE_WINDOW_S / 60:g} minutes in channel {earlier[0].channel_id}; with "
+                "enforce_nonce Discord may return that message instead of posting here",
+                status=200,
+            )
+        )
+    return None
 
 
 def _reference(

@@ -21,7 +21,7 @@ from aiohttp import web
 from .clock import Clock
 from .driver import DiscordDriver
 from .gateway import Gateway
-from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, MiB, User
+from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, Message, MiB, User
 from .ratelimits import RateLimits
 from .rest import RequestRecord, RestApi
 from .routes_channels import routes as channel_routes
@@ -151,6 +151,33 @@ class LocalDiscord:
     def driver(self, user: User | None = None, channel: Channel | None = None) -> DiscordDriver:
         """A driver acting as `user` (default alice) in `channel` (default #general)."""
         return DiscordDriver(self, user or self.user, channel or self.general)
+
+    def bot_messages(
+        self,
+        channel: Channel,
+        *,
+        include_threads: bool = True,
+        include_deleted: bool = False,
+        include_ephemeral: bool = False,
+    ) -> list[Message]:
+        """Every message the bot posted in `channel` (and, by default, in the threads under
+        it), oldest first, whatever route posted it: channel messages, interaction responses
+        and followups alike. Deleted ones count with `include_deleted`: for "never posted
+        twice", a duplicate the bot deleted afterwards was still seen by the members."""
+        channels = [channel]
+        if include_threads:
+            channels += [
+                c for c in self.state.channels.values() if c.is_thread and c.parent_id == channel.id
+            ]
+        found = [
+            message
+            for c in channels
+            for message_id in self.state.channel_messages.get(c.id, [])
+            if (message := self.state.messages[message_id]).author.id == self.bot_user.id
+            and (include_deleted or not message.deleted)
+            and (include_ephemeral or message.ephemeral_to is None)
+        ]
+        return sorted(found, key=lambda m: m.id)
 
     def requests_to(self, route: str) -> list[RequestRecord]:
         """Requests the bot made to a route, e.g. "PUT /applications/{application_id}/commands"."""

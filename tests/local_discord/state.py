@@ -46,6 +46,11 @@ T = TypeVar("T")
 Dispatcher = Callable[[str, dict[str, Any]], None]
 
 _MENTION = re.compile(r"<@!?(\d+)>")
+# A create with `enforce_nonce` returns the sender's earlier message with the same nonce from
+# "the past few minutes" (Discord's words, no number given): the local Discord says 5 minutes
+# of its own clock, so a test can also step past the window with `clock.advance`.
+NONCE_WINDOW_S = 5 * 60.0
+NonceKey = tuple[int, str, int | str]
 # What a member may do in a DM with the bot.
 DM_PERMISSIONS = int(
     Perm.VIEW_CHANNEL
@@ -74,6 +79,10 @@ class DiscordState:
         # Synced commands: None holds the global ones, a guild id that guild's.
         self.commands: dict[int | None, list[Command]] = {None: []}
         self.channel_messages: dict[int, list[int]] = {}
+        # Messages created with a nonce, by (author id, nonce type, nonce): an integer nonce and
+        # the same digits as a string are different nonces here (Discord does not promise
+        # otherwise, and the stricter reading dedups less).
+        self._nonces: dict[NonceKey, list[Message]] = {}
         self.cdn = Cdn(clock, self.attachments.get)
         self.bot_user = self.add_user(bot_name, bot=True)
         self.application_id = self.bot_user.id
@@ -272,6 +281,8 @@ class DiscordState:
             message.mention_ids = self.mentions_in(message.content)
         self.messages[message.id] = message
         self.channel_messages.setdefault(channel.id, []).append(message.id)
+        if message.nonce is not None:
+            self._nonces.setdefault(_nonce_key(author, message.nonce), []).append(message)
         if message.ephemeral_to is None:
             channel.last_message_id = message.id
             if channel.is_thread:
@@ -280,10 +291,22 @@ class DiscordState:
                 channel.total_message_sent += 1
                 channel.last_activity = self.clock.now()
                 channel.thread_member_ids.add(author.id)
-            self.dispatch("MESSAGE_CREATE", message_payload(self, message, gateway=True))
+            self.dispatch(
+                "MESSAGE_CREATE", message_payload(self, message, gateway=True, with_nonce=True)
+            )
         else:
             self.changed()
         return message
+
+    def recent_with_nonce(self, author: User, nonce: int | str) -> list[Message]:
+        """Messages `author` created with `nonce` within `NONCE_WINDOW_S`, oldest first
+        (deleted ones included: Discord still remembers them)."""
+        now = self.clock.now()
+        return [
+            m
+            for m in self._nonces.get(_nonce_key(author, nonce), [])
+            if now - m.created_at <= NONCE_WINDOW_S
+        ]
 
     def mentions_in(self, content: str) -> list[int]:
         ids = [int(m) for m in _MENTION.findall(content or "")]
@@ -465,6 +488,10 @@ class DiscordState:
         self.interactions_by_token[interaction.token] = interaction
         self.dispatch("INTERACTION_CREATE", interaction_payload(self, interaction))
         return interaction
+
+
+def _nonce_key(author: User, nonce: int | str) -> NonceKey:
+    return (author.id, type(nonce).__name__, nonce)
 
 
 def _image_size(data: bytes) -> tuple[int | None, int | None]:
