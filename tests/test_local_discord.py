@@ -717,3 +717,114 @@ async def test_bot_messages_in_a_channel_and_its_threads_count_per_job(
     everything = local_discord.bot_messages(channel, include_deleted=True)
     assert count_custom_ids(everything, pattern) == {"1": 2, "2": 1, "3": 1}
     assert posts[0].custom_ids == ["kontext:reroll:1", "kontext:delete:1"]
+
+
+# -- reading history: GET /channels/{id}/messages ----------------------------------------------
+
+
+def history_ids(listed: list[dict[str, Any]]) -> list[int]:
+    return [int(m["id"]) for m in listed]
+
+
+async def test_history_is_newest_first_and_pages_like_discord(local_discord: LocalDiscord) -> None:
+    channel = local_discord.general
+    posted = [
+        local_discord.state.post_message(channel, local_discord.user, content=f"m{n}").id
+        for n in range(7)
+    ]
+
+    async def listed(**params: str) -> list[int]:
+        status, body = await rest(local_discord, "GET", post_path(channel), params=params)
+        assert status == 200, body
+        return history_ids(body)
+
+    assert await listed() == posted[::-1]
+    assert await listed(limit="3") == posted[:3:-1]
+    assert await listed(before=str(posted[4]), limit="2") == [posted[3], posted[2]]
+    # `after` gives the messages right after the id, still newest first.
+    assert await listed(after=str(posted[1]), limit="2") == [posted[3], posted[2]]
+    assert await listed(after=str(posted[6])) == []
+    assert await listed(around=str(posted[3]), limit="3") == [posted[4], posted[3], posted[2]]
+    assert await listed(around=str(posted[3]), limit="1") == [posted[3]]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "code"),
+    [
+        ({"limit": "0"}, "limit", "NUMBER_TYPE_MIN"),
+        ({"limit": "101"}, "limit", "NUMBER_TYPE_MAX"),
+        ({"limit": "ten"}, "limit", "NUMBER_TYPE_COERCE"),
+        ({"before": "yesterday"}, "before", "NUMBER_TYPE_COERCE"),
+        ({"before": "1", "after": "2"}, "after", "BASE_TYPE_INVALID"),
+    ],
+)
+async def test_history_query_out_of_range_is_a_form_error(
+    local_discord: LocalDiscord, params: dict[str, str], field: str, code: str
+) -> None:
+    status, body = await rest(local_discord, "GET", post_path(local_discord.general), params=params)
+    assert (status, body["code"]) == (400, 50035)
+    assert body["errors"][field]["_errors"][0]["code"] == code
+    assert local_discord.violations.expect(code=50035).route == (
+        "GET /channels/{channel_id}/messages"
+    )
+
+
+async def test_history_brings_the_bots_results_back_whole(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    body = result_body(42, "✅ done")
+    body["embeds"] = [{"title": "Step 1", "description": "a red fox"}]
+    status, _ = await rest(
+        local_discord,
+        "POST",
+        post_path(local_discord.images),
+        body=body,
+        files={"r.png": make_png()},
+    )
+    assert status == 200
+    for n in range(120):
+        local_discord.state.post_message(local_discord.images, local_discord.user, content=str(n))
+
+    # discord.py pages through 121 messages (two requests) and finds the result by custom_id.
+    found = [
+        m
+        async for m in channel.history(limit=None)
+        if any(
+            getattr(child, "custom_id", None) == "kontext:reroll:42"
+            for row in m.components
+            for child in getattr(row, "children", [])
+        )
+    ]
+    assert len(local_discord.requests_to("GET /channels/{channel_id}/messages")) == 2
+    (result,) = found
+    assert result.author.id == bot.user.id and result.embeds[0].title == "Step 1"
+    assert [a.filename for a in result.attachments] == ["r.png"]
+    oldest = [m.content async for m in channel.history(limit=3, oldest_first=True)]
+    assert oldest == ["✅ done", "0", "1"]
+
+
+@pytest.mark.parametrize(
+    "local_discord_config", [LocalDiscordConfig(message_content_allowed=False)]
+)
+async def test_history_without_message_content_or_read_history(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.general
+    local_discord.state.post_message(channel, local_discord.user, content="alice's words")
+    await rest(local_discord, "POST", post_path(channel), body=result_body(7, "mine"))
+    _, listed = await rest(local_discord, "GET", post_path(channel))
+    # An app without the intent reads other people's messages empty; its own stay whole.
+    assert [(m["content"], len(m["components"])) for m in listed] == [("mine", 1), ("", 0)]
+    _, fetched = await rest(local_discord, "GET", f"{post_path(channel)}/{listed[1]['id']}")
+    assert fetched["content"] == ""
+
+    guild = local_discord.guild
+    local_discord.state.set_member_permissions(
+        guild, local_discord.bot_user, int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES)
+    )
+    guild.roles[guild.id].permissions &= ~Perm.READ_MESSAGE_HISTORY
+    # Discord's docs: without Read Message History the list is empty, not an error.
+    assert await rest(local_discord, "GET", post_path(channel)) == (200, [])

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .payloads import guild_create_payload, member_payload
+from .payloads import guild_create_payload, member_payload, without_content
 from .state import DiscordState
 
 log = logging.getLogger(__name__)
@@ -323,21 +323,10 @@ def _for_intents(
         if not intents & needed:
             return None
         if event != "MESSAGE_DELETE" and not intents & MESSAGE_CONTENT:
-            return _without_content(data, bot_id)
+            return without_content(data, bot_id)
         return data
     if event.startswith(("THREAD_", "GUILD_", "CHANNEL_")) and not intents & GUILDS:
         return None
     if event.startswith("MESSAGE_REACTION_") and not intents & GUILD_MESSAGE_REACTIONS:
         return None
     return data
-
-
-def _without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
-    """Without Message Content, a bot sees content only in its own messages, DMs and mentions."""
-    author_id = int((data.get("author") or {}).get("id") or 0)
-    mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
-    if author_id == bot_id or mentioned or "guild_id" not in data:
-        return data
-    stripped = dict(data, content="", embeds=[], attachments=[], components=[])
-    stripped.pop("poll", None)
-    return stripped

@@ -363,5 +363,18 @@ def interaction_metadata(
     return data
 
 
+def without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
+    """A message as an app without Message Content gets it: content, embeds, attachments and
+    components only in its own messages, DMs and messages that mention it. On the gateway that
+    follows the session's intents; over REST, whether the app may use the intent at all."""
+    author_id = int((data.get("author") or {}).get("id") or 0)
+    mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
+    if author_id == bot_id or mentioned or "guild_id" not in data:
+        return data
+    stripped = dict(data, content="", embeds=[], attachments=[], components=[])
+    stripped.pop("poll", None)
+    return stripped
+
+
 def _opt_id(value: int | None) -> str | None:
     return None if value is None else str(value)

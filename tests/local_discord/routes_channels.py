@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +19,7 @@ from .bodies import (
     requested_flags,
 )
 from .models import Channel, ChannelType, Message, MessageFlag, MessageType, Perm
-from .payloads import channel_payload, message_payload
+from .payloads import channel_payload, message_payload, without_content
 from .rest import Call, RouteTable, json_response, no_content
 from .rules import (
     ARCHIVED_THREAD,
@@ -27,6 +29,7 @@ from .rules import (
     THREAD_ALREADY_CREATED,
     UNKNOWN_MESSAGE,
     DiscordError,
+    FieldError,
     Violation,
     check_thread_name,
     form_error,
@@ -36,6 +39,10 @@ from .state import NONCE_WINDOW_S
 log = logging.getLogger(__name__)
 
 routes = RouteTable()
+
+HISTORY_LIMIT_MAX = 100
+_INTEGER = re.compile(r"-?[0-9]+")
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
 def upload_limit(call: Call, channel: Channel) -> int:
@@ -99,29 +106,99 @@ async def trigger_typing(call: Call) -> web.Response:
 
 @routes.add("GET", "/channels/{channel_id}/messages")
 async def list_messages(call: Call) -> web.Response:
+    """Newest first, whichever of `before`, `after` or `around` is given (Discord's order).
+
+    `after` returns the `limit` messages right after that id (still newest first), `around`
+    up to `limit` messages centred on that id (the message itself included). Without Read
+    Message History the answer is an empty list, not an error, as Discord's docs say: a bot
+    that checks history for its own earlier post learns nothing and must not take that for
+    "never posted".
+    """
     channel = call.channel()
-    call.require(channel, Perm.READ_MESSAGE_HISTORY, "reading message history")
     query = call.request.query
-    limit = max(1, min(100, int(query.get("limit", "50"))))
-    messages = call.state.visible_messages(channel, None)
-    if "before" in query:
-        messages = [m for m in messages if m.id < int(query["before"])]
-    if "after" in query:
-        messages = [m for m in messages if m.id > int(query["after"])][:limit]
-    if "around" in query:
-        around = int(query["around"])
-        older = [m for m in messages if m.id <= around][-(limit // 2 + 1) :]
-        newer = [m for m in messages if m.id > around][: limit - len(older)]
+    limit, anchors = _history_query(query)
+    if not call.state.permissions(call.discord.bot_user, channel) & Perm.READ_MESSAGE_HISTORY:
+        log.info("history of %s without Read Message History: an empty list", channel.id)
+        return json_response([])
+    messages = call.state.visible_messages(channel, None)  # oldest first
+    if "before" in anchors:
+        messages = [m for m in messages if m.id < anchors["before"]][-limit:]
+    elif "after" in anchors:
+        messages = [m for m in messages if m.id > anchors["after"]][:limit]
+    elif "around" in anchors:
+        around = anchors["around"]
+        newer_count = limit // 2
+        older = [m for m in messages if m.id <= around][-(limit - newer_count) :]
+        newer = [m for m in messages if m.id > around][:newer_count]
         messages = older + newer
-    messages = messages[-limit:]
-    return json_response([message_payload(call.state, m) for m in reversed(messages)])
+    else:
+        messages = messages[-limit:]
+    payloads = [message_payload(call.state, m) for m in reversed(messages)]
+    if not call.discord.config.message_content_allowed:
+        payloads = [without_content(p, call.state.bot_user.id) for p in payloads]
+    return json_response(payloads)
+
+
+def _history_query(query: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+    """`limit` (1-100, default 50) and at most one of before/after/around, or 400."""
+    errors: list[FieldError] = []
+    limit = 50
+    if "limit" in query:
+        raw = query["limit"]
+        if not _INTEGER.fullmatch(raw):
+            errors.append(
+                FieldError(("limit",), "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.')
+            )
+        elif int(raw) > HISTORY_LIMIT_MAX:
+            errors.append(
+                FieldError(
+                    ("limit",),
+                    "NUMBER_TYPE_MAX",
+                    f"int value should be less than or equal to {HISTORY_LIMIT_MAX}.",
+                )
+            )
+        elif int(raw) < 1:
+            errors.append(
+                FieldError(
+                    ("limit",), "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1."
+                )
+            )
+        else:
+            limit = int(raw)
+    anchors: dict[str, int] = {}
+    for key in ("before", "after", "around"):
+        if key not in query:
+            continue
+        raw = query[key]
+        if not _SNOWFLAKE.fullmatch(raw):
+            errors.append(
+                FieldError((key,), "NUMBER_TYPE_COERCE", f'Value "{raw}" is not snowflake.')
+            )
+        else:
+            anchors[key] = int(raw)
+    if len(anchors) > 1:
+        # Discord's docs: "mutually exclusive, only one may be passed at a time". What Discord
+        # does with several is not documented; refusing is the reading that cannot be kinder.
+        errors.append(
+            FieldError(
+                (sorted(anchors)[0],),
+                "BASE_TYPE_INVALID",
+                f"before, after and around are mutually exclusive; got {sorted(anchors)}",
+            )
+        )
+    if errors:
+        raise form_error(errors)
+    return limit, anchors
 
 
 @routes.add("GET", "/channels/{channel_id}/messages/{message_id}")
 async def get_message(call: Call) -> web.Response:
     channel = call.channel()
     call.require(channel, Perm.READ_MESSAGE_HISTORY, "fetching a message")
-    return json_response(message_payload(call.state, call.message(channel)))
+    payload = message_payload(call.state, call.message(channel))
+    if not call.discord.config.message_content_allowed:
+        payload = without_content(payload, call.state.bot_user.id)
+    return json_response(payload)
 
 
 @routes.add("POST", "/channels/{channel_id}/messages")
