@@ -828,3 +828,86 @@ async def test_history_without_message_content_or_read_history(
     guild.roles[guild.id].permissions &= ~Perm.READ_MESSAGE_HISTORY
     # Discord's docs: without Read Message History the list is empty, not an error.
     assert await rest(local_discord, "GET", post_path(channel)) == (200, [])
+
+
+# -- permissions withdrawn and restored at run time ----------------------------------------------
+
+
+async def test_revoked_send_permission_refuses_posts_and_reaches_the_bot(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    thread = await (await channel.send("chain")).create_thread(name="chain")
+    me = channel.guild.me
+
+    def channel_update() -> asyncio.Future[Any]:
+        return asyncio.ensure_future(
+            bot.wait_for("guild_channel_update", check=lambda _, c: c.id == channel.id, timeout=5)
+        )
+
+    updated = channel_update()
+    local_discord.revoke_bot_permission(local_discord.images, Perm.SEND_MESSAGES)
+    await updated
+    # The bot's cache learnt it from CHANNEL_UPDATE (files and embeds go with it, implicitly).
+    assert not channel.permissions_for(me).send_messages
+    assert not channel.permissions_for(me).attach_files
+    with pytest.raises(discord.Forbidden) as refused:
+        await channel.send("result")
+    assert refused.value.code == 50013
+    local_discord.violations.expect(code=50013)
+    # Threads need Send Messages in Threads instead: still granted.
+    await thread.send("still allowed in the thread")
+
+    updated = channel_update()
+    local_discord.revoke_bot_permission(local_discord.images, Perm.SEND_MESSAGES_IN_THREADS)
+    await updated
+    with pytest.raises(discord.Forbidden):
+        await thread.send("not any more")
+    assert "in a thread" in local_discord.violations.expect(code=50013).detail
+    status, data = await rest(local_discord, "GET", f"/channels/{local_discord.images.id}")
+    assert status == 200
+    assert data["permission_overwrites"] == [
+        {
+            "id": str(local_discord.bot_user.id),
+            "type": 1,
+            "allow": "0",
+            "deny": str(int(Perm.SEND_MESSAGES | Perm.SEND_MESSAGES_IN_THREADS)),
+        }
+    ]
+
+    updated = channel_update()
+    local_discord.restore_bot_permissions(local_discord.images)
+    await updated
+    assert channel.permissions_for(me).send_messages
+    await channel.send("back")
+    await thread.send("back in the thread")
+    assert [m.content for m in local_discord.bot_messages(local_discord.images)] == [
+        "chain",
+        "still allowed in the thread",
+        "back",
+        "back in the thread",
+    ]
+
+
+async def test_overwrites_apply_in_discords_order(local_discord: LocalDiscord) -> None:
+    state, guild, channel = local_discord.state, local_discord.guild, local_discord.general
+    alice = local_discord.user
+    everyone = guild.roles[guild.id]
+    assert state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    state.set_overwrite(channel, everyone, deny=Perm.SEND_MESSAGES)
+    assert not state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    # A member's own allow beats @everyone's deny.
+    state.set_overwrite(channel, alice, allow=Perm.SEND_MESSAGES)
+    assert state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    assert not state.permissions(local_discord.stranger, channel) & Perm.SEND_MESSAGES
+    # Without View Channel nothing else counts.
+    state.set_overwrite(channel, alice, deny=Perm.VIEW_CHANNEL, allow=Perm.SEND_MESSAGES)
+    assert state.permissions(alice, channel) == 0
+    # The owner is above overwrites.
+    state.set_overwrite(channel, everyone, deny=Perm.VIEW_CHANNEL)
+    assert state.permissions(state.owner, channel) & Perm.VIEW_CHANNEL
+    with pytest.raises(ValueError, match="threads"):
+        thread = state.start_thread(channel, "t", alice)
+        state.set_overwrite(thread, alice, deny=Perm.SEND_MESSAGES_IN_THREADS)

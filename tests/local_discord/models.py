@@ -76,6 +76,11 @@ class ChannelType(enum.IntEnum):
     PRIVATE_THREAD = 12
 
 
+class OverwriteType(enum.IntEnum):
+    ROLE = 0
+    MEMBER = 1
+
+
 class InteractionType(enum.IntEnum):
     PING = 1
     APPLICATION_COMMAND = 2
@@ -195,6 +200,24 @@ class Guild:
 
 
 @dataclass(eq=False)
+class Overwrite:
+    """A channel permission overwrite for one role (@everyone's id is the guild's) or member."""
+
+    id: int
+    type: OverwriteType
+    allow: int = 0
+    deny: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "type": int(self.type),
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass(eq=False)
 class Channel:
     """A guild text channel, a thread (`parent_id` set) or a DM."""
 
@@ -210,6 +233,8 @@ class Channel:
     # Age-restricted; threads take it from their parent channel.
     nsfw: bool = False
     recipient_ids: list[int] = field(default_factory=list)
+    # Permission overwrites by role or member id (text channels; threads use their parent's).
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
     # Thread state.
     archived: bool = False
     locked: bool = False

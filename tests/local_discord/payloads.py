@@ -106,7 +106,7 @@ def channel_payload(state: DiscordState, channel: Channel) -> dict[str, Any]:
         data.update(
             position=channel.position,
             topic=channel.topic,
-            permission_overwrites=[],
+            permission_overwrites=[o.payload() for o in channel.overwrites.values()],
             default_auto_archive_duration=1440,
             default_thread_rate_limit_per_user=0,
         )

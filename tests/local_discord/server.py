@@ -152,6 +152,23 @@ class LocalDiscord:
         """A driver acting as `user` (default alice) in `channel` (default #general)."""
         return DiscordDriver(self, user or self.user, channel or self.general)
 
+    def revoke_bot_permission(self, channel: Channel, permission: int) -> None:
+        """Deny the bot `permission` in `channel` from now on, and in every thread under it (a
+        member overwrite for the bot, as a server admin would set; CHANNEL_UPDATE tells the
+        bot). Revocations add up until `restore_bot_permissions`. Posting without
+        Send Messages (or, in a thread, Send Messages in Threads) then answers 403 50013
+        Missing Permissions, recorded as a violation a test takes out with `expect`."""
+        existing = channel.overwrites.get(self.bot_user.id)
+        allow = existing.allow if existing else 0
+        deny = existing.deny if existing else 0
+        self.state.set_overwrite(
+            channel, self.bot_user, allow=allow & ~permission, deny=deny | permission
+        )
+
+    def restore_bot_permissions(self, channel: Channel) -> None:
+        """Drop the bot's overwrite on `channel`: back to what its roles grant."""
+        self.state.remove_overwrite(channel, self.bot_user.id)
+
     def bot_messages(
         self,
         channel: Channel,
