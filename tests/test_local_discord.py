@@ -582,7 +582,9 @@ async def rest(
         ) as response,
     ):
         text = await response.text()
-        return response.status, json.loads(text) if text else None
+        if response.content_type != "application/json":
+            return response.status, text or None
+        return response.status, json.loads(text)
 
 
 def post_path(channel: Channel) -> str:
@@ -911,3 +913,64 @@ async def test_overwrites_apply_in_discords_order(local_discord: LocalDiscord) -
     with pytest.raises(ValueError, match="threads"):
         thread = state.start_thread(channel, "t", alice)
         state.set_overwrite(thread, alice, deny=Perm.SEND_MESSAGES_IN_THREADS)
+
+
+# -- forced failures on message posts -------------------------------------------------------------
+
+
+async def test_429s_for_one_channel_are_waited_out_by_discord_py(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    images, general = (bot.get_channel(c.id) for c in (local_discord.images, local_discord.general))
+    assert isinstance(images, discord.TextChannel) and isinstance(general, discord.TextChannel)
+    local_discord.fail_message_posts(local_discord.images, times=2, retry_after=0.1)
+    await general.send("another channel is not limited")
+    sent = await images.send("after two 429s")
+    statuses = [(r.path, r.status) for r in local_discord.requests_to(CHANNEL_POST)]
+    images_path = f"/api/v10/channels/{local_discord.images.id}/messages"
+    assert [s for p, s in statuses if p == images_path] == [429, 429, 200]
+    assert [s for p, s in statuses if p != images_path] == [200]
+    assert [m.id for m in local_discord.bot_messages(local_discord.images)] == [sent.id]
+
+
+async def test_500_is_retried_by_discord_py_and_503_is_raised(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    local_discord.fail_message_posts(local_discord.general, status=500)
+    sent = await channel.send("after one 500")
+    assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [500, 200]
+
+    local_discord.fail_message_posts(local_discord.general, status=503)
+    with pytest.raises(discord.DiscordServerError) as raised:
+        await channel.send("never posted")
+    assert raised.value.status == 503
+    assert [m.id for m in local_discord.bot_messages(local_discord.general)] == [sent.id]
+    assert [h.status for h in local_discord.server_errors.hits] == [500, 503]
+
+
+async def test_a_lost_answer_duplicates_a_post_unless_the_nonce_is_enforced(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    # Posted, then answered 500: discord.py retries with the same nonce and gets it back.
+    local_discord.fail_message_posts(local_discord.images, status=500, applied=True)
+    sent = await channel.send("exactly once", nonce="job-9")
+    assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [500, 200]
+    assert [m.id for m in local_discord.bot_messages(local_discord.images)] == [sent.id]
+
+    # A client that retries without a nonce posts twice: the fault is real.
+    local_discord.fail_message_posts(local_discord.images, status=502, applied=True)
+    body = {"content": "twice"}
+    status, _ = await rest(local_discord, "POST", post_path(local_discord.images), body=body)
+    assert status == 502
+    assert (await rest(local_discord, "POST", post_path(local_discord.images), body=body))[0] == 200
+    contents = [m.content for m in local_discord.bot_messages(local_discord.images)]
+    assert contents == ["exactly once", "twice", "twice"]
+    with pytest.raises(ValueError, match="5xx"):
+        local_discord.fail_message_posts(local_discord.images, applied=True)

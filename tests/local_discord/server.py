@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .clock import Clock
 from .driver import DiscordDriver
+from .faults import ServerErrors
 from .gateway import Gateway
 from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, Message, MiB, User
 from .ratelimits import RateLimits
@@ -31,6 +32,8 @@ from .rules import ViolationLog
 from .state import DiscordState
 
 log = logging.getLogger(__name__)
+
+CHANNEL_POST = "POST /channels/{channel_id}/messages"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class LocalDiscord:
         self.token = "local." + secrets.token_urlsafe(32)
         self.violations = ViolationLog()
         self.rate_limits = RateLimits(self.violations)
+        self.server_errors = ServerErrors()
         self.gateway = Gateway(
             self.state,
             token=self.token,
@@ -151,6 +155,33 @@ class LocalDiscord:
     def driver(self, user: User | None = None, channel: Channel | None = None) -> DiscordDriver:
         """A driver acting as `user` (default alice) in `channel` (default #general)."""
         return DiscordDriver(self, user or self.user, channel or self.general)
+
+    def fail_message_posts(
+        self,
+        channel: Channel,
+        *,
+        times: int = 1,
+        status: int = 429,
+        retry_after: float = 0.25,
+        applied: bool = False,
+    ) -> None:
+        """The next `times` message posts to `channel` (not its threads: each is a channel of
+        its own) answer `status` instead of posting.
+
+        429: with `retry_after` seconds, `Via` and the bucket headers, so discord.py waits and
+        retries (see `RateLimits.fail_next`). 5xx: see `faults.ServerErrors`; `applied=True`
+        posts the message and then answers the error, as when Discord's answer is lost.
+        """
+        if status == 429:
+            if applied:
+                raise ValueError("a 429 is answered before anything happens; applied is 5xx only")
+            self.rate_limits.fail_next(
+                CHANNEL_POST, times=times, retry_after=retry_after, major=channel.id
+            )
+        else:
+            self.server_errors.fail_next(
+                CHANNEL_POST, status=status, times=times, major=channel.id, applied=applied
+            )
 
     def revoke_bot_permission(self, channel: Channel, permission: int) -> None:
         """Deny the bot `permission` in `channel` from now on, and in every thread under it (a
