@@ -974,3 +974,105 @@ async def test_a_lost_answer_duplicates_a_post_unless_the_nonce_is_enforced(
     assert contents == ["exactly once", "twice", "twice"]
     with pytest.raises(ValueError, match="5xx"):
         local_discord.fail_message_posts(local_discord.images, applied=True)
+
+
+# -- gateway sessions when a bot process dies and another takes over ---------------------------
+
+
+async def receive_frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    message = await ws.receive(timeout=5)
+    assert message.type is aiohttp.WSMsgType.TEXT, message
+    frame: dict[str, Any] = json.loads(message.data)
+    return frame
+
+
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, *, op: int = 0, event: str | None = None
+) -> dict[str, Any]:
+    while True:
+        frame = await receive_frame(ws)
+        if frame["op"] == op and (event is None or frame["t"] == event):
+            return frame
+
+
+async def identify(ws: aiohttp.ClientWebSocketResponse, local: LocalDiscord) -> dict[str, Any]:
+    """HELLO, then IDENTIFY; the first answer: READY (op 0) or INVALID_SESSION (op 9)."""
+    assert (await receive_frame(ws))["op"] == 10
+    await ws.send_json(
+        {"op": 2, "d": {"token": local.token, "intents": 1 | 1 << 9, "properties": {}}}
+    )
+    frame = await receive_frame(ws)
+    assert frame["op"] in (0, 9), frame
+    return frame
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(heartbeat_interval_ms=60_000)])
+async def test_a_new_identify_gets_a_session_of_its_own(local_discord: LocalDiscord) -> None:
+    gateway = local_discord.gateway
+    async with aiohttp.ClientSession() as http:
+        old = await http.ws_connect(local_discord.gateway_url)
+        assert (await identify(old, local_discord))["t"] == "READY"
+        new = await http.ws_connect(local_discord.gateway_url)
+        # Within 5 s of the last IDENTIFY: invalid session, identify again later.
+        refused = await identify(new, local_discord)
+        assert (refused["op"], refused["d"]) == (9, False)
+        assert gateway.identify_refusals == 1
+        local_discord.clock.advance(5)
+        await new.close()
+        new = await http.ws_connect(local_discord.gateway_url)
+        ready = await identify(new, local_discord)
+        assert ready["t"] == "READY"
+        # Both sessions are live and both get every event, as on Discord.
+        assert len(gateway.live_sessions()) == 2
+        local_discord.state.post_message(local_discord.general, local_discord.user, content="hi")
+        for ws in (old, new):
+            created = await receive_until(ws, event="MESSAGE_CREATE")
+            assert created["d"]["content"] == ""  # no Message Content intent asked for
+        # A clean close (1000) ends the old session; the new one carries on.
+        await old.close(code=1000)
+        await local_discord.state.wait_until(
+            lambda: len(gateway.sessions) == 1, timeout=5, what="the old session to end"
+        )
+        assert list(gateway.sessions) == [ready["d"]["session_id"]]
+        await new.close()
+
+
+@pytest.mark.parametrize(
+    "local_discord_config",
+    [LocalDiscordConfig(heartbeat_interval_ms=100, heartbeat_timeout_ms=300)],
+)
+async def test_a_silent_connection_is_closed_and_its_session_stays_resumable(
+    local_discord: LocalDiscord,
+) -> None:
+    gateway = local_discord.gateway
+    async with aiohttp.ClientSession() as http:
+        frozen = await http.ws_connect(local_discord.gateway_url)
+        ready = await identify(frozen, local_discord)
+        session_id = ready["d"]["session_id"]
+        await receive_until(frozen, event="GUILD_CREATE")
+        # No heartbeat ever: the local Discord gives up on the connection.
+        closed = await frozen.receive(timeout=5)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4000
+        assert gateway.heartbeat_timeouts == 1 and gateway.live_sessions() == []
+        local_discord.state.post_message(local_discord.general, local_discord.user, content="away")
+
+        resumed = await http.ws_connect(ready["d"]["resume_gateway_url"])
+        await receive_frame(resumed)  # HELLO
+        await resumed.send_json(
+            {"op": 6, "d": {"token": local_discord.token, "session_id": session_id, "seq": 2}}
+        )
+        missed = await receive_until(resumed, event="MESSAGE_CREATE")
+        assert missed["s"] == 3
+        await receive_until(resumed, event="RESUMED")
+        await resumed.close(code=4000)  # not 1000: the session stays resumable
+
+        # "A few minutes" later it is gone.
+        local_discord.clock.advance(local_discord.config.session_resume_window_s + 1)
+        late = await http.ws_connect(ready["d"]["resume_gateway_url"])
+        await receive_frame(late)
+        await late.send_json(
+            {"op": 6, "d": {"token": local_discord.token, "session_id": session_id, "seq": 3}}
+        )
+        assert (await receive_frame(late))["op"] == 9
+        assert gateway.sessions == {}
+        await late.close()

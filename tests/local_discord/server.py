@@ -44,6 +44,12 @@ class LocalDiscordConfig:
     token_lifetime_s: float = 15 * 60.0
     # Discord's is 41.25 s; a test may shorten it to watch heartbeats go by.
     heartbeat_interval_ms: int = 41_250
+    # A connection silent for this long is closed (None: twice the interval plus a second).
+    heartbeat_timeout_ms: int | None = None
+    # One IDENTIFY per this many seconds of the local clock (Discord: max_concurrency 1 = 5 s).
+    identify_interval_s: float = 5.0
+    # How long a session whose connection dropped stays resumable ("a few minutes").
+    session_resume_window_s: float = 180.0
     # Whether the app may use the privileged Message Content intent (the portal switch).
     message_content_allowed: bool = True
     premium_tier: int = 0
@@ -70,6 +76,9 @@ class LocalDiscord:
             token=self.token,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             message_content_allowed=self.config.message_content_allowed,
+            heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
+            identify_interval_s=self.config.identify_interval_s,
+            session_resume_window_s=self.config.session_resume_window_s,
         )
         self.rest = RestApi(self, [core_routes, channel_routes, interaction_routes])
         self.typing: list[int] = []
