@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
@@ -22,13 +25,16 @@ from discord.ext import commands
 from tests.images import make_png
 from tests.local_discord import (
     PROBE_EXTENSION,
+    BotProcess,
     CallbackType,
     Channel,
     LocalDiscord,
     LocalDiscordConfig,
+    Message,
     MessageFlag,
     Perm,
     RunningBot,
+    bot_process,
     count_custom_ids,
     start_bot,
 )
@@ -1076,3 +1082,65 @@ async def test_a_silent_connection_is_closed_and_its_session_stays_resumable(
         assert (await receive_frame(late))["op"] == 9
         assert gateway.sessions == {}
         await late.close()
+
+
+# -- the bot in a process of its own -------------------------------------------------------------
+
+
+def result_jobs(local: LocalDiscord) -> Counter[str]:
+    """Result posts per job id in #general and its threads: results carry Reroll."""
+    return count_custom_ids(local.bot_messages(local.general), r"kontext:reroll:(\d+)")
+
+
+def is_result(message: Message) -> bool:
+    return any(c.startswith("kontext:reroll:") for c in message.custom_ids)
+
+
+async def test_bot_py_in_another_process_syncs_delivers_and_comes_back(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    database = tmp_path / "jobs.sqlite3"
+    alice = local_discord.driver()
+    async with bot_process(local_discord, database=database, sync=True) as first:
+        assert [r.status for r in local_discord.requests_to(GLOBAL_SYNC)] == [200]
+        await alice.slash("imagine", prompt="a red fox")
+        result = await alice.wait_for_message(is_result, timeout=30)
+        assert result.attachments and result.attachments[0].width
+        # Ended by SIGTERM (no handler yet) or by a clean shutdown: not killed after 10 s.
+        assert await first.terminate() in (0, -signal.SIGTERM)
+    (job,) = result_jobs(local_discord)
+    await local_discord.state.wait_until(
+        lambda: not local_discord.gateway.live_sessions(),
+        timeout=5,
+        what="the first process's connection to end",
+    )
+
+    # A new process on the same token and job store, without --sync: the commands stayed.
+    async with bot_process(local_discord, database=database) as second:
+        assert len(local_discord.requests_to(GLOBAL_SYNC)) == 1
+        (session,) = second.sessions()
+        assert session.connection is not None and len(local_discord.gateway.live_sessions()) == 1
+        await alice.slash("imagine", prompt="a blue fox")
+        await alice.wait_for_message(
+            lambda m: is_result(m) and job not in result_jobs_of(m), after=result, timeout=30
+        )
+        assert await second.kill() == -signal.SIGKILL
+    assert len(result_jobs(local_discord)) == 2
+    assert "DRY RUN" in second.stderr
+
+
+def result_jobs_of(message: Message) -> Counter[str]:
+    return count_custom_ids([message], r"kontext:reroll:(\d+)")
+
+
+async def test_a_bot_process_that_exits_early_fails_the_wait_with_its_stderr(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    process = BotProcess(
+        local_discord, database=tmp_path / "jobs.sqlite3", env={"DISCORD_TOKEN": "not-the-token"}
+    )
+    async with process:
+        with pytest.raises(AssertionError, match="refused the token") as raised:
+            await process.wait_ready(timeout=30)
+    assert "exited (1)" in str(raised.value) and process.returncode == 1
+    assert [r.status for r in local_discord.requests_to("GET /users/@me")] == [401]
