@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import signal
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
@@ -21,12 +25,17 @@ from discord.ext import commands
 from tests.images import make_png
 from tests.local_discord import (
     PROBE_EXTENSION,
+    BotProcess,
     CallbackType,
+    Channel,
     LocalDiscord,
     LocalDiscordConfig,
+    Message,
     MessageFlag,
     Perm,
     RunningBot,
+    bot_process,
+    count_custom_ids,
     start_bot,
 )
 from tests.local_discord.probe_cog import ProbeCog
@@ -545,3 +554,593 @@ async def test_missing_permission_is_refused(
     violation = await local_discord.violations.wait_for(code=50013)
     assert violation.route == "POST /channels/{channel_id}/messages/{message_id}/threads"
     assert alice.thread_of(answer) is None
+
+
+# -- idempotent posts: nonce + enforce_nonce -------------------------------------------------
+
+
+async def rest(
+    local: LocalDiscord,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request as the bot, JSON or (with `files`) multipart with payload_json."""
+    headers = {"Authorization": f"Bot {local.token}"}
+    data: aiohttp.FormData | None = None
+    if files is not None:
+        data = aiohttp.FormData(quote_fields=False)
+        data.add_field("payload_json", json.dumps(body or {}), content_type="application/json")
+        for index, (name, content) in enumerate(files.items()):
+            data.add_field(f"files[{index}]", content, filename=name, content_type="image/png")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            local.api_base_url + path,
+            headers=headers,
+            params=params,
+            json=body if files is None else None,
+            data=data,
+        ) as response,
+    ):
+        text = await response.text()
+        if response.content_type != "application/json":
+            return response.status, text or None
+        return response.status, json.loads(text)
+
+
+def post_path(channel: Channel) -> str:
+    return f"/channels/{channel.id}/messages"
+
+
+@pytest.mark.parametrize("nonce", ["job-42:result", 4242])
+@pytest.mark.parametrize("multipart", [False, True])
+async def test_enforce_nonce_returns_the_first_message_and_posts_nothing(
+    local_discord: LocalDiscord, nonce: int | str, multipart: bool
+) -> None:
+    channel = local_discord.images
+    files = {"result.png": make_png()} if multipart else None
+    first_body = {"content": "first", "nonce": nonce, "enforce_nonce": True}
+    status, first = await rest(
+        local_discord, "POST", post_path(channel), body=first_body, files=files
+    )
+    assert status == 200 and first["nonce"] == nonce  # echoed as sent, int or string
+    again = {"content": "second try", "nonce": nonce, "enforce_nonce": True}
+    status, second = await rest(local_discord, "POST", post_path(channel), body=again, files=files)
+    assert status == 200
+    assert second["id"] == first["id"] and second["content"] == "first"
+    (only,) = local_discord.bot_messages(channel)
+    assert only.id == int(first["id"]) and len(only.attachments) == (1 if multipart else 0)
+    # Later fetches do not carry the nonce, as on Discord.
+    status, fetched = await rest(local_discord, "GET", f"{post_path(channel)}/{first['id']}")
+    assert status == 200 and "nonce" not in fetched
+    status, listed = await rest(local_discord, "GET", post_path(channel))
+    assert [m["id"] for m in listed] == [first["id"]] and "nonce" not in listed[0]
+
+
+async def test_nonce_without_enforce_is_only_echoed_and_the_window_ends(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.general
+    plain = {"content": "plain", "nonce": "n-1"}
+    ids = [(await rest(local_discord, "POST", post_path(channel), body=plain))[1] for _ in range(2)]
+    assert ids[0]["id"] != ids[1]["id"] and ids[0]["nonce"] == "n-1"
+    # An integer nonce and the same digits as a string are not the same nonce.
+    for nonce in (77, "77"):
+        body = {"content": str(type(nonce)), "nonce": nonce, "enforce_nonce": True}
+        assert (await rest(local_discord, "POST", post_path(channel), body=body))[0] == 200
+    assert len(local_discord.bot_messages(channel)) == 4
+    # Five minutes on, the nonce is free again.
+    enforced = {"content": "once", "nonce": "n-2", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(channel), body=enforced)
+    local_discord.clock.advance(5 * 60 + 1)
+    _, later = await rest(local_discord, "POST", post_path(channel), body=enforced)
+    assert later["id"] != first["id"]
+
+
+async def test_nonce_of_a_deleted_message_is_unknown_message(local_discord: LocalDiscord) -> None:
+    channel = local_discord.general
+    body = {"content": "short-lived", "nonce": "n-3", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(channel), body=body)
+    status, _ = await rest(local_discord, "DELETE", f"{post_path(channel)}/{first['id']}")
+    assert status == 204
+    status, error = await rest(local_discord, "POST", post_path(channel), body=body)
+    assert (status, error["code"]) == (404, 10008)
+    assert local_discord.bot_messages(channel, include_deleted=True) == [
+        local_discord.state.messages[int(first["id"])]
+    ]
+
+
+async def test_nonce_reused_in_another_channel_is_reported(local_discord: LocalDiscord) -> None:
+    body = {"content": "here", "nonce": "n-4", "enforce_nonce": True}
+    _, first = await rest(local_discord, "POST", post_path(local_discord.general), body=body)
+    _, other = await rest(local_discord, "POST", post_path(local_discord.images), body=body)
+    # Posted (the channel-scoped reading), but Discord may answer otherwise: a violation.
+    assert other["id"] != first["id"]
+    assert "another channel" in local_discord.violations.expect(kind="rule").message
+
+
+async def test_discord_py_sends_a_nonce_and_message_create_echoes_it(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    received = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.author.id == bot.user.id, timeout=5)
+    )
+    sent = await channel.send("hello", nonce="kontext-1")
+    assert sent.nonce == "kontext-1" and (await received).nonce == "kontext-1"
+    (request,) = local_discord.requests_to(CHANNEL_POST)
+    assert request.body["enforce_nonce"] is True
+    # The same nonce again through discord.py: the first message comes back.
+    again = await channel.send("hello again", nonce="kontext-1")
+    assert again.id == sent.id and again.content == "hello"
+    assert [m.id for m in local_discord.bot_messages(local_discord.general)] == [sent.id]
+
+
+# -- counting what the bot posted ------------------------------------------------------------
+
+
+def result_body(job_id: int, text: str) -> dict[str, Any]:
+    """A result as Kontext posts it: buttons whose custom_ids carry the job id."""
+    buttons = [
+        {"type": 2, "style": 2, "label": label, "custom_id": f"kontext:{action}:{job_id}"}
+        for action, label in (("reroll", "Reroll"), ("delete", "Delete"))
+    ]
+    return {"content": text, "components": [{"type": 1, "components": buttons}]}
+
+
+async def test_bot_messages_in_a_channel_and_its_threads_count_per_job(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.images
+    _, first = await rest(local_discord, "POST", post_path(channel), body=result_body(1, "one"))
+    status, _ = await rest(
+        local_discord,
+        "POST",
+        f"{post_path(channel)}/{first['id']}/threads",
+        body={"name": "chain"},
+    )
+    assert status == 201
+    thread = local_discord.state.channels[int(first["id"])]
+    await rest(local_discord, "POST", post_path(thread), body=result_body(2, "two"))
+    await rest(local_discord, "POST", post_path(thread), body=result_body(1, "one again"))
+    _, gone = await rest(local_discord, "POST", post_path(channel), body=result_body(3, "three"))
+    await rest(local_discord, "DELETE", f"{post_path(channel)}/{gone['id']}")
+    await rest(local_discord, "POST", post_path(local_discord.general), body=result_body(4, "x"))
+    local_discord.state.post_message(channel, local_discord.user, content="not the bot's")
+
+    posts = local_discord.bot_messages(channel)
+    assert [m.content for m in posts] == ["one", "two", "one again"]
+    assert [m.content for m in local_discord.bot_messages(channel, include_threads=False)] == [
+        "one"
+    ]
+    pattern = r"kontext:reroll:(\d+)"
+    assert count_custom_ids(posts, pattern) == {"1": 2, "2": 1}
+    everything = local_discord.bot_messages(channel, include_deleted=True)
+    assert count_custom_ids(everything, pattern) == {"1": 2, "2": 1, "3": 1}
+    assert posts[0].custom_ids == ["kontext:reroll:1", "kontext:delete:1"]
+
+
+# -- reading history: GET /channels/{id}/messages ----------------------------------------------
+
+
+def history_ids(listed: list[dict[str, Any]]) -> list[int]:
+    return [int(m["id"]) for m in listed]
+
+
+async def test_history_is_newest_first_and_pages_like_discord(local_discord: LocalDiscord) -> None:
+    channel = local_discord.general
+    posted = [
+        local_discord.state.post_message(channel, local_discord.user, content=f"m{n}").id
+        for n in range(7)
+    ]
+
+    async def listed(**params: str) -> list[int]:
+        status, body = await rest(local_discord, "GET", post_path(channel), params=params)
+        assert status == 200, body
+        return history_ids(body)
+
+    assert await listed() == posted[::-1]
+    assert await listed(limit="3") == posted[:3:-1]
+    assert await listed(before=str(posted[4]), limit="2") == [posted[3], posted[2]]
+    # `after` gives the messages right after the id, still newest first.
+    assert await listed(after=str(posted[1]), limit="2") == [posted[3], posted[2]]
+    assert await listed(after=str(posted[6])) == []
+    assert await listed(around=str(posted[3]), limit="3") == [posted[4], posted[3], posted[2]]
+    assert await listed(around=str(posted[3]), limit="1") == [posted[3]]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "code"),
+    [
+        ({"limit": "0"}, "limit", "NUMBER_TYPE_MIN"),
+        ({"limit": "101"}, "limit", "NUMBER_TYPE_MAX"),
+        ({"limit": "ten"}, "limit", "NUMBER_TYPE_COERCE"),
+        ({"before": "yesterday"}, "before", "NUMBER_TYPE_COERCE"),
+        ({"before": "1", "after": "2"}, "after", "BASE_TYPE_INVALID"),
+    ],
+)
+async def test_history_query_out_of_range_is_a_form_error(
+    local_discord: LocalDiscord, params: dict[str, str], field: str, code: str
+) -> None:
+    status, body = await rest(local_discord, "GET", post_path(local_discord.general), params=params)
+    assert (status, body["code"]) == (400, 50035)
+    assert body["errors"][field]["_errors"][0]["code"] == code
+    assert local_discord.violations.expect(code=50035).route == (
+        "GET /channels/{channel_id}/messages"
+    )
+
+
+async def test_history_brings_the_bots_results_back_whole(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    body = result_body(42, "✅ done")
+    body["embeds"] = [{"title": "Step 1", "description": "a red fox"}]
+    status, _ = await rest(
+        local_discord,
+        "POST",
+        post_path(local_discord.images),
+        body=body,
+        files={"r.png": make_png()},
+    )
+    assert status == 200
+    for n in range(120):
+        local_discord.state.post_message(local_discord.images, local_discord.user, content=str(n))
+
+    # discord.py pages through 121 messages (two requests) and finds the result by custom_id.
+    found = [
+        m
+        async for m in channel.history(limit=None)
+        if any(
+            getattr(child, "custom_id", None) == "kontext:reroll:42"
+            for row in m.components
+            for child in getattr(row, "children", [])
+        )
+    ]
+    assert len(local_discord.requests_to("GET /channels/{channel_id}/messages")) == 2
+    (result,) = found
+    assert result.author.id == bot.user.id and result.embeds[0].title == "Step 1"
+    assert [a.filename for a in result.attachments] == ["r.png"]
+    oldest = [m.content async for m in channel.history(limit=3, oldest_first=True)]
+    assert oldest == ["✅ done", "0", "1"]
+
+
+@pytest.mark.parametrize(
+    "local_discord_config", [LocalDiscordConfig(message_content_allowed=False)]
+)
+async def test_history_without_message_content_or_read_history(
+    local_discord: LocalDiscord,
+) -> None:
+    channel = local_discord.general
+    local_discord.state.post_message(channel, local_discord.user, content="alice's words")
+    await rest(local_discord, "POST", post_path(channel), body=result_body(7, "mine"))
+    _, listed = await rest(local_discord, "GET", post_path(channel))
+    # An app without the intent reads other people's messages empty; its own stay whole.
+    assert [(m["content"], len(m["components"])) for m in listed] == [("mine", 1), ("", 0)]
+    _, fetched = await rest(local_discord, "GET", f"{post_path(channel)}/{listed[1]['id']}")
+    assert fetched["content"] == ""
+
+    guild = local_discord.guild
+    local_discord.state.set_member_permissions(
+        guild, local_discord.bot_user, int(Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES)
+    )
+    guild.roles[guild.id].permissions &= ~Perm.READ_MESSAGE_HISTORY
+    # Discord's docs: without Read Message History the list is empty, not an error.
+    assert await rest(local_discord, "GET", post_path(channel)) == (200, [])
+
+
+# -- permissions withdrawn and restored at run time ----------------------------------------------
+
+
+async def test_revoked_send_permission_refuses_posts_and_reaches_the_bot(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    thread = await (await channel.send("chain")).create_thread(name="chain")
+    me = channel.guild.me
+
+    def channel_update() -> asyncio.Future[Any]:
+        return asyncio.ensure_future(
+            bot.wait_for("guild_channel_update", check=lambda _, c: c.id == channel.id, timeout=5)
+        )
+
+    updated = channel_update()
+    local_discord.revoke_bot_permission(local_discord.images, Perm.SEND_MESSAGES)
+    await updated
+    # The bot's cache learnt it from CHANNEL_UPDATE (files and embeds go with it, implicitly).
+    assert not channel.permissions_for(me).send_messages
+    assert not channel.permissions_for(me).attach_files
+    with pytest.raises(discord.Forbidden) as refused:
+        await channel.send("result")
+    assert refused.value.code == 50013
+    local_discord.violations.expect(code=50013)
+    # Threads need Send Messages in Threads instead: still granted.
+    await thread.send("still allowed in the thread")
+
+    updated = channel_update()
+    local_discord.revoke_bot_permission(local_discord.images, Perm.SEND_MESSAGES_IN_THREADS)
+    await updated
+    with pytest.raises(discord.Forbidden):
+        await thread.send("not any more")
+    assert "in a thread" in local_discord.violations.expect(code=50013).detail
+    status, data = await rest(local_discord, "GET", f"/channels/{local_discord.images.id}")
+    assert status == 200
+    assert data["permission_overwrites"] == [
+        {
+            "id": str(local_discord.bot_user.id),
+            "type": 1,
+            "allow": "0",
+            "deny": str(int(Perm.SEND_MESSAGES | Perm.SEND_MESSAGES_IN_THREADS)),
+        }
+    ]
+
+    updated = channel_update()
+    local_discord.restore_bot_permissions(local_discord.images)
+    await updated
+    assert channel.permissions_for(me).send_messages
+    await channel.send("back")
+    await thread.send("back in the thread")
+    assert [m.content for m in local_discord.bot_messages(local_discord.images)] == [
+        "chain",
+        "still allowed in the thread",
+        "back",
+        "back in the thread",
+    ]
+
+
+async def test_overwrites_apply_in_discords_order(local_discord: LocalDiscord) -> None:
+    state, guild, channel = local_discord.state, local_discord.guild, local_discord.general
+    alice = local_discord.user
+    everyone = guild.roles[guild.id]
+    assert state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    state.set_overwrite(channel, everyone, deny=Perm.SEND_MESSAGES)
+    assert not state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    # A member's own allow beats @everyone's deny.
+    state.set_overwrite(channel, alice, allow=Perm.SEND_MESSAGES)
+    assert state.permissions(alice, channel) & Perm.SEND_MESSAGES
+    assert not state.permissions(local_discord.stranger, channel) & Perm.SEND_MESSAGES
+    # Without View Channel nothing else counts.
+    state.set_overwrite(channel, alice, deny=Perm.VIEW_CHANNEL, allow=Perm.SEND_MESSAGES)
+    assert state.permissions(alice, channel) == 0
+    # The owner is above overwrites.
+    state.set_overwrite(channel, everyone, deny=Perm.VIEW_CHANNEL)
+    assert state.permissions(state.owner, channel) & Perm.VIEW_CHANNEL
+    with pytest.raises(ValueError, match="threads"):
+        thread = state.start_thread(channel, "t", alice)
+        state.set_overwrite(thread, alice, deny=Perm.SEND_MESSAGES_IN_THREADS)
+
+
+# -- forced failures on message posts -------------------------------------------------------------
+
+
+async def test_429s_for_one_channel_are_waited_out_by_discord_py(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    images, general = (bot.get_channel(c.id) for c in (local_discord.images, local_discord.general))
+    assert isinstance(images, discord.TextChannel) and isinstance(general, discord.TextChannel)
+    local_discord.fail_message_posts(local_discord.images, times=2, retry_after=0.1)
+    await general.send("another channel is not limited")
+    sent = await images.send("after two 429s")
+    statuses = [(r.path, r.status) for r in local_discord.requests_to(CHANNEL_POST)]
+    images_path = f"/api/v10/channels/{local_discord.images.id}/messages"
+    assert [s for p, s in statuses if p == images_path] == [429, 429, 200]
+    assert [s for p, s in statuses if p != images_path] == [200]
+    assert [m.id for m in local_discord.bot_messages(local_discord.images)] == [sent.id]
+
+
+async def test_500_is_retried_by_discord_py_and_503_is_raised(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    local_discord.fail_message_posts(local_discord.general, status=500)
+    sent = await channel.send("after one 500")
+    assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [500, 200]
+
+    local_discord.fail_message_posts(local_discord.general, status=503)
+    with pytest.raises(discord.DiscordServerError) as raised:
+        await channel.send("never posted")
+    assert raised.value.status == 503
+    assert [m.id for m in local_discord.bot_messages(local_discord.general)] == [sent.id]
+    assert [h.status for h in local_discord.server_errors.hits] == [500, 503]
+
+
+async def test_a_lost_answer_duplicates_a_post_unless_the_nonce_is_enforced(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    _, bot = running_bot
+    channel = bot.get_channel(local_discord.images.id)
+    assert isinstance(channel, discord.TextChannel)
+    # Posted, then answered 500: discord.py retries with the same nonce and gets it back.
+    local_discord.fail_message_posts(local_discord.images, status=500, applied=True)
+    sent = await channel.send("exactly once", nonce="job-9")
+    assert [r.status for r in local_discord.requests_to(CHANNEL_POST)] == [500, 200]
+    assert [m.id for m in local_discord.bot_messages(local_discord.images)] == [sent.id]
+
+    # A client that retries without a nonce posts twice: the fault is real.
+    local_discord.fail_message_posts(local_discord.images, status=502, applied=True)
+    body = {"content": "twice"}
+    status, _ = await rest(local_discord, "POST", post_path(local_discord.images), body=body)
+    assert status == 502
+    assert (await rest(local_discord, "POST", post_path(local_discord.images), body=body))[0] == 200
+    contents = [m.content for m in local_discord.bot_messages(local_discord.images)]
+    assert contents == ["exactly once", "twice", "twice"]
+    with pytest.raises(ValueError, match="5xx"):
+        local_discord.fail_message_posts(local_discord.images, applied=True)
+
+
+# -- gateway sessions when a bot process dies and another takes over ---------------------------
+
+
+async def receive_frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    message = await ws.receive(timeout=5)
+    assert message.type is aiohttp.WSMsgType.TEXT, message
+    frame: dict[str, Any] = json.loads(message.data)
+    return frame
+
+
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, *, op: int = 0, event: str | None = None
+) -> dict[str, Any]:
+    while True:
+        frame = await receive_frame(ws)
+        if frame["op"] == op and (event is None or frame["t"] == event):
+            return frame
+
+
+async def identify(ws: aiohttp.ClientWebSocketResponse, local: LocalDiscord) -> dict[str, Any]:
+    """HELLO, then IDENTIFY; the first answer: READY (op 0) or INVALID_SESSION (op 9)."""
+    assert (await receive_frame(ws))["op"] == 10
+    await ws.send_json(
+        {"op": 2, "d": {"token": local.token, "intents": 1 | 1 << 9, "properties": {}}}
+    )
+    frame = await receive_frame(ws)
+    assert frame["op"] in (0, 9), frame
+    return frame
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(heartbeat_interval_ms=60_000)])
+async def test_a_new_identify_gets_a_session_of_its_own(local_discord: LocalDiscord) -> None:
+    gateway = local_discord.gateway
+    async with aiohttp.ClientSession() as http:
+        old = await http.ws_connect(local_discord.gateway_url)
+        assert (await identify(old, local_discord))["t"] == "READY"
+        new = await http.ws_connect(local_discord.gateway_url)
+        # Within 5 s of the last IDENTIFY: invalid session, identify again later.
+        refused = await identify(new, local_discord)
+        assert (refused["op"], refused["d"]) == (9, False)
+        assert gateway.identify_refusals == 1
+        local_discord.clock.advance(5)
+        await new.close()
+        new = await http.ws_connect(local_discord.gateway_url)
+        ready = await identify(new, local_discord)
+        assert ready["t"] == "READY"
+        # Both sessions are live and both get every event, as on Discord.
+        assert len(gateway.live_sessions()) == 2
+        local_discord.state.post_message(local_discord.general, local_discord.user, content="hi")
+        for ws in (old, new):
+            created = await receive_until(ws, event="MESSAGE_CREATE")
+            assert created["d"]["content"] == ""  # no Message Content intent asked for
+        # A clean close (1000) ends the old session; the new one carries on.
+        await old.close(code=1000)
+        await local_discord.state.wait_until(
+            lambda: len(gateway.sessions) == 1, timeout=5, what="the old session to end"
+        )
+        assert list(gateway.sessions) == [ready["d"]["session_id"]]
+        await new.close()
+
+
+@pytest.mark.parametrize(
+    "local_discord_config",
+    [LocalDiscordConfig(heartbeat_interval_ms=100, heartbeat_timeout_ms=300)],
+)
+async def test_a_silent_connection_is_closed_and_its_session_stays_resumable(
+    local_discord: LocalDiscord,
+) -> None:
+    gateway = local_discord.gateway
+    async with aiohttp.ClientSession() as http:
+        frozen = await http.ws_connect(local_discord.gateway_url)
+        ready = await identify(frozen, local_discord)
+        session_id = ready["d"]["session_id"]
+        await receive_until(frozen, event="GUILD_CREATE")
+        # No heartbeat ever: the local Discord gives up on the connection.
+        closed = await frozen.receive(timeout=5)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4000
+        assert gateway.heartbeat_timeouts == 1 and gateway.live_sessions() == []
+        local_discord.state.post_message(local_discord.general, local_discord.user, content="away")
+
+        resumed = await http.ws_connect(ready["d"]["resume_gateway_url"])
+        await receive_frame(resumed)  # HELLO
+        await resumed.send_json(
+            {"op": 6, "d": {"token": local_discord.token, "session_id": session_id, "seq": 2}}
+        )
+        missed = await receive_until(resumed, event="MESSAGE_CREATE")
+        assert missed["s"] == 3
+        await receive_until(resumed, event="RESUMED")
+        await resumed.close(code=4000)  # not 1000: the session stays resumable
+
+        # "A few minutes" later it is gone.
+        local_discord.clock.advance(local_discord.config.session_resume_window_s + 1)
+        late = await http.ws_connect(ready["d"]["resume_gateway_url"])
+        await receive_frame(late)
+        await late.send_json(
+            {"op": 6, "d": {"token": local_discord.token, "session_id": session_id, "seq": 3}}
+        )
+        assert (await receive_frame(late))["op"] == 9
+        assert gateway.sessions == {}
+        await late.close()
+
+
+# -- the bot in a process of its own -------------------------------------------------------------
+
+
+def result_jobs(local: LocalDiscord) -> Counter[str]:
+    """Result posts per job id in #general and its threads: results carry Reroll."""
+    return count_custom_ids(local.bot_messages(local.general), r"kontext:reroll:(\d+)")
+
+
+def is_result(message: Message) -> bool:
+    return any(c.startswith("kontext:reroll:") for c in message.custom_ids)
+
+
+async def test_bot_py_in_another_process_syncs_delivers_and_comes_back(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    database = tmp_path / "jobs.sqlite3"
+    alice = local_discord.driver()
+    async with bot_process(local_discord, database=database, sync=True) as first:
+        assert [r.status for r in local_discord.requests_to(GLOBAL_SYNC)] == [200]
+        await alice.slash("imagine", prompt="a red fox")
+        result = await alice.wait_for_message(is_result, timeout=30)
+        assert result.attachments and result.attachments[0].width
+        # Ended by SIGTERM (no handler yet) or by a clean shutdown: not killed after 10 s.
+        assert await first.terminate() in (0, -signal.SIGTERM)
+    (job,) = result_jobs(local_discord)
+    await local_discord.state.wait_until(
+        lambda: not local_discord.gateway.live_sessions(),
+        timeout=5,
+        what="the first process's connection to end",
+    )
+
+    # A new process on the same token and job store, without --sync: the commands stayed.
+    async with bot_process(local_discord, database=database) as second:
+        assert len(local_discord.requests_to(GLOBAL_SYNC)) == 1
+        (session,) = second.sessions()
+        assert session.connection is not None and len(local_discord.gateway.live_sessions()) == 1
+        await alice.slash("imagine", prompt="a blue fox")
+        await alice.wait_for_message(
+            lambda m: is_result(m) and job not in result_jobs_of(m), after=result, timeout=30
+        )
+        assert await second.kill() == -signal.SIGKILL
+    assert len(result_jobs(local_discord)) == 2
+    assert "DRY RUN" in second.stderr
+
+
+def result_jobs_of(message: Message) -> Counter[str]:
+    return count_custom_ids([message], r"kontext:reroll:(\d+)")
+
+
+async def test_a_bot_process_that_exits_early_fails_the_wait_with_its_stderr(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    process = BotProcess(
+        local_discord, database=tmp_path / "jobs.sqlite3", env={"DISCORD_TOKEN": "not-the-token"}
+    )
+    async with process:
+        with pytest.raises(AssertionError, match="refused the token") as raised:
+            await process.wait_ready(timeout=30)
+    assert "exited (1)" in str(raised.value) and process.returncode == 1
+    assert [r.status for r in local_discord.requests_to("GET /users/@me")] == [401]

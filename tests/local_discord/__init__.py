@@ -3,7 +3,8 @@
 The real, unmodified discord.py client (and so the real KontextBot) connects to it; a driver
 acts as a user; every request body is checked against Discord's OpenAPI spec and Discord's
 rules, and whatever the bot gets wrong fails the test. See `fixtures.py` for the pytest
-fixtures and `driver.py` for what a test can do.
+fixtures, `driver.py` for what a test can do and `process.py` to run bot.py as a process of
+its own against it.
 """
 
 from .driver import DiscordDriver, Upload
@@ -18,13 +19,16 @@ from .models import (
     MessageFlag,
     Perm,
     User,
+    count_custom_ids,
 )
+from .process import BotProcess, bot_environment, bot_process
 from .rules import Violation, ViolationLog
 from .server import LocalDiscord, LocalDiscordConfig
 
 __all__ = [
     "PROBE_EXTENSION",
     "Attachment",
+    "BotProcess",
     "CallbackType",
     "Channel",
     "DiscordDriver",
@@ -40,6 +44,9 @@ __all__ = [
     "User",
     "Violation",
     "ViolationLog",
+    "bot_environment",
+    "bot_process",
     "bot_settings",
+    "count_custom_ids",
     "start_bot",
 ]

@@ -129,7 +129,9 @@ class DiscordDriver:
     async def _bot_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Events sent before the bot identified would be lost; wait for its session."""
         await self.state.wait_until(
-            lambda: self.discord.gateway.sessions, timeout=timeout, what="the bot's gateway session"
+            self.discord.gateway.live_sessions,
+            timeout=timeout,
+            what="the bot's gateway session",
         )
 
     # -- interactions ----------------------------------------------------------------------

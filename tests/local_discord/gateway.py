@@ -5,6 +5,20 @@ numbered with a rising `s`, zlib-stream compression (one deflate context per con
 each frame flushed with Z_SYNC_FLUSH) when the client asks for it, and sessions that survive a
 dropped connection: events dispatched while the bot is away are replayed after its RESUME.
 A test can send op 7 RECONNECT to see that the bot resumes and keeps working.
+
+Sessions behave as Discord documents them, which matters when a bot process dies and another
+takes its place with the same token:
+- every IDENTIFY starts a session of its own, and each live session receives every event (two
+  bot processes on one token both get each interaction, as on Discord);
+- a client that closes with 1000 or 1001 ends its session; any other end (a killed process,
+  a dropped socket) leaves it resumable for `session_resume_window_s` of the local clock
+  ("a few minutes"; RESUME after that gets INVALID_SESSION);
+- a connection that stops heartbeating (a frozen, half-dead process) is closed with 4000
+  after `heartbeat_timeout_ms` (default twice the interval plus a second): its session stays
+  resumable, as Discord's docs say;
+- IDENTIFY is allowed once per `identify_interval_s` (Discord's max_concurrency 1 means one
+  per 5 seconds); one sooner is answered INVALID_SESSION, and discord.py identifies again
+  5 seconds later. Measured on the local clock, so a test can `clock.advance` past it.
 """
 
 # Waits take a `timeout` like discord.py's own `wait_for`: a test must fail, never hang.
@@ -24,7 +38,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .payloads import guild_create_payload, member_payload
+from .payloads import guild_create_payload, member_payload, without_content
 from .state import DiscordState
 
 log = logging.getLogger(__name__)
@@ -50,13 +64,15 @@ BACKLOG_MAX = 5000
 
 @dataclass
 class Session:
-    """A gateway session: lives on across reconnects until the bot identifies anew."""
+    """A gateway session: lives on across reconnects until closed cleanly or left too long."""
 
     id: str
     intents: int
     seq: int = 0
     backlog: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=BACKLOG_MAX))
     connection: Connection | None = None
+    # Local clock time the last connection ended (None while connected).
+    disconnected_at: float | None = None
 
 
 class Connection:
@@ -67,6 +83,9 @@ class Connection:
         self.path = path
         self.compressed = compress
         self.session: Session | None = None
+        # True once the local Discord closed it (its close code is not the client's word).
+        self.closed_by_server = False
+        self.last_heartbeat = asyncio.get_running_loop().time()
         self._deflate = zlib.compressobj() if compress else None
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._sender = asyncio.create_task(self._send_loop(), name="local-discord-gateway-send")
@@ -90,6 +109,8 @@ class Connection:
                 return
 
     async def close(self, code: int = 1000, message: str = "") -> None:
+        if not self.ws.closed:
+            self.closed_by_server = True
         self._queue.put_nowait(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._sender
@@ -107,15 +128,33 @@ class Gateway:
         token: str,
         heartbeat_interval_ms: int,
         message_content_allowed: bool,
+        heartbeat_timeout_ms: int | None = None,
+        identify_interval_s: float = 5.0,
+        session_resume_window_s: float = 180.0,
     ) -> None:
         self._state = state
+        self._clock = state.clock
         self._token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.heartbeat_timeout_ms = (
+            heartbeat_timeout_ms
+            if heartbeat_timeout_ms is not None
+            else 2 * heartbeat_interval_ms + 1000
+        )
+        self.identify_interval_s = identify_interval_s
+        self.session_resume_window_s = session_resume_window_s
         self.message_content_allowed = message_content_allowed
         self.url = ""
         self.sessions: dict[str, Session] = {}
+        # Every session ever identified, in order (a test tells one process's from another's).
+        self.identified: list[Session] = []
         self.connections: list[Connection] = []
         self.identifies = 0
+        # IDENTIFYs answered INVALID_SESSION for coming sooner than identify_interval_s.
+        self.identify_refusals = 0
+        # Connections closed for not heartbeating.
+        self.heartbeat_timeouts = 0
+        self._last_identify_at: float | None = None
         self.resumes = 0
         self.heartbeats = 0
         self.connection_paths: list[str] = []
@@ -134,7 +173,8 @@ class Gateway:
     # -- dispatching ----------------------------------------------------------------------
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        for session in self.sessions.values():
+        self._expire_sessions()
+        for session in list(self.sessions.values()):
             payload = _for_intents(event, data, session.intents, self._state.bot_user.id)
             if payload is not None:
                 self._send_dispatch(session, event, payload)
@@ -159,7 +199,17 @@ class Gateway:
         )
 
     def live_sessions(self) -> list[Session]:
+        """Sessions with a connection (identified or resumed) right now."""
         return [s for s in self.sessions.values() if s.connection is not None]
+
+    def _expire_sessions(self) -> None:
+        """Forget sessions whose connection ended longer ago than they stay resumable."""
+        now = self._clock.now()
+        for session in list(self.sessions.values()):
+            gone = session.disconnected_at
+            if gone is not None and now - gone > self.session_resume_window_s:
+                log.info("gateway: session %s expired (away %.0f s)", session.id, now - gone)
+                del self.sessions[session.id]
 
     async def close(self) -> None:
         for connection in list(self.connections):
@@ -174,6 +224,9 @@ class Gateway:
         connection = Connection(ws, compress=compress, path=request.path)
         self.connections.append(connection)
         self.connection_paths.append(request.path)
+        watchdog = asyncio.create_task(
+            self._watch_heartbeats(connection), name="local-discord-heartbeat-watchdog"
+        )
         connection.send(
             {
                 "op": HELLO,
@@ -195,17 +248,48 @@ class Gateway:
                 if not await self._on_frame(connection, frame):
                     break
         finally:
-            if connection.session is not None and connection.session.connection is connection:
-                connection.session.connection = None
+            watchdog.cancel()
+            self._connection_ended(connection, ws.close_code)
             self.connections.remove(connection)
             await connection.close()
             self._state.changed()
         return ws
 
+    def _connection_ended(self, connection: Connection, close_code: int | None) -> None:
+        session = connection.session
+        if session is None or session.connection is not connection:
+            return
+        session.connection = None
+        if close_code in (1000, 1001) and not connection.closed_by_server:
+            # Discord: closing with 1000 or 1001 invalidates the session.
+            self.sessions.pop(session.id, None)
+            log.info("gateway: session %s closed by the client (%s)", session.id, close_code)
+        else:
+            session.disconnected_at = self._clock.now()
+            log.info("gateway: session %s lost its connection (%s)", session.id, close_code)
+
+    async def _watch_heartbeats(self, connection: Connection) -> None:
+        """Close a connection whose client stopped heartbeating (frozen, or half-dead)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.heartbeat_timeout_ms / 1000
+        while not connection.ws.closed:
+            remaining = connection.last_heartbeat + timeout - loop.time()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            log.info("gateway: no heartbeat for %.1f s, closing the connection", timeout)
+            self.heartbeat_timeouts += 1
+            connection.closed_by_server = True
+            self._connection_ended(connection, None)
+            self._state.changed()
+            await connection.close(4000, "Heartbeat timed out.")
+            return
+
     async def _on_frame(self, connection: Connection, frame: dict[str, Any]) -> bool:
         """Handle one client frame; False once the connection is being closed."""
         op, data = frame.get("op"), frame.get("d")
         if op == HEARTBEAT:
+            connection.last_heartbeat = asyncio.get_running_loop().time()
             self.heartbeats += 1
             connection.send({"op": HEARTBEAT_ACK, "d": None, "s": None, "t": None})
             self._state.changed()
@@ -233,11 +317,26 @@ class Gateway:
         if intents & MESSAGE_CONTENT and not self.message_content_allowed:
             await connection.close(DISALLOWED_INTENTS, "Disallowed intent(s).")
             return False
+        now = self._clock.now()
+        if (
+            self._last_identify_at is not None
+            and now - self._last_identify_at < self.identify_interval_s
+        ):
+            # max_concurrency 1: one IDENTIFY per 5 s. The client should identify again later.
+            self.identify_refusals += 1
+            log.info(
+                "gateway: IDENTIFY %.1f s after the last one: invalid session",
+                now - self._last_identify_at,
+            )
+            connection.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
+            self._state.changed()
+            return True
+        self._last_identify_at = now
         self.identifies += 1
-        # A fresh IDENTIFY replaces whatever session the bot had before.
-        self.sessions.clear()
+        # A session of its own: others (an earlier process's) live on until they end.
         session = Session(secrets.token_hex(16), intents, connection=connection)
         self.sessions[session.id] = session
+        self.identified.append(session)
         connection.session = session
         state = self._state
         ready = {
@@ -277,6 +376,7 @@ class Gateway:
         return True
 
     async def _resume(self, connection: Connection, data: dict[str, Any]) -> bool:
+        self._expire_sessions()
         session = self.sessions.get(str(data.get("session_id")))
         if session is None or data.get("token") != self._token:
             # d=false: the session cannot be resumed, identify anew.
@@ -285,6 +385,7 @@ class Gateway:
         if session.connection is not None and session.connection is not connection:
             await session.connection.close(4000, "Session resumed elsewhere.")
         session.connection = connection
+        session.disconnected_at = None
         connection.session = session
         last_seen = int(data.get("seq") or 0)
         missed = [f for f in session.backlog if f["s"] > last_seen]
@@ -323,21 +424,10 @@ def _for_intents(
         if not intents & needed:
             return None
         if event != "MESSAGE_DELETE" and not intents & MESSAGE_CONTENT:
-            return _without_content(data, bot_id)
+            return without_content(data, bot_id)
         return data
     if event.startswith(("THREAD_", "GUILD_", "CHANNEL_")) and not intents & GUILDS:
         return None
     if event.startswith("MESSAGE_REACTION_") and not intents & GUILD_MESSAGE_REACTIONS:
         return None
     return data
-
-
-def _without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
-    """Without Message Content, a bot sees content only in its own messages, DMs and mentions."""
-    author_id = int((data.get("author") or {}).get("id") or 0)
-    mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
-    if author_id == bot_id or mentioned or "guild_id" not in data:
-        return data
-    stripped = dict(data, content="", embeds=[], attachments=[], components=[])
-    stripped.pop("poll", None)
-    return stripped

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +74,11 @@ class ChannelType(enum.IntEnum):
     DM = 1
     PUBLIC_THREAD = 11
     PRIVATE_THREAD = 12
+
+
+class OverwriteType(enum.IntEnum):
+    ROLE = 0
+    MEMBER = 1
 
 
 class InteractionType(enum.IntEnum):
@@ -192,6 +200,24 @@ class Guild:
 
 
 @dataclass(eq=False)
+class Overwrite:
+    """A channel permission overwrite for one role (@everyone's id is the guild's) or member."""
+
+    id: int
+    type: OverwriteType
+    allow: int = 0
+    deny: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "type": int(self.type),
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass(eq=False)
 class Channel:
     """A guild text channel, a thread (`parent_id` set) or a DM."""
 
@@ -207,6 +233,8 @@ class Channel:
     # Age-restricted; threads take it from their parent channel.
     nsfw: bool = False
     recipient_ids: list[int] = field(default_factory=list)
+    # Permission overwrites by role or member id (text channels; threads use their parent's).
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
     # Thread state.
     archived: bool = False
     locked: bool = False
@@ -274,6 +302,9 @@ class Message:
     reactions: dict[str, set[int]] = field(default_factory=dict)
     position: int | None = None
     deleted: bool = False
+    # What the sender passed as `nonce` (int or str, kept as sent); only the create response and
+    # MESSAGE_CREATE carry it, as on Discord: later fetches do not.
+    nonce: int | str | None = None
 
     @property
     def loading(self) -> bool:
@@ -292,6 +323,15 @@ class Message:
     @property
     def button_labels(self) -> list[str]:
         return [b.get("label") or "" for b in self.buttons]
+
+    @property
+    def custom_ids(self) -> list[str]:
+        """The custom_id of every interactive component (buttons, selects), in reading order."""
+        return [
+            c["custom_id"]
+            for c in iter_components(self.components)
+            if isinstance(c.get("custom_id"), str)
+        ]
 
     def mentions(self, user: User) -> bool:
         return user.id in self.mention_ids
@@ -365,6 +405,22 @@ class Interaction:
     @property
     def acknowledged(self) -> bool:
         return self.callback_type is not None
+
+
+def count_custom_ids(messages: Iterable[Message], pattern: str) -> Counter[str]:
+    """How many of `messages` carry a custom_id matching `pattern`, by its first group (or the
+    whole id): `count_custom_ids(posts, r"kontext:reroll:(\\d+)")` counts result posts per job.
+    A message counts once per value, however many of its components match."""
+    regex = re.compile(pattern)
+    counts: Counter[str] = Counter()
+    for message in messages:
+        values = set()
+        for custom_id in message.custom_ids:
+            match = regex.fullmatch(custom_id)
+            if match:
+                values.add(match.group(1) if regex.groups else match.group(0))
+        counts.update(values)
+    return counts
 
 
 def iter_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ def channel_payload(state: DiscordState, channel: Channel) -> dict[str, Any]:
         data.update(
             position=channel.position,
             topic=channel.topic,
-            permission_overwrites=[],
+            permission_overwrites=[o.payload() for o in channel.overwrites.values()],
             default_auto_archive_duration=1440,
             default_thread_rate_limit_per_user=0,
         )
@@ -133,9 +133,18 @@ def attachment_payload(state: DiscordState, attachment: Attachment) -> dict[str,
 
 
 def message_payload(
-    state: DiscordState, message: Message, *, gateway: bool = False, nested: bool = False
+    state: DiscordState,
+    message: Message,
+    *,
+    gateway: bool = False,
+    nested: bool = False,
+    with_nonce: bool = False,
 ) -> dict[str, Any]:
-    """A message as REST returns it, or (gateway=True) as MESSAGE_CREATE carries it."""
+    """A message as REST returns it, or (gateway=True) as MESSAGE_CREATE carries it.
+
+    `with_nonce`: the create response and MESSAGE_CREATE echo the sender's nonce; nothing else
+    does (a later GET never has it), so a bot cannot find its messages by nonce after a restart.
+    """
     guild = state.guilds.get(message.guild_id) if message.guild_id else None
     mentions = []
     for user_id in message.mention_ids:
@@ -182,6 +191,8 @@ def message_payload(
     }
     if message.guild_id is not None:
         data["guild_id"] = str(message.guild_id)
+    if with_nonce and message.nonce is not None:
+        data["nonce"] = message.nonce
     if (
         gateway
         and guild is not None
@@ -350,6 +361,19 @@ def interaction_metadata(
     if interaction.type is InteractionType.MODAL_SUBMIT and parent is not None:
         data["triggering_interaction_metadata"] = interaction_metadata(parent)
     return data
+
+
+def without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
+    """A message as an app without Message Content gets it: content, embeds, attachments and
+    components only in its own messages, DMs and messages that mention it. On the gateway that
+    follows the session's intents; over REST, whether the app may use the intent at all."""
+    author_id = int((data.get("author") or {}).get("id") or 0)
+    mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
+    if author_id == bot_id or mentioned or "guild_id" not in data:
+        return data
+    stripped = dict(data, content="", embeds=[], attachments=[], components=[])
+    stripped.pop("poll", None)
+    return stripped
 
 
 def _opt_id(value: int | None) -> str | None:

@@ -73,6 +73,7 @@ class _Bucket:
 @dataclass
 class _Forced:
     route: str | None
+    major: str | None
     times: int
     retry_after: float
     is_global: bool
@@ -106,9 +107,19 @@ class RateLimits:
         times: int = 1,
         retry_after: float = 0.25,
         is_global: bool = False,
+        major: int | str | None = None,
     ) -> None:
-        """Answer the next `times` requests to `route` (any route: None) with a 429."""
-        self._forced.append(_Forced(route, times, retry_after, is_global))
+        """Answer the next `times` requests to `route` (any route: None) with a 429.
+
+        `major`: only requests for that channel (guild, webhook...) id, as Discord's buckets
+        are per major parameter. discord.py sleeps `retry_after` and tries again, five tries
+        in all before it raises: `times=5` on one request exhausts it.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        self._forced.append(
+            _Forced(route, None if major is None else str(major), times, retry_after, is_global)
+        )
 
     def off(self) -> None:
         self._routes.clear()
@@ -121,7 +132,7 @@ class RateLimits:
         early = self._early(route, major, now)
         if early is not None:
             return early
-        forced = self._take_forced(route)
+        forced = self._take_forced(route, major)
         if forced is not None:
             return self._limited(
                 route, major, now, forced.retry_after, forced.is_global, bucket=None
@@ -172,9 +183,9 @@ class RateLimits:
             del self._blocked_until[key]
         return None
 
-    def _take_forced(self, route: str) -> _Forced | None:
+    def _take_forced(self, route: str, major: str) -> _Forced | None:
         for forced in self._forced:
-            if forced.route in (None, route):
+            if forced.route in (None, route) and forced.major in (None, major):
                 forced.times -= 1
                 if forced.times <= 0:
                     self._forced.remove(forced)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 
 from . import schema
+from .faults import server_error_response
 from .models import Channel, Message, Perm
 from .rules import (
     INVALID_JSON,
@@ -199,10 +200,15 @@ class RestApi:
         params = dict(request.match_info)
         record = RequestRecord(route.name, request.path_qs)
         self.requests.append(record)
-        decision = discord.rate_limits.check(route.name, _major(params))
+        major = _major(params)
+        decision = discord.rate_limits.check(route.name, major)
         if decision.limited:
             record.status = 429
             return json_response(decision.body(), 429, decision.headers)
+        forced = discord.server_errors.take(route.name, major, applied=False)
+        if forced is not None:
+            record.status = forced
+            return server_error_response(forced)
         try:
             if route.auth and request.headers.get("Authorization") != f"Bot {discord.token}":
                 raise DiscordError(401, 0, "401: Unauthorized")
@@ -228,8 +234,13 @@ class RestApi:
             )
             response = json_response({"message": "local discord internal error", "code": 0}, 400)
         response.headers.update(decision.headers)
-        record.status = response.status
         self._self_check(route, response)
+        if 200 <= response.status < 300:
+            # Done, and now the answer is lost: the client sees only the error.
+            lost = discord.server_errors.take(route.name, major, applied=True)
+            if lost is not None:
+                response = server_error_response(lost)
+        record.status = response.status
         discord.state.changed()
         return response
 

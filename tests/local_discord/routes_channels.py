@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +19,7 @@ from .bodies import (
     requested_flags,
 )
 from .models import Channel, ChannelType, Message, MessageFlag, MessageType, Perm
-from .payloads import channel_payload, message_payload
+from .payloads import channel_payload, message_payload, without_content
 from .rest import Call, RouteTable, json_response, no_content
 from .rules import (
     ARCHIVED_THREAD,
@@ -25,14 +27,22 @@ from .rules import (
     INVALID_CHANNEL_TYPE,
     INVALID_FORM_BODY,
     THREAD_ALREADY_CREATED,
+    UNKNOWN_MESSAGE,
     DiscordError,
+    FieldError,
+    Violation,
     check_thread_name,
     form_error,
 )
+from .state import NONCE_WINDOW_S
 
 log = logging.getLogger(__name__)
 
 routes = RouteTable()
+
+HISTORY_LIMIT_MAX = 100
+_INTEGER = re.compile(r"-?[0-9]+")
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
 def upload_limit(call: Call, channel: Channel) -> int:
@@ -96,29 +106,99 @@ async def trigger_typing(call: Call) -> web.Response:
 
 @routes.add("GET", "/channels/{channel_id}/messages")
 async def list_messages(call: Call) -> web.Response:
+    """Newest first, whichever of `before`, `after` or `around` is given (Discord's order).
+
+    `after` returns the `limit` messages right after that id (still newest first), `around`
+    up to `limit` messages centred on that id (the message itself included). Without Read
+    Message History the answer is an empty list, not an error, as Discord's docs say: a bot
+    that checks history for its own earlier post learns nothing and must not take that for
+    "never posted".
+    """
     channel = call.channel()
-    call.require(channel, Perm.READ_MESSAGE_HISTORY, "reading message history")
     query = call.request.query
-    limit = max(1, min(100, int(query.get("limit", "50"))))
-    messages = call.state.visible_messages(channel, None)
-    if "before" in query:
-        messages = [m for m in messages if m.id < int(query["before"])]
-    if "after" in query:
-        messages = [m for m in messages if m.id > int(query["after"])][:limit]
-    if "around" in query:
-        around = int(query["around"])
-        older = [m for m in messages if m.id <= around][-(limit // 2 + 1) :]
-        newer = [m for m in messages if m.id > around][: limit - len(older)]
+    limit, anchors = _history_query(query)
+    if not call.state.permissions(call.discord.bot_user, channel) & Perm.READ_MESSAGE_HISTORY:
+        log.info("history of %s without Read Message History: an empty list", channel.id)
+        return json_response([])
+    messages = call.state.visible_messages(channel, None)  # oldest first
+    if "before" in anchors:
+        messages = [m for m in messages if m.id < anchors["before"]][-limit:]
+    elif "after" in anchors:
+        messages = [m for m in messages if m.id > anchors["after"]][:limit]
+    elif "around" in anchors:
+        around = anchors["around"]
+        newer_count = limit // 2
+        older = [m for m in messages if m.id <= around][-(limit - newer_count) :]
+        newer = [m for m in messages if m.id > around][:newer_count]
         messages = older + newer
-    messages = messages[-limit:]
-    return json_response([message_payload(call.state, m) for m in reversed(messages)])
+    else:
+        messages = messages[-limit:]
+    payloads = [message_payload(call.state, m) for m in reversed(messages)]
+    if not call.discord.config.message_content_allowed:
+        payloads = [without_content(p, call.state.bot_user.id) for p in payloads]
+    return json_response(payloads)
+
+
+def _history_query(query: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+    """`limit` (1-100, default 50) and at most one of before/after/around, or 400."""
+    errors: list[FieldError] = []
+    limit = 50
+    if "limit" in query:
+        raw = query["limit"]
+        if not _INTEGER.fullmatch(raw):
+            errors.append(
+                FieldError(("limit",), "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.')
+            )
+        elif int(raw) > HISTORY_LIMIT_MAX:
+            errors.append(
+                FieldError(
+                    ("limit",),
+                    "NUMBER_TYPE_MAX",
+                    f"int value should be less than or equal to {HISTORY_LIMIT_MAX}.",
+                )
+            )
+        elif int(raw) < 1:
+            errors.append(
+                FieldError(
+                    ("limit",), "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1."
+                )
+            )
+        else:
+            limit = int(raw)
+    anchors: dict[str, int] = {}
+    for key in ("before", "after", "around"):
+        if key not in query:
+            continue
+        raw = query[key]
+        if not _SNOWFLAKE.fullmatch(raw):
+            errors.append(
+                FieldError((key,), "NUMBER_TYPE_COERCE", f'Value "{raw}" is not snowflake.')
+            )
+        else:
+            anchors[key] = int(raw)
+    if len(anchors) > 1:
+        # Discord's docs: "mutually exclusive, only one may be passed at a time". What Discord
+        # does with several is not documented; refusing is the reading that cannot be kinder.
+        errors.append(
+            FieldError(
+                (sorted(anchors)[0],),
+                "BASE_TYPE_INVALID",
+                f"before, after and around are mutually exclusive; got {sorted(anchors)}",
+            )
+        )
+    if errors:
+        raise form_error(errors)
+    return limit, anchors
 
 
 @routes.add("GET", "/channels/{channel_id}/messages/{message_id}")
 async def get_message(call: Call) -> web.Response:
     channel = call.channel()
     call.require(channel, Perm.READ_MESSAGE_HISTORY, "fetching a message")
-    return json_response(message_payload(call.state, call.message(channel)))
+    payload = message_payload(call.state, call.message(channel))
+    if not call.discord.config.message_content_allowed:
+        payload = without_content(payload, call.state.bot_user.id)
+    return json_response(payload)
 
 
 @routes.add("POST", "/channels/{channel_id}/messages")
@@ -132,10 +212,16 @@ async def create_message(call: Call) -> web.Response:
         call.require(channel, Perm.ATTACH_FILES, "attaching files")
         check_files(call.files, upload_limit(call, channel), "this channel")
     reference, replied_author = _reference(call, channel, body.get("message_reference"))
+    nonce = body.get("nonce")
+    if nonce is not None and body.get("enforce_nonce"):
+        earlier = _same_nonce(call, channel, nonce)
+        if earlier is not None:
+            return json_response(message_payload(call.state, earlier, with_nonce=True))
     fields = content_fields(body)
     message = call.state.post_message(
         channel,
         call.state.bot_user,
+        nonce=nonce,
         **fields,
         flags=requested_flags(body) & ~MessageFlag.EPHEMERAL,
         attachments=attachments_for(call.state, channel.id, body, call.files) or [],
@@ -145,7 +231,41 @@ async def create_message(call: Call) -> web.Response:
             call.state, fields["content"], body.get("allowed_mentions"), replied_author
         ),
     )
-    return json_response(message_payload(call.state, message))
+    return json_response(message_payload(call.state, message, with_nonce=True))
+
+
+def _same_nonce(call: Call, channel: Channel, nonce: int | str) -> Message | None:
+    """The bot's message from the last few minutes with this nonce here, if any.
+
+    Discord returns it (200, the same id) and posts nothing. If that message was deleted since,
+    Discord does not post again either: it answers 10008 Unknown Message (said by Discord's
+    engineer when `enforce_nonce` was documented, discord-api-docs#6647).
+    """
+    earlier = call.state.recent_with_nonce(call.state.bot_user, nonce)
+    here = [m for m in earlier if m.channel_id == channel.id]
+    if here:
+        first = here[0]
+        if first.deleted:
+            raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message")
+        log.info("nonce %r: returning message %s instead of posting again", nonce, first.id)
+        return first
+    if earlier:
+        # Discord's docs scope the check to the author, not the channel: real Discord may well
+        # answer with the message from the other channel and post nothing here. A bot must not
+        # depend on either reading, so reusing a nonce elsewhere is reported (the post goes on).
+        call.discord.violations.record(
+            Violation(
+                "rule",
+                0,
+                call.route,
+                "nonce reused in another channel",
+                f"nonce {nonce!r} was used {len(earlier)} time(s) in the last "
+                f"{NONCE_WINDOW_S / 60:g} minutes in channel {earlier[0].channel_id}; with "
+                "enforce_nonce Discord may return that message instead of posting here",
+                status=200,
+            )
+        )
+    return None
 
 
 def _reference(

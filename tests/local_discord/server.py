@@ -20,8 +20,9 @@ from aiohttp import web
 
 from .clock import Clock
 from .driver import DiscordDriver
+from .faults import ServerErrors
 from .gateway import Gateway
-from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, MiB, User
+from .models import BOT_PERMISSIONS, EVERYONE_PERMISSIONS, Channel, Guild, Message, MiB, User
 from .ratelimits import RateLimits
 from .rest import RequestRecord, RestApi
 from .routes_channels import routes as channel_routes
@@ -32,6 +33,8 @@ from .state import DiscordState
 
 log = logging.getLogger(__name__)
 
+CHANNEL_POST = "POST /channels/{channel_id}/messages"
+
 
 @dataclass(frozen=True)
 class LocalDiscordConfig:
@@ -41,6 +44,12 @@ class LocalDiscordConfig:
     token_lifetime_s: float = 15 * 60.0
     # Discord's is 41.25 s; a test may shorten it to watch heartbeats go by.
     heartbeat_interval_ms: int = 41_250
+    # A connection silent for this long is closed (None: twice the interval plus a second).
+    heartbeat_timeout_ms: int | None = None
+    # One IDENTIFY per this many seconds of the local clock (Discord: max_concurrency 1 = 5 s).
+    identify_interval_s: float = 5.0
+    # How long a session whose connection dropped stays resumable ("a few minutes").
+    session_resume_window_s: float = 180.0
     # Whether the app may use the privileged Message Content intent (the portal switch).
     message_content_allowed: bool = True
     premium_tier: int = 0
@@ -61,11 +70,15 @@ class LocalDiscord:
         self.token = "local." + secrets.token_urlsafe(32)
         self.violations = ViolationLog()
         self.rate_limits = RateLimits(self.violations)
+        self.server_errors = ServerErrors()
         self.gateway = Gateway(
             self.state,
             token=self.token,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             message_content_allowed=self.config.message_content_allowed,
+            heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
+            identify_interval_s=self.config.identify_interval_s,
+            session_resume_window_s=self.config.session_resume_window_s,
         )
         self.rest = RestApi(self, [core_routes, channel_routes, interaction_routes])
         self.typing: list[int] = []
@@ -151,6 +164,77 @@ class LocalDiscord:
     def driver(self, user: User | None = None, channel: Channel | None = None) -> DiscordDriver:
         """A driver acting as `user` (default alice) in `channel` (default #general)."""
         return DiscordDriver(self, user or self.user, channel or self.general)
+
+    def fail_message_posts(
+        self,
+        channel: Channel,
+        *,
+        times: int = 1,
+        status: int = 429,
+        retry_after: float = 0.25,
+        applied: bool = False,
+    ) -> None:
+        """The next `times` message posts to `channel` (not its threads: each is a channel of
+        its own) answer `status` instead of posting.
+
+        429: with `retry_after` seconds, `Via` and the bucket headers, so discord.py waits and
+        retries (see `RateLimits.fail_next`). 5xx: see `faults.ServerErrors`; `applied=True`
+        posts the message and then answers the error, as when Discord's answer is lost.
+        """
+        if status == 429:
+            if applied:
+                raise ValueError("a 429 is answered before anything happens; applied is 5xx only")
+            self.rate_limits.fail_next(
+                CHANNEL_POST, times=times, retry_after=retry_after, major=channel.id
+            )
+        else:
+            self.server_errors.fail_next(
+                CHANNEL_POST, status=status, times=times, major=channel.id, applied=applied
+            )
+
+    def revoke_bot_permission(self, channel: Channel, permission: int) -> None:
+        """Deny the bot `permission` in `channel` from now on, and in every thread under it (a
+        member overwrite for the bot, as a server admin would set; CHANNEL_UPDATE tells the
+        bot). Revocations add up until `restore_bot_permissions`. Posting without
+        Send Messages (or, in a thread, Send Messages in Threads) then answers 403 50013
+        Missing Permissions, recorded as a violation a test takes out with `expect`."""
+        existing = channel.overwrites.get(self.bot_user.id)
+        allow = existing.allow if existing else 0
+        deny = existing.deny if existing else 0
+        self.state.set_overwrite(
+            channel, self.bot_user, allow=allow & ~permission, deny=deny | permission
+        )
+
+    def restore_bot_permissions(self, channel: Channel) -> None:
+        """Drop the bot's overwrite on `channel`: back to what its roles grant."""
+        self.state.remove_overwrite(channel, self.bot_user.id)
+
+    def bot_messages(
+        self,
+        channel: Channel,
+        *,
+        include_threads: bool = True,
+        include_deleted: bool = False,
+        include_ephemeral: bool = False,
+    ) -> list[Message]:
+        """Every message the bot posted in `channel` (and, by default, in the threads under
+        it), oldest first, whatever route posted it: channel messages, interaction responses
+        and followups alike. Deleted ones count with `include_deleted`: for "never posted
+        twice", a duplicate the bot deleted afterwards was still seen by the members."""
+        channels = [channel]
+        if include_threads:
+            channels += [
+                c for c in self.state.channels.values() if c.is_thread and c.parent_id == channel.id
+            ]
+        found = [
+            message
+            for c in channels
+            for message_id in self.state.channel_messages.get(c.id, [])
+            if (message := self.state.messages[message_id]).author.id == self.bot_user.id
+            and (include_deleted or not message.deleted)
+            and (include_ephemeral or message.ephemeral_to is None)
+        ]
+        return sorted(found, key=lambda m: m.id)
 
     def requests_to(self, route: str) -> list[RequestRecord]:
         """Requests the bot made to a route, e.g. "PUT /applications/{application_id}/commands"."""

@@ -34,6 +34,8 @@ from .models import (
     Member,
     Message,
     MessageType,
+    Overwrite,
+    OverwriteType,
     Perm,
     Role,
     User,
@@ -46,6 +48,11 @@ T = TypeVar("T")
 Dispatcher = Callable[[str, dict[str, Any]], None]
 
 _MENTION = re.compile(r"<@!?(\d+)>")
+# A create with `enforce_nonce` returns the sender's earlier message with the same nonce from
+# "the past few minutes" (Discord's words, no number given): the local Discord says 5 minutes
+# of its own clock, so a test can also step past the window with `clock.advance`.
+NONCE_WINDOW_S = 5 * 60.0
+NonceKey = tuple[int, str, int | str]
 # What a member may do in a DM with the bot.
 DM_PERMISSIONS = int(
     Perm.VIEW_CHANNEL
@@ -74,6 +81,10 @@ class DiscordState:
         # Synced commands: None holds the global ones, a guild id that guild's.
         self.commands: dict[int | None, list[Command]] = {None: []}
         self.channel_messages: dict[int, list[int]] = {}
+        # Messages created with a nonce, by (author id, nonce type, nonce): an integer nonce and
+        # the same digits as a string are different nonces here (Discord does not promise
+        # otherwise, and the stricter reading dedups less).
+        self._nonces: dict[NonceKey, list[Message]] = {}
         self.cdn = Cdn(clock, self.attachments.get)
         self.bot_user = self.add_user(bot_name, bot=True)
         self.application_id = self.bot_user.id
@@ -215,7 +226,11 @@ class DiscordState:
         return channel
 
     def permissions(self, user: User, channel: Channel) -> int:
-        """What `user` may do in `channel` (threads inherit their parent's; no overwrites)."""
+        """What `user` may do in `channel`, computed as Discord documents it: @everyone and the
+        member's roles, then the channel's overwrites (@everyone, roles, member; deny before
+        allow), then the implicit rules. Threads take their parent's overwrites; in a thread
+        Send Messages in Threads stands in for Send Messages.
+        """
         if channel.guild_id is None:
             return DM_PERMISSIONS
         guild = self.guilds[channel.guild_id]
@@ -228,7 +243,42 @@ class DiscordState:
         for role_id in member.role_ids:
             role = guild.roles.get(role_id)
             value |= role.permissions if role else 0
-        return ALL_PERMISSIONS if value & Perm.ADMINISTRATOR else value
+        if value & Perm.ADMINISTRATOR:
+            return ALL_PERMISSIONS
+        base = self.channels[channel.parent_id] if channel.parent_id is not None else channel
+        value = _apply_overwrites(value, guild, member, base)
+        # Implicit denials: nothing without View Channel; no files, embeds or @everyone
+        # without the right to send at all.
+        if not value & Perm.VIEW_CHANNEL:
+            return 0
+        send = Perm.SEND_MESSAGES_IN_THREADS if channel.is_thread else Perm.SEND_MESSAGES
+        if not value & send:
+            value &= ~(Perm.ATTACH_FILES | Perm.EMBED_LINKS | Perm.MENTION_EVERYONE)
+        return value
+
+    def set_overwrite(
+        self, channel: Channel, target: User | Role, *, allow: int = 0, deny: int = 0
+    ) -> Overwrite:
+        """Set (replace) the overwrite for a role or member on a guild channel, as a server
+        admin would; CHANNEL_UPDATE tells the bot. Threads have none: set it on the parent."""
+        self._check_overwritable(channel)
+        kind = OverwriteType.ROLE if isinstance(target, Role) else OverwriteType.MEMBER
+        overwrite = Overwrite(target.id, kind, allow=int(allow), deny=int(deny))
+        channel.overwrites[target.id] = overwrite
+        self.dispatch("CHANNEL_UPDATE", channel_payload(self, channel))
+        return overwrite
+
+    def remove_overwrite(self, channel: Channel, target_id: int) -> None:
+        self._check_overwritable(channel)
+        if channel.overwrites.pop(target_id, None) is not None:
+            self.dispatch("CHANNEL_UPDATE", channel_payload(self, channel))
+
+    def _check_overwritable(self, channel: Channel) -> None:
+        if channel.guild_id is None or channel.is_thread:
+            raise ValueError(
+                f"channel {channel.id} takes no overwrites (DMs have none; threads use their "
+                "parent's)"
+            )
 
     # -- attachments -----------------------------------------------------------------------
 
@@ -272,6 +322,8 @@ class DiscordState:
             message.mention_ids = self.mentions_in(message.content)
         self.messages[message.id] = message
         self.channel_messages.setdefault(channel.id, []).append(message.id)
+        if message.nonce is not None:
+            self._nonces.setdefault(_nonce_key(author, message.nonce), []).append(message)
         if message.ephemeral_to is None:
             channel.last_message_id = message.id
             if channel.is_thread:
@@ -280,10 +332,22 @@ class DiscordState:
                 channel.total_message_sent += 1
                 channel.last_activity = self.clock.now()
                 channel.thread_member_ids.add(author.id)
-            self.dispatch("MESSAGE_CREATE", message_payload(self, message, gateway=True))
+            self.dispatch(
+                "MESSAGE_CREATE", message_payload(self, message, gateway=True, with_nonce=True)
+            )
         else:
             self.changed()
         return message
+
+    def recent_with_nonce(self, author: User, nonce: int | str) -> list[Message]:
+        """Messages `author` created with `nonce` within `NONCE_WINDOW_S`, oldest first
+        (deleted ones included: Discord still remembers them)."""
+        now = self.clock.now()
+        return [
+            m
+            for m in self._nonces.get(_nonce_key(author, nonce), [])
+            if now - m.created_at <= NONCE_WINDOW_S
+        ]
 
     def mentions_in(self, content: str) -> list[int]:
         ids = [int(m) for m in _MENTION.findall(content or "")]
@@ -465,6 +529,29 @@ class DiscordState:
         self.interactions_by_token[interaction.token] = interaction
         self.dispatch("INTERACTION_CREATE", interaction_payload(self, interaction))
         return interaction
+
+
+def _apply_overwrites(value: int, guild: Guild, member: Member, channel: Channel) -> int:
+    """Discord's order: @everyone's overwrite, the member's roles' (combined), the member's."""
+    overwrites = channel.overwrites
+    everyone = overwrites.get(guild.id)
+    if everyone is not None:
+        value = (value & ~everyone.deny) | everyone.allow
+    allow = deny = 0
+    for role_id in member.role_ids:
+        role_overwrite = overwrites.get(role_id)
+        if role_overwrite is not None and role_overwrite.type is OverwriteType.ROLE:
+            allow |= role_overwrite.allow
+            deny |= role_overwrite.deny
+    value = (value & ~deny) | allow
+    own = overwrites.get(member.user.id)
+    if own is not None and own.type is OverwriteType.MEMBER:
+        value = (value & ~own.deny) | own.allow
+    return value
+
+
+def _nonce_key(author: User, nonce: int | str) -> NonceKey:
+    return (author.id, type(nonce).__name__, nonce)
 
 
 def _image_size(data: bytes) -> tuple[int | None, int | None]:
