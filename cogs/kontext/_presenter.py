@@ -59,8 +59,8 @@ class DiscordPresenter:
         self._simulated = simulated
         self._interval = status_interval_s
         self._clock = clock
-        # job id -> (monotonic time, text) of its last status edit
-        self._shown: dict[int, tuple[float, str]] = {}
+        # job id -> (monotonic time, stage, text) of its last status edit
+        self._shown: dict[int, tuple[float, Stage, str]] = {}
 
     # --- Progress -------------------------------------------------------------------------------
 
@@ -68,15 +68,16 @@ class DiscordPresenter:
         now = time.monotonic()
         text = render.status_line(stage, detail)
         last = self._shown.get(job.id)
-        waiting = stage in (Stage.QUEUED, Stage.WAITING)
-        # Discord rate-limits message edits: at most one every `interval` per job, and none
-        # that would change nothing. A new queue position always goes out: positions change
-        # only when the queue does, and a dropped one would stay wrong until the job starts.
+        # Discord rate-limits message edits: within a stage (the generating clock), at most one
+        # every `interval` per job, and none that would change nothing. A new stage or a new
+        # queue position always goes out: they are few, and a dropped one would stay wrong.
         if last is not None and (
-            last[1] == text or (not waiting and now - last[0] < self._interval)
+            last[2] == text
+            or (last[1] == stage and stage != Stage.QUEUED and now - last[0] < self._interval)
         ):
             return
-        self._shown[job.id] = (now, text)
+        self._shown[job.id] = (now, stage, text)
+        waiting = stage in (Stage.QUEUED, Stage.WAITING)
         await self._edit_status(job, text, cancel_view(job.id) if waiting else None)
 
     async def _edit_status(
