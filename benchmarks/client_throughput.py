@@ -34,10 +34,10 @@ from tests.images import make_png  # noqa: E402
 
 KEY = "bench-key"
 MODES = {
-    # mode: (model path, client settings)
-    "sync": ("flux-kontext-dev", {"sync_mode": True}),
-    "base64": ("flux-kontext-dev", {"sync_mode": True, "base64_output": True}),
-    "poll": ("flux-kontext-pro", {"sync_mode": False}),
+    # mode: (model path, client settings, sync mode)
+    "sync": ("flux-kontext-dev", {}, True),
+    "base64": ("flux-kontext-dev", {"base64_output": True}, True),
+    "poll": ("flux-kontext-pro", {}, False),
 }
 
 
@@ -87,7 +87,7 @@ def peak_rss_mb() -> float:
 
 
 async def one_round(base_url: str, mode: str, jobs: int) -> SimpleNamespace:
-    path, overrides = MODES[mode]
+    path, overrides, sync = MODES[mode]
     spec = model_for_path(path)
     settings = WaveSpeedSettings(
         api_key=SecretStr(KEY),
@@ -114,7 +114,9 @@ async def one_round(base_url: str, mode: str, jobs: int) -> SimpleNamespace:
         image = InputImage(make_png((96, 64)))
         request = client.prepare(spec, prompt="make it a watercolor", image=image)
         started = time.perf_counter()
-        results = await asyncio.gather(*(client.generate(spec, request) for _ in range(jobs)))
+        results = await asyncio.gather(
+            *(client.generate(spec, request, sync=sync) for _ in range(jobs))
+        )
         elapsed = time.perf_counter() - started
     assert all(result.images for result in results)
     return SimpleNamespace(

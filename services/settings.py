@@ -49,14 +49,13 @@ class WaveSpeedSettings(_Section):
     base_url: str = "https://api.wavespeed.ai"
 
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    # Covers a sync-mode submit, which holds the request open until the image is done.
-    submit_timeout_s: float = Field(default=90.0, gt=0)
+    # The submit answers once WaveSpeed has accepted the job (the bot does not use sync mode).
+    submit_timeout_s: float = Field(default=30.0, gt=0)
     result_timeout_s: float = Field(default=30.0, gt=0)
     upload_timeout_s: float = Field(default=120.0, gt=0)
     download_timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
 
-    sync_mode: bool = True
     # Dev models can return images inline as base64, which saves one download per image.
     base64_output: bool = False
 
@@ -76,10 +75,6 @@ class WaveSpeedSettings(_Section):
     retry_attempts: int = Field(default=4, ge=1)
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=8.0, gt=0)
-
-    # Webhook mode: WaveSpeed calls this URL when a job ends, instead of being polled.
-    webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
 
 
 class SimulatorSettings(_Section):

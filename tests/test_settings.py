@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(EXAMPLE)
     assert settings.discord.api_base_url == "https://discord.com/api/v10"
-    assert settings.wavespeed.sync_mode is True
+    assert settings.wavespeed.base64_output is False
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,7 @@ async def test_sync_mode_costs_two_requests_per_job(
     client: WaveSpeedClient, simulator: WaveSpeedSimulator
 ) -> None:
     spec = model_for_path("flux-kontext-pro/text-to-image")
-    await client.generate(spec, client.prepare(spec, prompt="a lighthouse at dusk"))
+    await client.generate(spec, client.prepare(spec, prompt="a lighthouse at dusk"), sync=True)
 
     assert simulator.request_counts["submit"] == 1
     assert simulator.request_counts["result"] == 0
@@ -81,7 +81,9 @@ async def test_base64_output_needs_a_single_request(
     client = make_client(base64_output=True)
     spec = model_for_path("flux-kontext-dev")
     result = await client.generate(
-        spec, client.prepare(spec, prompt="paint it", image=RED, num_images=2, output_format="png")
+        spec,
+        client.prepare(spec, prompt="paint it", image=RED, num_images=2, output_format="png"),
+        sync=True,
     )
 
     assert sum(simulator.request_counts.values()) == 1

@@ -175,7 +175,7 @@ class WaveSpeedClient:
         request: KontextRequest,
         *,
         on_submitted: Callable[[Submission], Awaitable[None]] | None = None,
-        sync: bool | None = None,
+        sync: bool = False,
     ) -> GenerationResult:
         """Submit, await completion and download the outputs.
 
@@ -193,7 +193,7 @@ class WaveSpeedClient:
         request: KontextRequest,
         *,
         webhook_url: str | None = None,
-        sync: bool | None = None,
+        sync: bool = False,
     ) -> Submission:
         """Send the job once. Never repeated after it may have reached WaveSpeed.
 
@@ -202,8 +202,7 @@ class WaveSpeedClient:
         """
         refs = await asyncio.gather(*(self._media_ref(ref) for ref in request.media()))
         body = request.with_media(list(refs)).wire_json()
-        use_sync = self._settings.sync_mode if sync is None else sync
-        if use_sync and spec.supports_sync and webhook_url is None:
+        if sync and spec.supports_sync and webhook_url is None:
             body["enable_sync_mode"] = True
         if (
             self._settings.base64_output
