@@ -522,3 +522,18 @@ async def _until(read: Callable[[], Any], wanted: str, within_s: float = 10) -> 
         # The store has no change feed: poll it.
         while await read() != wanted:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def test_a_proxy_error_on_submit_is_looked_up_then_reported_with_retry(
+    service: JobService, repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    # A 502 page from a proxy: the job may or may not exist. Here it does not.
+    simulator.inject(Fault.BAD_GATEWAY)
+    job = await service.enqueue(edit())
+    await presenter.wait_for(lambda: job.id in presenter.failures)
+
+    assert presenter.failures[job.id] == NOTHING_MADE_MESSAGE and job.id in presenter.retry_offered
+    assert simulator.request_counts["submit"] == 1 and simulator.request_counts["history"] >= 1
+    assert simulator.predictions == {}

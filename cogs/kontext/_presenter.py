@@ -138,34 +138,33 @@ class DiscordPresenter:
         return PostedResult(message.id, destination.id, message.jump_url, thread_id)
 
     async def find_result(self, job: JobRecord) -> PostedResult | None:
-        """The job's result message, if an earlier post of it reached Discord."""
+        """The job's result message, if an earlier post of it reached Discord.
+
+        Looked for where it would be: the chain's thread, or the channel (where the post that
+        started the thread is).
+        """
+        wanted = result_view(job.id).children[0].custom_id  # type: ignore[attr-defined]
+        since = discord.Object(
+            discord.utils.time_snowflake(
+                dt.datetime.fromtimestamp((job.delivery_started_at or job.created_at) - 60, dt.UTC)
+            )
+        )
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
             destination, _ = await self._destination(job, chain, reopen=False)
-            since = discord.utils.time_snowflake(
-                dt.datetime.fromtimestamp((job.delivery_started_at or job.created_at) - 60, dt.UTC)
-            )
-            wanted = result_view(job.id).children[0].custom_id  # type: ignore[attr-defined]
-            async for message in destination.history(
-                limit=LOOK_BACK_MESSAGES, after=discord.Object(since)
-            ):
-                if message.author.id != self._bot.user.id:
-                    continue
-                ids = {
-                    getattr(child, "custom_id", None)
-                    for row in message.components
-                    for child in getattr(row, "children", [])
-                }
-                if wanted in ids:
-                    thread = message.thread or (
-                        self._bot.get_channel(message.id) if message.guild else None
-                    )
-                    return PostedResult(
-                        message.id,
-                        destination.id,
-                        message.jump_url,
-                        thread.id if thread is not None else None,
-                    )
+            places = [destination]
+            if chain is not None and chain.thread_id is not None:
+                places.append(await self._channel(chain.channel_id))
+            for place in places:
+                async for message in place.history(limit=LOOK_BACK_MESSAGES, after=since):
+                    if message.author.id == self._bot.user.id and wanted in _custom_ids(message):
+                        thread = message.thread
+                        return PostedResult(
+                            message.id,
+                            place.id,
+                            message.jump_url,
+                            thread.id if thread is not None else None,
+                        )
         return None
 
     async def _destination(
@@ -295,6 +294,14 @@ class DiscordPresenter:
         if channel is None:
             channel = await self._bot.fetch_channel(channel_id)
         return channel
+
+
+def _custom_ids(message: discord.Message) -> set[str]:
+    return {
+        str(getattr(child, "custom_id", ""))
+        for row in message.components
+        for child in getattr(row, "children", [])
+    }
 
 
 def _only(user_id: int) -> discord.AllowedMentions:

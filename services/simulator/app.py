@@ -131,6 +131,7 @@ GATEWAY_ANSWERS: dict[Fault, ApiError] = {
         429, 429, "Too many requests (simulated); retry later.", {"Retry-After": "1"}
     ),
 }
+BAD_GATEWAY_PAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 OUTAGE_ANSWER = ApiError(503, Code.UNAVAILABLE, "Service unavailable (simulated outage).")
 
 
@@ -313,6 +314,9 @@ class WaveSpeedSimulator:
                 return ApiError(
                     400, Code.INVALID_PARAMETER, f"{FAULT_HEADER} must be one of: {choices}."
                 ).response()
+        if fault is Fault.BAD_GATEWAY:
+            log.info("answering %s %s with fault %s", request.method, request.path, fault)
+            return web.Response(status=502, text=BAD_GATEWAY_PAGE, content_type="text/html")
         if fault in GATEWAY_ANSWERS:
             log.info("answering %s %s with fault %s", request.method, request.path, fault)
             return GATEWAY_ANSWERS[fault].response()

@@ -23,6 +23,9 @@ class Fault(enum.StrEnum):
     SERVER_ERROR = "server_error"  # HTTP 500, code 5000, nothing done
     UNAVAILABLE = "unavailable"  # HTTP 503, code 5003, nothing done
     RATE_LIMIT = "rate_limit"  # HTTP 429 with Retry-After: 1, nothing done
+    # HTTP 502 from a proxy in front of the API (an HTML page, no envelope), nothing done: the
+    # client cannot tell whether the job was made, so it has to look it up.
+    BAD_GATEWAY = "bad_gateway"
     MALFORMED = "malformed"  # the request is handled, its answer arrives as truncated JSON
     DROP = "drop"  # the request is handled, then the connection closes without an answer
     TASK_FAILED = "task_failed"  # the task ends failed, code 1403
@@ -45,7 +48,9 @@ class Fault(enum.StrEnum):
 
 
 # Faults answered instead of handling the request (a gateway failing in front of the API).
-GATEWAY_FAULTS = frozenset({Fault.SERVER_ERROR, Fault.UNAVAILABLE, Fault.RATE_LIMIT})
+GATEWAY_FAULTS = frozenset(
+    {Fault.SERVER_ERROR, Fault.UNAVAILABLE, Fault.RATE_LIMIT, Fault.BAD_GATEWAY}
+)
 # Faults that spoil the answer after the request was handled: the work is done, the answer lost.
 ANSWER_FAULTS = frozenset({Fault.MALFORMED, Fault.DROP})
 HTTP_FAULTS = GATEWAY_FAULTS | ANSWER_FAULTS

@@ -1,0 +1,140 @@
+"""End-to-end: a finished image reaches its member exactly once, whatever Discord does.
+
+Rate limits and a lost Send Messages permission on the result post, a failure after the
+interaction token died (told privately, never in the channel), a submit whose answer a proxy
+swallowed (looked up, then Retry), and a restart with a post that may have landed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.jobs import NOTHING_MADE_MESSAGE, JobStatus
+from services.simulator import Fault
+from tests.e2e import (
+    against,
+    is_step,
+    job_id_of,
+    job_status,
+    results_in,
+    shared_simulator,
+    starts,
+)
+from tests.images import decoded, make_png
+from tests.local_discord import LocalDiscord, RunningBot, start_bot
+from tests.local_discord.models import Perm, count_custom_ids
+
+pytest_plugins = ("tests.local_discord.fixtures",)
+
+RESULT_IDS = r"kontext:details:(\d+)"
+
+
+@pytest.mark.parametrize("bot_settings_overrides", [{"simulator": {"latency_s": 0.5}}])
+async def test_a_result_waits_out_rate_limits_and_a_lost_permission_then_lands_once(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    general = local_discord.general
+    # A moderator takes Send Messages away, and Discord is rate-limiting the channel too.
+    local_discord.revoke_bot_permission(general, Perm.SEND_MESSAGES)
+    local_discord.fail_message_posts(general, times=2, status=429, retry_after=0.2)
+    ix = await alice.slash("edit", image=make_png(), prompt="make it blue")
+    await ix.response(starts("📤"), timeout=10)  # made, now trying to post
+
+    await local_discord.violations.wait_for(code=50013, timeout=10)
+    assert results_in(alice, general) == []
+    assert ix.original is not None and not ix.original.content.startswith("❌")
+    local_discord.restore_bot_permissions(general)
+
+    result = await alice.wait_for_message(is_step("Step 1", "make it blue"), timeout=15)
+    await ix.response(starts("✅"), timeout=10)
+    decoded(await alice.download(result.attachments[0]))
+    await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
+    posted = count_custom_ids(local_discord.bot_messages(general), RESULT_IDS)
+    assert posted == {str(job_id_of(result)): 1}
+    while local_discord.violations.find(code=50013):
+        local_discord.violations.expect(code=50013)
+
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides",
+    [{"simulator": {"latency_s": 1.0}, "jobs": {"status_interval_s": 60.0}}],
+)
+async def test_a_failure_after_the_token_died_is_told_privately(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    ix = await alice.slash("edit", image=make_png(), prompt="[moderate] make it blue")
+    await ix.response(starts("🎨"))
+    local_discord.clock.advance(15 * 60)  # the member's token is dead when the failure comes
+
+    dm = alice.dm()
+    told = await dm.wait_for_message(starts("❌"), timeout=10)
+    assert "content filter" in told.content
+    # Nothing public: the channel has no word of it.
+    public = local_discord.bot_messages(local_discord.general)
+    assert public == [], public
+
+
+async def test_a_swallowed_submit_is_looked_up_then_retry_sends_it_again(
+    local_discord: LocalDiscord,
+) -> None:
+    async with shared_simulator(latency_s=0.2) as sim:
+        overrides = against(sim, jobs={"reconcile_window_s": 1.0, "reconcile_interval_s": 0.2})
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+            # A proxy in front of WaveSpeed answers 502: nobody knows whether the job exists.
+            sim.inject(Fault.BAD_GATEWAY)
+            ix = await alice.slash("edit", image=make_png(), prompt="make it blue")
+            failed = await ix.response(starts("❌"), timeout=10)
+            assert failed.content == f"❌ {NOTHING_MADE_MESSAGE}"
+            assert failed.button_labels == ["Retry"]
+            assert sim.predictions == {} and sim.request_counts["history"] >= 1
+
+            retry = await alice.click(failed, "Retry")
+            await retry.response(starts("✅"), timeout=10)
+            (result,) = results_in(alice, local_discord.general)
+            assert is_step("Step 1", "make it blue")(result)
+            assert len(sim.predictions) == 1
+            # Sent again as it was asked for: the same seed.
+            (prediction,) = sim.predictions.values()
+            first_job = await bot.repository.job(job_id_of(result) - 1)
+            assert prediction.request["seed"] == first_job.params["seed"]
+
+
+async def test_after_a_restart_a_post_that_landed_is_found_not_posted_again(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    database = tmp_path / "jobs.sqlite3"
+    async with shared_simulator(latency_s=0.2) as sim:
+        overrides = against(sim, storage={"database": str(database)})
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+            ix = await alice.slash("edit", image=make_png(), prompt="make it blue")
+            result = await alice.wait_for_message(is_step("Step 1", "make it blue"), timeout=10)
+            job_id = job_id_of(result)
+            await job_status(bot, job_id, JobStatus.DELIVERED)
+        # As a bot killed between the post and its record leaves the store.
+        from services.storage import Repository
+
+        repository = await Repository.open(database)
+        try:
+            async with repository._unit_of_work() as db:
+                await db.execute(
+                    "UPDATE jobs SET status = 'delivering', result_message_id = NULL WHERE id = ?",
+                    (job_id,),
+                )
+                await db.execute("DELETE FROM messages WHERE job_id = ?", (job_id,))
+        finally:
+            await repository.close()
+        # More than Discord's nonce window later: only the channel's history can tell.
+        local_discord.clock.advance(10 * 60)
+
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+            await job_status(bot, job_id, JobStatus.DELIVERED)
+            stored = await bot.repository.job(job_id)
+            assert stored.result_message_id == result.id
+            assert await bot.repository.job_for_message(result.id) == stored
+        posted = count_custom_ids(local_discord.bot_messages(local_discord.general), RESULT_IDS)
+        assert posted == {str(job_id): 1}
+        assert ix.original is not None
