@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from services.jobs import (
+    CRASHED_MESSAGE,
     NOTHING_MADE_MESSAGE,
     STUCK_MESSAGE,
     CancelOutcome,
@@ -537,3 +538,31 @@ async def test_a_proxy_error_on_submit_is_looked_up_then_reported_with_retry(
     assert presenter.failures[job.id] == NOTHING_MADE_MESSAGE and job.id in presenter.retry_offered
     assert simulator.request_counts["submit"] == 1 and simulator.request_counts["history"] >= 1
     assert simulator.predictions == {}
+
+
+async def test_a_crashed_job_is_logged_its_member_told_and_the_rest_go_on(
+    service: JobService,
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    presenter = RecordingPresenter()
+    crashes = [RuntimeError("a bug in the chat surface")]
+    real_post = presenter.post_result
+
+    async def post_result(job: JobRecord, outputs: Sequence[JobImage], *, nonce: str) -> Any:
+        if crashes:
+            raise crashes.pop()
+        return await real_post(job, outputs, nonce=nonce)
+
+    presenter.post_result = post_result  # type: ignore[method-assign]
+    await service.start(presenter)
+    crashed = await service.enqueue(edit(ALICE, "crashes"))
+    await presenter.wait_for(lambda: crashed.id in presenter.failures)
+    fine = await service.enqueue(edit(BOB, "fine"))
+    await presenter.wait_for(lambda: fine.id in presenter.delivered)
+
+    assert presenter.failures[crashed.id] == CRASHED_MESSAGE
+    assert f"job {crashed.id} crashed" in caplog.text
+    # Made and stored: it stays open, so the next start posts it.
+    assert await status_of(repository, crashed) == JobStatus.DELIVERING
