@@ -321,8 +321,13 @@ class JobService:
     # --- The queue ------------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
+        # Woken by every change, and now and then anyway: a job turning slow frees its place
+        # without any event.
+        tick = min(5.0, self._settings.slow_after_s / 2)
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if not self._breaker.is_open:
@@ -335,7 +340,9 @@ class JobService:
                 self._wake.set()
 
     async def _start_what_fits(self) -> None:
-        in_use = await self._repository.slots_in_use()
+        in_use = await self._repository.slots_in_use(
+            running_since=self._clock() - self._settings.slow_after_s
+        )
         free = self._settings.max_concurrent - sum(in_use.values())
         if free <= 0:
             return

@@ -104,6 +104,9 @@ class JobSettings(_Section):
     announce_limit: int = Field(default=50, ge=0)
     # A submitted job still unfinished this long after its submit ends as stuck, freeing its slot.
     job_deadline_s: float = Field(default=600.0, gt=0)
+    # A job running longer than this stops holding a place in the queue (it may be stuck), so
+    # others start meanwhile; it keeps waiting until job_deadline_s.
+    slow_after_s: float = Field(default=120.0, gt=0)
     # A submit whose answer was lost is looked for in WaveSpeed's list of predictions every
     # reconcile_interval_s; not found reconcile_window_s after it was sent, it made nothing.
     reconcile_window_s: float = Field(default=120.0, ge=0)

@@ -638,12 +638,17 @@ class Repository:
         )
         return int(row[0]) if row else None
 
-    async def slots_in_use(self) -> dict[int, int]:
-        """Member id -> their jobs holding a WaveSpeed slot now."""
+    async def slots_in_use(self, *, running_since: float) -> dict[int, int]:
+        """Member id -> their jobs holding a place at WaveSpeed now.
+
+        A job running since before `running_since` no longer counts: it may be stuck, and it
+        must not hold everyone else up while it waits out its deadline.
+        """
         rows = await self._fetchall(
             "SELECT requester_id, COUNT(*) FROM jobs"
-            f" WHERE status IN ({_placeholders(SLOT_STATUSES)}) GROUP BY requester_id",
-            SLOT_STATUSES,
+            f" WHERE status IN ({_placeholders(SLOT_STATUSES)})"
+            " AND NOT (status = ? AND submitted_at < ?) GROUP BY requester_id",
+            (*SLOT_STATUSES, JobStatus.RUNNING, running_since),
         )
         return {int(row[0]): int(row[1]) for row in rows}
 

@@ -566,3 +566,22 @@ async def test_a_crashed_job_is_logged_its_member_told_and_the_rest_go_on(
     assert f"job {crashed.id} crashed" in caplog.text
     # Made and stored: it stays open, so the next start posts it.
     assert await status_of(repository, crashed) == JobStatus.DELIVERING
+
+
+async def test_a_slow_prediction_stops_holding_others_up_long_before_its_deadline(
+    make_service: Callable[..., JobService],
+    repository: Repository,
+    simulator: WaveSpeedSimulator,
+) -> None:
+    service = make_service(max_concurrent=1, slow_after_s=0.5, job_deadline_s=60.0)
+    presenter = RecordingPresenter()
+    simulator.inject(Fault.STUCK)
+    stuck = await service.enqueue(edit(ALICE, "stuck"))
+    other = await service.enqueue(edit(BOB, "fine"))
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: other.id in presenter.delivered)
+        # The stuck one still waits for its own end (or its deadline); it was not given up.
+        assert await status_of(repository, stuck) == JobStatus.RUNNING
+    finally:
+        await service.stop()

@@ -262,11 +262,15 @@ class DiscordPresenter:
         the job's own status reply, or else by direct message; never a new public post."""
         self._shown.pop(job.id, None)
         view = retry_view(job.id) if retry else None
-        if job.status_channel_id is None and await self._edit_status(job, f"❌ {message}", view):
-            return
-        if job.status_channel_id is not None and job.status_message_id is not None:
-            await self._edit_status(job, f"❌ {render.mention(job.requester_id)} {message}", view)
-            return
+        public_status = job.status_channel_id is not None
+        text = (
+            f"❌ {render.mention(job.requester_id)} {message}" if public_status else f"❌ {message}"
+        )
+        try:
+            if await self._edit_status(job, text, view):
+                return
+        except discord.HTTPException as exc:
+            log.info("job %d: status message not editable (%s); sending a DM", job.id, exc)
         user = self._bot.get_user(job.requester_id) or await self._bot.fetch_user(job.requester_id)
         try:
             await user.send(f"❌ {message}", view=view)
