@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench simulator
+.PHONY: run test lint bench faults simulator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/client_throughput.py $(ARGS)
+
+# The end-to-end fault suite at full size (5-10 minutes); the default suite runs it small.
+faults: $(STAMP)
+	$(PY) benchmarks/fault_suite.py $(ARGS)
 
 simulator: $(STAMP)
 	$(PY) -m services.simulator $(ARGS)

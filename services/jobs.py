@@ -261,7 +261,13 @@ class JobService:
                     await task
         if self._in_flight:
             log.info("waiting for %d submits and posts in flight", len(self._in_flight))
-            await asyncio.wait(self._in_flight, timeout=self._settings.shutdown_grace_s)
+            _, late = await asyncio.wait(self._in_flight, timeout=self._settings.shutdown_grace_s)
+            # Past the grace they are cut off here, not left running into the HTTP session and
+            # the job store the bot closes next. Their jobs stay SUBMITTING or DELIVERING, which
+            # the next start looks up before sending or posting anything again.
+            for future in late:
+                future.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

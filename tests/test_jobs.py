@@ -499,6 +499,30 @@ async def test_stop_lets_a_submit_in_flight_finish(
     assert stored.status == JobStatus.RUNNING and stored.prediction_id in simulator.predictions
 
 
+async def test_stop_past_its_grace_leaves_no_submit_running_behind_it(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    service = make_service(shutdown_grace_s=0.1)
+    presenter = RecordingPresenter()
+    # The submit's answer comes long after the grace: stop must not wait for it...
+    simulator.config = dataclasses.replace(simulator.config, submit_answer_delay_s=1.0)
+    await service.start(presenter)
+    job = await service.enqueue(edit())
+    await _until(lambda: status_of(repository, job), JobStatus.SUBMITTING)
+    await service.stop()
+
+    # ...nor leave it running: right after stop the bot closes the HTTP session and the job
+    # store, and a submit still on its way would then fail writing its outcome (a traceback).
+    running = [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and task.get_coro().__qualname__.startswith("JobService.")
+    ]
+    assert running == []
+    # Cut off mid-POST, the job may exist: the next start looks it up instead of sending it.
+    assert await status_of(repository, job) == JobStatus.SUBMITTING
+
+
 async def test_an_unreadable_row_is_set_aside_and_the_rest_go_on(
     make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
 ) -> None:
