@@ -196,8 +196,8 @@ class JobService:
         self._clock = clock
         self._presenter: Presenter | None = None
         self._breaker = CircuitBreaker(settings.breaker_threshold)
-        # Backoff between result posts; the one retry policy, bounded by the delivery deadline.
-        self._post_retry = RetryPolicy(attempts=1_000_000, base_s=0.5, max_s=30.0)
+        # Backoff between result posts: the one retry policy, bounded by the delivery deadline.
+        self._post_retry = RetryPolicy(base_s=0.5, max_s=30.0)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._reports: set[asyncio.Task[None]] = set()
         # Steps that are never cut in half (see `_unbroken`): a shutdown waits for them.
@@ -307,10 +307,6 @@ class JobService:
     async def position(self, job_id: int) -> int | None:
         """1 for the next job to start, 2 for the one after...; None once started or gone."""
         return await self._repository.queue_position(job_id)
-
-    def waiting_for_service(self) -> bool:
-        """Whether the queue is held because the image service is refusing work."""
-        return self._breaker.is_open
 
     async def cancel(self, job_id: int, member_id: int) -> CancelOutcome:
         """Cancel a job still waiting in the queue; only its requester may."""
@@ -633,10 +629,13 @@ class JobService:
                 )
                 break
             except PostFailedError as exc:
-                wait = self._post_retry.delay(attempt, exc.retry_after)
-                if exc.permanent or self._clock() + wait > deadline:
+                now = self._clock()
+                if exc.permanent or not self._post_retry.should_retry(
+                    attempt, exc.retry_after, until=deadline, now=now
+                ):
                     log.error("job %d: result not posted (%s); given up", job.id, exc)
                     return await self._undeliverable(job, outputs)
+                wait = self._post_retry.delay(attempt, exc.retry_after, until=deadline, now=now)
                 log.warning("job %d: result post failed (%s); again in %.1f s", job.id, exc, wait)
                 look_first = look_first or exc.maybe_posted
                 attempt += 1
