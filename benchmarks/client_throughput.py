@@ -92,8 +92,7 @@ async def one_round(base_url: str, mode: str, jobs: int) -> SimpleNamespace:
     settings = WaveSpeedSettings(
         api_key=SecretStr(KEY),
         base_url=base_url,
-        poll_initial_s=0.05,
-        poll_max_interval_s=0.5,
+        poll_interval_s=0.05,
         submit_timeout_s=300,
         result_timeout_s=60,
         download_timeout_s=60,

@@ -56,6 +56,7 @@ from .wavespeed import (
     InsufficientCreditError,
     KontextError,
     ModelSpec,
+    Prediction,
     RateLimitedError,
     ServerError,
     SubmissionUnknownError,
@@ -200,6 +201,9 @@ class JobService:
         self._post_retry = RetryPolicy(base_s=0.5, max_s=30.0)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._reports: set[asyncio.Task[None]] = set()
+        # Sync-mode answers that already hold the finished prediction, by job: a cache that
+        # saves one request; a restart simply asks WaveSpeed again.
+        self._answered: dict[int, Prediction] = {}
         # Steps that are never cut in half (see `_unbroken`): a shutdown waits for them.
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
@@ -268,7 +272,7 @@ class JobService:
             for future in late:
                 future.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._in_flight]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -400,6 +404,8 @@ class JobService:
     async def _drive(self, job: JobRecord | None) -> None:
         """Take the job through its steps until it ends, or another worker owns the next."""
         while job is not None and (step := self._steps.get(job.status)) is not None:
+            if self._closing:
+                return  # stopping: the next start takes the job on from here
             job = await step(job)
             self._wake.set()
 
@@ -437,11 +443,20 @@ class JobService:
         )
         if submitting is None:
             return None
-        return await self._unbroken(self._send(submitting, spec, request))
+        # A sync-mode submit lasts as long as the image takes: show it as generating.
+        ticker = asyncio.create_task(self._tick_generating(submitting))
+        try:
+            return await self._unbroken(self._send(submitting, spec, request))
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
 
     async def _send(self, job: JobRecord, spec: ModelSpec, request: Any) -> JobRecord | None:
         try:
-            submission = await self._client.submit(spec, request, sync=False)
+            # Sync mode where the model has it: the answer is the finished prediction, so the
+            # result is seen the moment it is ready (a restart during it is reconciled).
+            submission = await self._client.submit(spec, request, sync=True)
         except SubmissionUnknownError as exc:
             log.warning("job %d: %s; looking it up instead of sending it again", job.id, exc)
             return await self._repository.transition(
@@ -457,6 +472,8 @@ class JobService:
             log.info("job %d refused at submit: %s", job.id, exc)
             return await self._fail(job, exc.user_message)
         self._breaker.record_success()
+        if submission.prediction.status.terminal:
+            self._answered[job.id] = submission.prediction
         now = self._clock()
         return await self._repository.transition(
             job.id,
@@ -560,10 +577,18 @@ class JobService:
         deadline = job.deadline_at or (
             (job.submitted_at or self._clock()) + self._settings.job_deadline_s
         )
+        known = self._answered.pop(job.id, None)
+        expected = await self._repository.typical_inference_s(job.model_path)
+        elapsed = self._clock() - (job.submitted_at or self._clock())
         ticker = asyncio.create_task(self._tick_generating(job))
         try:
             result = await self._client.resume(
-                spec, job.prediction_id, seed=job.params.get("seed"), deadline_at=deadline
+                spec,
+                job.prediction_id,
+                seed=job.params.get("seed"),
+                deadline_at=deadline,
+                known=known,
+                expected_in_s=None if expected is None else expected - elapsed,
             )
         except TimedOutError:
             log.warning("job %d: prediction %s is stuck; given up", job.id, job.prediction_id)
@@ -595,7 +620,7 @@ class JobService:
         )
 
     async def _tick_generating(self, job: JobRecord) -> None:
-        started = job.submitted_at or self._clock()
+        started = job.submit_started_at or job.submitted_at or self._clock()
         while True:
             elapsed = max(0, round(self._clock() - started))
             await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s")

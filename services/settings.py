@@ -49,8 +49,10 @@ class WaveSpeedSettings(_Section):
     base_url: str = "https://api.wavespeed.ai"
 
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    # The submit answers once WaveSpeed has accepted the job (the bot does not use sync mode).
+    # A submit answers once WaveSpeed has accepted the job; a sync-mode submit once the image is
+    # made (or WaveSpeed's own sync time-out, after which the job is polled).
     submit_timeout_s: float = Field(default=30.0, gt=0)
+    sync_timeout_s: float = Field(default=90.0, gt=0)
     result_timeout_s: float = Field(default=30.0, gt=0)
     upload_timeout_s: float = Field(default=120.0, gt=0)
     download_timeout_s: float = Field(default=60.0, gt=0)
@@ -63,9 +65,9 @@ class WaveSpeedSettings(_Section):
     inline_image_max_bytes: int = Field(default=1_048_576, ge=0)
     upload_flow: Literal["binary", "ticket"] = "binary"
 
-    poll_initial_s: float = Field(default=1.0, gt=0)
-    poll_factor: float = Field(default=1.5, ge=1.0)
-    poll_max_interval_s: float = Field(default=10.0, gt=0)
+    # Polls of a job's result come this often, from shortly before the job is expected to end
+    # (learned from the model's recent jobs); only a 429 makes them slower.
+    poll_interval_s: float = Field(default=0.75, gt=0)
     # After this long a job is reported as timed out (it may still finish at WaveSpeed), unless
     # the caller gives its own deadline; transient failures are retried until then.
     max_wait_s: float = Field(default=900.0, gt=0)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import statistics
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -651,6 +652,20 @@ class Repository:
             (*SLOT_STATUSES, JobStatus.RUNNING, running_since),
         )
         return {int(row[0]): int(row[1]) for row in rows}
+
+    async def typical_inference_s(self, model_path: str) -> float | None:
+        """The median inference time of the model's recent jobs, in seconds (None: no history).
+
+        WaveSpeed's own inference timing, not our round trips, so slow polling cannot feed
+        back into later estimates."""
+        rows = await self._fetchall(
+            "SELECT inference_ms FROM jobs WHERE model_path = ? AND inference_ms IS NOT NULL"
+            " ORDER BY id DESC LIMIT 20",
+            (model_path,),
+        )
+        if not rows:
+            return None
+        return float(statistics.median(int(row[0]) for row in rows)) / 1000
 
     async def prediction_taken(self, prediction_id: str) -> bool:
         """Whether a job already owns this prediction (so a lost submit cannot adopt it)."""

@@ -20,9 +20,7 @@ def fast_settings(base_url: str, **overrides: object) -> WaveSpeedSettings:
     values: dict[str, object] = {
         "api_key": SecretStr(API_KEY),
         "base_url": base_url,
-        "poll_initial_s": 0.01,
-        "poll_factor": 1.5,
-        "poll_max_interval_s": 0.05,
+        "poll_interval_s": 0.02,
         "max_wait_s": 10.0,
         "retry_base_s": 0.01,
         "retry_max_s": 0.05,

@@ -337,10 +337,14 @@ async def test_restart_after_submit_polls_the_same_prediction_and_delivers_once(
         async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
             ix = await alice.slash("edit", image=make_png(), prompt="make it blue")
             await ix.response(starts("🎨"))
-            assert bot.repository is not None
-            (job,) = await bot.repository.jobs_with_status([JobStatus.RUNNING])
-            assert job.prediction_id in sim.predictions
-        # The bot is gone while WaveSpeed still works on the (paid) prediction.
+        # The bot is gone while WaveSpeed still works on the (paid) prediction: its submit
+        # finished before the bot stopped, the wait for the result did not.
+        repository = await Repository.open(database)
+        try:
+            (job,) = await repository.jobs_with_status([JobStatus.RUNNING])
+        finally:
+            await repository.close()
+        assert job.prediction_id in sim.predictions
         assert results_in(alice, alice.channel) == []
         assert sim.request_counts["submit"] == 1
 

@@ -17,7 +17,7 @@ from tests.images import make_png
 def settings(**wavespeed: object) -> Settings:
     return Settings(
         discord=DiscordSettings(token=SecretStr("discord-token")),
-        wavespeed=WaveSpeedSettings(poll_initial_s=0.01, **wavespeed),
+        wavespeed=WaveSpeedSettings(poll_interval_s=0.01, **wavespeed),
         simulator=SimulatorSettings(latency_s=0, sync_wait_s=5),
     )
 

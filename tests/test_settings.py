@@ -66,11 +66,11 @@ def test_missing_token_names_the_key_and_both_places(
 
 
 def test_bad_value_in_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, '[discord]\ntoken = "t"\n[wavespeed]\npoll_factor = 0.5\n')
+    path = write(tmp_path, '[discord]\ntoken = "t"\n[wavespeed]\npoll_interval_s = 0\n')
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     message = str(caught.value)
-    assert message.startswith(f"config error: [wavespeed] poll_factor from {path}:")
+    assert message.startswith(f"config error: [wavespeed] poll_interval_s from {path}:")
     assert "\n" not in message
 
 

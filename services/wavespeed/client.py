@@ -202,7 +202,8 @@ class WaveSpeedClient:
         """
         refs = await asyncio.gather(*(self._media_ref(ref) for ref in request.media()))
         body = request.with_media(list(refs)).wire_json()
-        if sync and spec.supports_sync and webhook_url is None:
+        sync = sync and spec.supports_sync and webhook_url is None
+        if sync:
             body["enable_sync_mode"] = True
         if (
             self._settings.base64_output
@@ -218,7 +219,8 @@ class WaveSpeedClient:
             f"/api/v3/wavespeed-ai/{spec.path}",
             json=body,
             params=params,
-            timeout_s=self._settings.submit_timeout_s,
+            # A sync submit is held open until the image is made (or WaveSpeed's own time-out).
+            timeout_s=self._settings.sync_timeout_s if sync else self._settings.submit_timeout_s,
             repeatable=False,
         )
         log.info("submitted %s as prediction %s (%s)", spec.path, prediction.id, prediction.status)
@@ -250,18 +252,35 @@ class WaveSpeedClient:
         seed: int | None = None,
         cost: Decimal | None = None,
         deadline_at: float | None = None,
+        known: Prediction | None = None,
+        expected_in_s: float | None = None,
     ) -> GenerationResult:
         """Finish a job submitted earlier (e.g. before a restart). Never submits anything.
 
         `deadline_at` is wall-clock epoch seconds (`time.time()`), so it means the same after a
         restart; None: `max_wait_s` from now. Past it: TimedOutError with the prediction id.
+        `known` is the prediction as last seen (a sync-mode answer): when it has ended already,
+        it is not asked for again. `expected_in_s`: see `wait_for`.
         """
         until = self._deadline(deadline_at)
-        prediction = await self.wait_for(prediction_id, deadline_at=until)
+        if known is not None and known.status.terminal:
+            prediction = known
+        else:
+            prediction = await self.wait_for(
+                prediction_id, deadline_at=until, expected_in_s=expected_in_s
+            )
         return await self.collect(spec, prediction, seed=seed, cost=cost, deadline_at=until)
 
-    async def wait_for(self, prediction_id: str, *, deadline_at: float | None = None) -> Prediction:
-        """Poll until the prediction ends: first after ~1 s, then less and less often.
+    async def wait_for(
+        self,
+        prediction_id: str,
+        *,
+        deadline_at: float | None = None,
+        expected_in_s: float | None = None,
+    ) -> Prediction:
+        """Poll until the prediction ends, every `poll_interval_s`, from shortly before it is
+        expected to end (`expected_in_s` from now, when the caller knows) so the result is
+        seen within one interval of being ready. Only a 429 slows the polls down.
 
         Transient failures (429, 5xx, dropped connections, unreadable answers, time-outs) are
         retried under the retry policy until `deadline_at` (epoch seconds; None: `max_wait_s`
@@ -269,7 +288,8 @@ class WaveSpeedClient:
         deadline already past still gets one look, so a job that finished meanwhile is kept.
         """
         until = self._deadline(deadline_at)
-        delay = self._settings.poll_initial_s
+        interval = self._settings.poll_interval_s
+        delay = interval if expected_in_s is None else max(interval, expected_in_s - interval)
         while True:
             remaining = until - time.time()
             if remaining > 0:
@@ -281,9 +301,7 @@ class WaveSpeedClient:
                 raise TimedOutError(
                     prediction_id=prediction_id, detail=f"still {prediction.status}"
                 )
-            delay = min(delay * self._settings.poll_factor, self._settings.poll_max_interval_s)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = interval if retry_after is None else max(interval, retry_after)
 
     async def get_prediction(self, prediction_id: str) -> Prediction:
         """The prediction as WaveSpeed has it now."""

@@ -104,8 +104,7 @@ class Timing:
     stuck_deadline_s: float
     reconcile_window_s: float
     # The bot's patience settings.
-    poll_initial_s: float
-    poll_max_interval_s: float
+    poll_interval_s: float
     retry_max_s: float
     breaker_probe_s: float
     # The local Discord's IDENTIFY spacing: Discord's is 5 s, which a quick restart waits out.
@@ -252,8 +251,7 @@ class FaultRun:
         env = {
             "WAVESPEED_BASE_URL": self.sim.base_url,
             "WAVESPEED_API_KEY": SIM_KEY,
-            "WAVESPEED_POLL_INITIAL_S": str(timing.poll_initial_s),
-            "WAVESPEED_POLL_MAX_INTERVAL_S": str(timing.poll_max_interval_s),
+            "WAVESPEED_POLL_INTERVAL_S": str(timing.poll_interval_s),
             "WAVESPEED_RETRY_BASE_S": "0.1",
             "WAVESPEED_RETRY_MAX_S": str(timing.retry_max_s),
             "JOBS_RECONCILE_WINDOW_S": str(timing.reconcile_window_s),

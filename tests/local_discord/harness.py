@@ -78,8 +78,7 @@ def bot_settings(local: LocalDiscord, overrides: Mapping[str, Any] | None = None
     wavespeed = WaveSpeedSettings(
         **{
             # Poll the in-process simulator briskly: tests wait on results, not on backoff.
-            "poll_initial_s": 0.05,
-            "poll_max_interval_s": 0.2,
+            "poll_interval_s": 0.05,
             **dict((overrides or {}).get("wavespeed") or {}),
         }
     )
