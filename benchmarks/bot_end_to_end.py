@@ -361,8 +361,10 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
         " (SDK default poll_interval 1 s)"
     )
     report.notes.append(
-        f"phase 1 medians: bot {ms(statistics.median(overheads))}, "
-        f"SDK {ms(statistics.median(sdk_overheads))}"
+        f"phase 1 medians (mean of the middle two; the table's p50 is nearest rank): "
+        f"bot {ms(statistics.median(overheads))}, SDK {ms(statistics.median(sdk_overheads))}; "
+        "completion = created_at + timings.inference (the simulator's state has no completion "
+        "time)"
     )
 
 
@@ -423,6 +425,11 @@ async def burst_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
         f"{lag99:.0f} ms (max {max(busy, default=0):.0f} ms; {ratio(lag99, idle99)} of idle)",
         f"same bot idle, 3 s before: {idle99:.1f} ms",
         "< 100 ms",
+    )
+    report.notes.append(
+        "phase 2 ack = callback arrival stamped by the local Discord minus the interaction's "
+        "creation; the local Discord shares this process's loop with the CDN serving every "
+        "attachment, so a busy benchmark loop inflates it: an upper bound on the bot's share"
     )
     report.notes.append(
         f"phase 2 burst window: {burst_end - idle_end:.1f} s, from the first command until all "
