@@ -361,7 +361,7 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
         " (SDK default poll_interval 1 s)"
     )
     report.notes.append(
-        f"phase 1 medians (mean of the middle two; the table's p50 is nearest rank): "
+        f"phase 1 medians (statistics.median; the table's p50 is nearest rank): "
         f"bot {ms(statistics.median(overheads))}, SDK {ms(statistics.median(sdk_overheads))}; "
         "completion = created_at + timings.inference (the simulator's state has no completion "
         "time)"
