@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench faults simulator
+.PHONY: run test lint bench bench-bot faults simulator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/client_throughput.py $(ARGS)
+
+# The real bot end to end against WaveSpeed's SDK on the same simulator (several minutes;
+# ARGS=--quick for a smoke run under a minute). Installs the bench extra (the SDK) first.
+bench-bot: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/bot_end_to_end.py $(ARGS)
 
 # The end-to-end fault suite at full size (5-10 minutes); the default suite runs it small.
 faults: $(STAMP)
