@@ -272,10 +272,12 @@ class JobService:
             for future in late:
                 future.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        tasks = [*self._tasks.values(), *self._in_flight]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Job tasks wait or sleep (their state is stored); work an in-flight step started
+        # after the wait above is cut off with them.
+        remaining: list[asyncio.Future[Any]] = [*self._tasks.values(), *self._in_flight]
+        for work in remaining:
+            work.cancel()
+        await asyncio.gather(*remaining, return_exceptions=True)
 
     # --- Taking jobs ----------------------------------------------------------------------------
 
