@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import discord
@@ -28,11 +29,12 @@ from discord.ext import commands
 import cogs
 from cogs._errors import KontextTree
 from services.edits import EditService
-from services.jobs import JobService
+from services.jobs import JobService, WebhookMode
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
 from services.storage import Repository, StoreError
 from services.wavespeed import WaveSpeedClient, create_session
+from services.wavespeed.webhooks import WebhookInbox, serve_inbox
 
 log = logging.getLogger("kontext.bot")
 
@@ -99,7 +101,11 @@ class KontextBot(commands.Bot):
             wavespeed_client(self.settings, self.http_session)
         )
         self.jobs = JobService(
-            self.repository, self.wavespeed, self.settings.jobs, clock=self.clock
+            self.repository,
+            self.wavespeed,
+            self.settings.jobs,
+            clock=self.clock,
+            webhooks=await self._receive_webhooks(self.wavespeed),
         )
         self.edits = EditService(self.repository, self.jobs, self.wavespeed)
         for name in [*extension_names(), *self._extra_extensions]:
@@ -112,6 +118,24 @@ class KontextBot(commands.Bot):
             await self.sync_commands(self._sync_guild)
         if self.application_id:
             log.info("invite the bot with %s", self.invite_url())
+
+    async def _receive_webhooks(self, client: WaveSpeedClient) -> WebhookMode | None:
+        """Webhook mode, when a webhook URL is set: the secret, and a server for deliveries."""
+        settings = self.settings.wavespeed
+        if settings.webhook_url is None:
+            return None
+        secret = (
+            settings.webhook_secret.get_secret_value()
+            if settings.webhook_secret is not None
+            else await client.webhook_secret()
+        )
+        inbox = WebhookInbox(secret)
+        path = urlsplit(settings.webhook_url).path or "/"
+        port = await self._resources.enter_async_context(
+            serve_inbox(inbox, host=settings.webhook_host, port=settings.webhook_port, path=path)
+        )
+        log.info("receiving WaveSpeed webhooks on %s:%d%s", settings.webhook_host, port, path)
+        return WebhookMode(inbox, settings.webhook_url, settings.webhook_safety_poll_s)
 
     async def sync_commands(self, guild_id: int | None) -> None:
         """Publish the slash commands: to one guild (instant) or globally (up to an hour)."""

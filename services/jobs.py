@@ -66,6 +66,7 @@ from .wavespeed import (
     validate_request,
 )
 from .wavespeed.retry import RetryPolicy
+from .wavespeed.webhooks import WebhookInbox
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,20 @@ class NewJob:
     status_channel_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookMode:
+    """Completion by webhook: WaveSpeed calls `url` when a job ends, `inbox` receives it."""
+
+    inbox: WebhookInbox
+    url: str
+    # A poll this often stays as a safety net for deliveries that never come.
+    safety_poll_s: float
+
+    def url_for(self, job_id: int) -> str:
+        # The job's id rides along, so any process receiving the delivery knows the job.
+        return f"{self.url}{'&' if '?' in self.url else '?'}job={job_id}"
+
+
 class CancelOutcome(enum.StrEnum):
     CANCELLED = "cancelled"
     NOT_YOURS = "not yours"
@@ -190,8 +205,10 @@ class JobService:
         settings: JobSettings,
         *,
         clock: Callable[[], float] = time.time,
+        webhooks: WebhookMode | None = None,
     ) -> None:
         self._repository = repository
+        self._webhooks = webhooks
         self._client = client
         self._settings = settings
         self._clock = clock
@@ -456,9 +473,13 @@ class JobService:
 
     async def _send(self, job: JobRecord, spec: ModelSpec, request: Any) -> JobRecord | None:
         try:
-            # Sync mode where the model has it: the answer is the finished prediction, so the
-            # result is seen the moment it is ready (a restart during it is reconciled).
-            submission = await self._client.submit(spec, request, sync=True)
+            # Completion: by webhook when one is set up; else sync mode where the model has it
+            # (the answer is the finished prediction; a restart during it is reconciled); else
+            # the job is polled.
+            webhook = self._webhooks.url_for(job.id) if self._webhooks else None
+            submission = await self._client.submit(
+                spec, request, sync=webhook is None, webhook_url=webhook
+            )
         except SubmissionUnknownError as exc:
             log.warning("job %d: %s; looking it up instead of sending it again", job.id, exc)
             return await self._repository.transition(
@@ -476,14 +497,15 @@ class JobService:
         self._breaker.record_success()
         if submission.prediction.status.terminal:
             self._answered[job.id] = submission.prediction
-        now = self._clock()
+        sent_at = job.submit_started_at or self._clock()
         return await self._repository.transition(
             job.id,
             JobStatus.SUBMITTING,
             JobStatus.RUNNING,
             prediction_id=submission.prediction_id,
-            submitted_at=now,
-            deadline_at=now + self._settings.job_deadline_s,
+            submitted_at=sent_at,
+            # From when it was sent: a sync submit may already have used some of it up.
+            deadline_at=sent_at + self._settings.job_deadline_s,
         )
 
     async def _refused(self, job: JobRecord, error: KontextError) -> JobRecord | None:
@@ -580,6 +602,8 @@ class JobService:
             (job.submitted_at or self._clock()) + self._settings.job_deadline_s
         )
         known = self._answered.pop(job.id, None)
+        if known is None and self._webhooks is not None:
+            known = await self._await_delivery(job.prediction_id, deadline)
         expected = await self._repository.typical_inference_s(job.model_path)
         elapsed = self._clock() - (job.submitted_at or self._clock())
         ticker = asyncio.create_task(self._tick_generating(job))
@@ -620,6 +644,25 @@ class JobService:
             completed_at=self._clock(),
             inference_ms=result.inference_ms,
         )
+
+    async def _await_delivery(self, prediction_id: str, deadline: float) -> Prediction | None:
+        """The webhook's word that the prediction ended, with a slow poll as the safety net;
+        None at the deadline (the caller looks once more, then gives up)."""
+        assert self._webhooks is not None
+        while (remaining := deadline - self._clock()) > 0:
+            with contextlib.suppress(TimeoutError):
+                return await self._webhooks.inbox.wait(
+                    prediction_id, timeout_s=min(self._webhooks.safety_poll_s, remaining)
+                )
+            try:
+                prediction = await self._client.get_prediction(prediction_id)
+            except KontextError as exc:
+                log.info("prediction %s: safety poll failed (%s)", prediction_id, exc)
+                continue
+            if prediction.status.terminal:
+                log.warning("prediction %s ended without a webhook delivery", prediction_id)
+                return prediction
+        return None
 
     async def _tick_generating(self, job: JobRecord) -> None:
         started = job.submit_started_at or job.submitted_at or self._clock()

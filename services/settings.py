@@ -13,8 +13,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "KONTEXT_CONFIG"
@@ -71,6 +72,30 @@ class WaveSpeedSettings(_Section):
     # After this long a job is reported as timed out (it may still finish at WaveSpeed), unless
     # the caller gives its own deadline; transient failures are retried until then.
     max_wait_s: float = Field(default=900.0, gt=0)
+
+    # Webhook mode: WaveSpeed calls this public URL when a job ends, and the bot listens on
+    # webhook_host:webhook_port at the URL's path (put it behind your reverse proxy). A slow
+    # poll every webhook_safety_poll_s stays as a safety net for lost deliveries. Unset: sync
+    # mode where the model has it, else polling.
+    webhook_url: str | None = None
+    # The signing secret ("whsec_..."); unset, it is read from WaveSpeed at start-up.
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = Field(default=8585, ge=0, le=65535)
+    webhook_safety_poll_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _public_https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise ValueError("must be an https:// URL WaveSpeed can reach (http only on loopback)")
+        return value
 
     # One retry policy for every request that may be repeated (the submit POST only after an
     # answer proving it was refused). Waiting for a job is bounded by its deadline instead.

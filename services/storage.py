@@ -642,14 +642,15 @@ class Repository:
     async def slots_in_use(self, *, running_since: float) -> dict[int, int]:
         """Member id -> their jobs holding a place at WaveSpeed now.
 
-        A job running since before `running_since` no longer counts: it may be stuck, and it
-        must not hold everyone else up while it waits out its deadline.
+        A job sent before `running_since` no longer counts: it may be stuck, and it must not
+        hold everyone else up while it waits out its deadline.
         """
         rows = await self._fetchall(
             "SELECT requester_id, COUNT(*) FROM jobs"
             f" WHERE status IN ({_placeholders(SLOT_STATUSES)})"
-            " AND NOT (status = ? AND submitted_at < ?) GROUP BY requester_id",
-            (*SLOT_STATUSES, JobStatus.RUNNING, running_since),
+            " AND NOT (status IN (?, ?) AND COALESCE(submitted_at, submit_started_at) < ?)"
+            " GROUP BY requester_id",
+            (*SLOT_STATUSES, JobStatus.RUNNING, JobStatus.SUBMITTING, running_since),
         )
         return {int(row[0]): int(row[1]) for row in rows}
 

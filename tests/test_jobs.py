@@ -23,11 +23,13 @@ from services.jobs import (
     NewJob,
     PostFailedError,
     Stage,
+    WebhookMode,
 )
 from services.settings import JobSettings
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
 from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
 from services.wavespeed import WaveSpeedClient, model_for_path
+from services.wavespeed.webhooks import WebhookInbox, serve_inbox
 from tests.conftest import API_KEY
 from tests.images import make_png
 
@@ -105,7 +107,12 @@ class RecordingPresenter:
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     return SimulatorConfig(
-        api_keys=frozenset({API_KEY}), latency_s=0.3, max_output_side=128, max_concurrent_per_key=10
+        api_keys=frozenset({API_KEY}),
+        latency_s=0.3,
+        # A sync submit of a stuck job gives up (5004) soon, as WaveSpeed's does, only sooner.
+        sync_wait_s=1.0,
+        max_output_side=128,
+        max_concurrent_per_key=10,
     )
 
 
@@ -607,6 +614,58 @@ async def test_a_slow_prediction_stops_holding_others_up_long_before_its_deadlin
     try:
         await presenter.wait_for(lambda: other.id in presenter.delivered)
         # The stuck one still waits for its own end (or its deadline); it was not given up.
-        assert await status_of(repository, stuck) == JobStatus.RUNNING
+        assert await status_of(repository, stuck) in (JobStatus.SUBMITTING, JobStatus.RUNNING)
     finally:
         await service.stop()
+
+
+@pytest.fixture
+async def webhooks(
+    make_client: Callable[..., WaveSpeedClient],
+) -> AsyncIterator[WebhookMode]:
+    """Webhook mode: an inbox served on loopback, as bot.py sets it up."""
+    inbox = WebhookInbox(await make_client().webhook_secret())
+    async with serve_inbox(inbox, host="127.0.0.1", port=0, path="/hooks/wavespeed") as port:
+        yield WebhookMode(inbox, f"http://127.0.0.1:{port}/hooks/wavespeed", safety_poll_s=30.0)
+
+
+async def test_webhook_mode_needs_no_polls_and_shrugs_off_repeats(
+    repository: Repository,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
+    webhooks: WebhookMode,
+) -> None:
+    service = JobService(repository, make_client(), JobSettings(**FAST), webhooks=webhooks)
+    presenter = RecordingPresenter()
+    simulator.inject(Fault.WEBHOOK_DUPLICATE)
+    await service.start(presenter)
+    try:
+        jobs = [await service.enqueue(edit(member, f"job {member}")) for member in (ALICE, BOB)]
+        await presenter.wait_for(lambda: {j.id for j in jobs} <= presenter.delivered)
+    finally:
+        await service.stop()
+
+    # Submit and download, nothing else: two WaveSpeed requests per job.
+    assert simulator.request_counts["submit"] == 2 and simulator.request_counts["result"] == 0
+    assert simulator.request_counts["download"] == 2
+    assert len(simulator.webhook_deliveries) == 3  # one delivered twice
+    assert all(len(posts) == 1 for posts in presenter.posts.values())
+
+
+async def test_webhook_mode_polls_slowly_when_deliveries_never_come(
+    repository: Repository,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
+) -> None:
+    # Deliveries go to a port nobody listens on: only the safety net finds the result.
+    inbox = WebhookInbox(await make_client().webhook_secret())
+    lost = WebhookMode(inbox, "http://127.0.0.1:9/hooks/wavespeed", safety_poll_s=0.2)
+    service = JobService(repository, make_client(), JobSettings(**FAST), webhooks=lost)
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        job = await service.enqueue(edit())
+        await presenter.wait_for(lambda: job.id in presenter.delivered)
+    finally:
+        await service.stop()
+    assert 1 <= simulator.request_counts["result"] <= 5

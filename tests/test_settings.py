@@ -114,3 +114,23 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert policy.delay(0, retry_after=3.0) == 3.0
     assert policy.should_retry(2) and not policy.should_retry(3)
     assert not policy.should_retry(0, retry_after=3600)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://bot.example.com/hooks/wavespeed", True),
+        ("http://127.0.0.1:8585/hooks/wavespeed", True),
+        ("http://bot.example.com/hooks/wavespeed", False),  # WaveSpeed would post in the clear
+        ("bot.example.com/hooks", False),
+    ],
+)
+def test_a_webhook_url_must_be_one_wavespeed_can_reach_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, accepted: bool
+) -> None:
+    path = write(tmp_path, f'[discord]\ntoken = "t"\n[wavespeed]\nwebhook_url = "{url}"\n')
+    if accepted:
+        assert load_settings(path).wavespeed.webhook_url == url
+    else:
+        with pytest.raises(ConfigError, match=r"\[wavespeed\] webhook_url from .*https://"):
+            load_settings(path)

@@ -24,7 +24,7 @@ from PIL import Image
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator, run_simulator
 from services.simulator.__main__ import build_parser, config_from_args
 from services.simulator.render import ASPECT_SIZES
-from services.wavespeed.catalog import MODELS, ModelKind, ModelSpec
+from services.wavespeed.catalog import MODELS, ModelKind, ModelSpec, model_for_path
 from services.wavespeed.protocol import SYNC_TIMEOUT_TEXT
 from services.wavespeed.webhooks import verify
 
@@ -308,7 +308,7 @@ async def test_bad_json_and_non_object_bodies_are_1401(api: Api) -> None:
 
 
 async def test_sync_and_base64_flags_are_ignored_where_a_model_lacks_them(api: Api) -> None:
-    spec = MODELS[0]  # flux-kontext-pro takes neither flag
+    spec = model_for_path("flux-kontext-max")  # takes neither flag
     body = body_for(spec, enable_sync_mode=True, enable_base64_output=True)
     data = await api.created(spec.path, body)
     assert data["status"] == "created"  # not answered synchronously

@@ -94,9 +94,11 @@ async def test_base64_output_needs_a_single_request(
 async def test_model_without_sync_mode_is_polled(
     client: WaveSpeedClient, simulator: WaveSpeedSimulator
 ) -> None:
-    spec = model_for_path("flux-kontext-pro")
+    spec = model_for_path("flux-kontext-max")
     assert not spec.supports_sync
-    result = await client.generate(spec, client.prepare(spec, prompt="add a hat", image=RED))
+    result = await client.generate(
+        spec, client.prepare(spec, prompt="add a hat", image=RED), sync=True
+    )
 
     assert simulator.request_counts["submit"] == 1
     assert simulator.request_counts["result"] >= 1

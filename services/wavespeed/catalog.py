@@ -116,8 +116,10 @@ class _SyncCapable(KontextRequest):
 # --- Pro ---------------------------------------------------------------------------------------
 
 
-class ProEditRequest(KontextRequest):
-    """flux-kontext-pro: its seed page lists neither aspect_ratio nor sync mode."""
+class ProEditRequest(_SyncCapable):
+    """flux-kontext-pro: its seed page lists neither aspect_ratio nor sync mode; the newer page
+    lists `enable_sync_mode`. Sync is asked for; if WaveSpeed ignores it, the answer is the
+    accepted job (status created/processing) and the client polls, so both readings work."""
 
     image: MediaRef
     seed: int | None = Field(default=None, ge=-1, le=9999999999)
