@@ -42,6 +42,7 @@ from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .settings import JobSettings
+from .status import RequestBudget, StatusUpdater
 from .storage import (
     JobImage,
     JobRecord,
@@ -141,6 +142,15 @@ class Presenter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """A published status; two are the same when they would show the same line."""
+
+    job: JobRecord = field(compare=False)
+    stage: Stage
+    detail: str
+
+
 @dataclass(slots=True)
 class NewJob:
     """A job as a member asked for it, validated, before it is stored."""
@@ -208,6 +218,13 @@ class JobService:
         self._closing = False
         # What each waiting job's status last said, so unchanged positions are not re-sent.
         self._announced: dict[int, str] = {}
+        # Statuses are published here and sent by its own task: no step of a job, and never
+        # the scheduler, waits on the chat service. Result posts share its request budget.
+        self._status: StatusUpdater[_Status] = StatusUpdater(
+            self._show,
+            RequestBudget(settings.discord_requests_per_s),
+            min_gap_s=settings.status_edit_gap_s,
+        )
         self._steps: dict[str, Step] = {
             JobStatus.STARTING: self._submit,
             JobStatus.UNKNOWN: self._reconcile,
@@ -225,6 +242,7 @@ class JobService:
     async def start(self, presenter: Presenter) -> None:
         """Pick up what a previous run left open, then start taking jobs."""
         self._presenter = presenter
+        self._status.start()
         jobs, broken = await self._repository.open_jobs()
         if broken:
             log.error("set aside %d unreadable job rows: %s", len(broken), broken)
@@ -272,6 +290,7 @@ class JobService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._status.stop()
 
     # --- Taking jobs ----------------------------------------------------------------------------
 
@@ -317,6 +336,8 @@ class JobService:
         if cancelled is None:
             return CancelOutcome.TOO_LATE
         self._announced.pop(job_id, None)
+        # The caller shows the cancellation next: no queue position may land after it.
+        await self._status.end(job_id)
         self._wake.set()
         return CancelOutcome.CANCELLED
 
@@ -371,7 +392,14 @@ class JobService:
             stage, text = (
                 (Stage.WAITING, WAITING_TEXT)
                 if self._breaker.is_open
-                else (Stage.QUEUED, queued_text(position))
+                else (
+                    Stage.QUEUED,
+                    queued_text(
+                        position,
+                        exact=self._settings.exact_positions,
+                        step=self._settings.position_step,
+                    ),
+                )
             )
             if self._announced.get(job.id) == text:
                 continue
@@ -642,6 +670,7 @@ class JobService:
                 await asyncio.sleep(wait)
         if delivered is not None:
             try:
+                await self._status.end(job.id)
                 await self._presenter.finish_status(delivered, posted)
             except Exception:
                 log.warning("job %d: the status line was not updated", job.id, exc_info=True)
@@ -651,8 +680,14 @@ class JobService:
         self, job: JobRecord, outputs: Sequence[JobImage], *, look_first: bool
     ) -> tuple[PostedResult, JobRecord | None]:
         assert self._presenter is not None
-        posted = await self._presenter.find_result(job) if look_first else None
+        posted = None
+        if look_first:
+            await self._status.urgent()
+            posted = await self._presenter.find_result(job)
         if posted is None:
+            # One slot per post: a thread start or a channel fetch now and then fits in the
+            # room the budget leaves under Discord's limit.
+            await self._status.urgent()
             posted = await self._presenter.post_result(job, outputs, nonce=delivery_nonce(job.id))
         return posted, await self._repository.mark_delivered(job, posted)
 
@@ -709,25 +744,30 @@ class JobService:
         if self._presenter is None:
             return
         try:
+            await self._status.end(job.id)
             await self._presenter.report_failure(job, message, retry=retry)
         except Exception:
             log.exception("job %d: could not tell the requester about its failure", job.id)
 
     async def _progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
-        if self._presenter is None:
-            return
-        try:
-            await self._presenter.show_progress(job, stage, detail)
-        except Exception:
-            # Progress is a courtesy; the job goes on without it.
-            log.warning("job %d: progress update failed", job.id, exc_info=True)
+        """Publish the job's status; the updater sends it. Returns at once."""
+        self._status.publish(job.id, _Status(job, stage, detail))
+
+    async def _show(self, job_id: int, status: _Status) -> None:
+        if self._presenter is not None:
+            await self._presenter.show_progress(status.job, status.stage, status.detail)
 
 
 def _utc(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
 
 
-def queued_text(position: int) -> str:
+def queued_text(position: int, *, exact: int = 10, step: int = 10) -> str:
+    """A waiting job's line. Past the first `exact` places the count is rounded to `step`, so
+    most lines stay the same when one job starts (each change costs an edit)."""
     if position == 1:
         return "Queued: you're next."
-    return f"Queued: position {position}."
+    if position <= exact:
+        return f"Queued: position {position}."
+    ahead = max(step, (position - 1 + step // 2) // step * step)
+    return f"In the queue, about {ahead} ahead."
