@@ -404,7 +404,9 @@ class JobService:
             if self._announced.get(job.id) == text:
                 continue
             self._announced[job.id] = text
-            await self._progress(job, stage, text)
+            # An exact place is worth showing at once; "about K ahead" can wait its turn.
+            exact = position <= self._settings.exact_positions
+            await self._progress(job, stage, text, at_once=exact or stage != Stage.QUEUED)
 
     def _launch(self, job: JobRecord) -> None:
         if job.id in self._tasks:
@@ -624,9 +626,12 @@ class JobService:
 
     async def _tick_generating(self, job: JobRecord) -> None:
         started = job.submitted_at or self._clock()
+        first = True
         while True:
             elapsed = max(0, round(self._clock() - started))
-            await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s")
+            # The new stage shows at once; the clock's later steps keep the per-job gap.
+            await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s", at_once=first)
+            first = False
             await asyncio.sleep(self._settings.status_interval_s)
 
     # --- Deliver exactly once -------------------------------------------------------------------
@@ -749,9 +754,12 @@ class JobService:
         except Exception:
             log.exception("job %d: could not tell the requester about its failure", job.id)
 
-    async def _progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
-        """Publish the job's status; the updater sends it. Returns at once."""
-        self._status.publish(job.id, _Status(job, stage, detail))
+    async def _progress(
+        self, job: JobRecord, stage: Stage, detail: str, *, at_once: bool = True
+    ) -> None:
+        """Publish the job's status; the updater sends it. Returns at once. A new stage is
+        shown `at_once`; repeated updates within one (a clock) keep the per-job gap."""
+        self._status.publish(job.id, _Status(job, stage, detail), at_once=at_once)
 
     async def _show(self, job_id: int, status: _Status) -> None:
         if self._presenter is not None:

@@ -100,8 +100,9 @@ class JobSettings(_Section):
     per_member: int = Field(default=1, ge=1)
     # How often a generating job's clock ("Generating… 12 s") moves on.
     status_interval_s: float = Field(default=2.0, gt=0)
-    # Least time between two edits of one job's status message (Discord rate-limits edits);
-    # its first status and its ending ("Done", a failure) are never held back.
+    # Least time between two edits of one job's status message within a stage (the generating
+    # clock, a rough queue place); a new stage, an exact queue place, the first status and the
+    # ending ("Done", a failure) are never held back.
     status_edit_gap_s: float = Field(default=2.0, ge=0)
     # Requests per second to Discord for results and statuses together, under Discord's 50 per
     # bot; results go first, status edits use what is left.

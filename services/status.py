@@ -4,7 +4,8 @@ The job service publishes a job's latest status and moves on; a separate task se
 none of them Discord-specific (the caller's `send` does the talking):
 
 - Coalescing: only the newest status of a job waits to be sent; an unchanged one is not sent.
-- Spacing: a job's status is sent at most once every `min_gap_s`, except its first.
+- Spacing: a job's status is sent at most once every `min_gap_s`, except its first and those
+  published `at_once` (a new stage: few per job, and a member waits to see them).
 - One budget: every request the bot makes to the chat service takes a slot of one
   `RequestBudget`; deliveries (result posts, a job's ending) are served before status edits.
 - Endings win: once a job has ended, its pending status is dropped and nothing newer is sent,
@@ -105,7 +106,7 @@ class StatusUpdater(Generic[P]):
         self._clock = clock
         # In publishing order (a re-published key keeps its place), so no job waits behind
         # another's stream of updates.
-        self._pending: dict[int, P] = {}
+        self._pending: dict[int, tuple[P, bool]] = {}
         self._last: dict[int, tuple[float, P]] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._ended: OrderedDict[int, None] = OrderedDict()
@@ -124,8 +125,9 @@ class StatusUpdater(Generic[P]):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = None
 
-    def publish(self, key: int, status: P) -> None:
-        """Make `status` the one to show for `key`; returns at once."""
+    def publish(self, key: int, status: P, *, at_once: bool = False) -> None:
+        """Make `status` the one to show for `key`; returns at once. `at_once` skips the
+        per-job gap (not the budget, nor the wait for the job's edit in flight)."""
         if key in self._ended:
             return
         last = self._last.get(key)
@@ -133,7 +135,9 @@ class StatusUpdater(Generic[P]):
             # Already shown (a pending change back to it would be a round trip for nothing).
             self._pending.pop(key, None)
             return
-        self._pending[key] = status
+        # An unsent `at_once` status replaced by a later one still owes the member a change.
+        earlier = self._pending.get(key)
+        self._pending[key] = (status, at_once or (earlier is not None and earlier[1]))
         self._wake.set()
 
     async def end(self, key: int) -> None:
@@ -164,9 +168,10 @@ class StatusUpdater(Generic[P]):
                 continue
             await self._budget.take()
             # Ended, or sent by nobody else, while waiting for the slot: look again.
-            status = self._pending.pop(key, None)
-            if status is None or key in self._in_flight:
+            pending = self._pending.pop(key, None)
+            if pending is None or key in self._in_flight:
                 continue
+            status = pending[0]
             self._last[key] = (self._clock(), status)
             task = asyncio.create_task(self._deliver(key, status), name=f"status-{key}")
             self._in_flight[key] = task
@@ -175,11 +180,11 @@ class StatusUpdater(Generic[P]):
         """The first pending key that may be sent now; else how long until one may."""
         now = self._clock()
         soonest: float | None = None
-        for key in self._pending:
+        for key, (_, at_once) in self._pending.items():
             if key in self._in_flight:
                 continue  # its previous edit lands first; the send's end wakes us
             last = self._last.get(key)
-            due = now if last is None else last[0] + self._min_gap_s
+            due = now if last is None or at_once else last[0] + self._min_gap_s
             if due <= now:
                 return key, None
             soonest = due - now if soonest is None else min(soonest, due - now)

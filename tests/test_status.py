@@ -190,3 +190,21 @@ def test_only_the_first_places_are_exact_and_the_rest_move_in_steps() -> None:
     after = [queued_text(p) for p in range(1, 976)]
     moved = sum(b != a for b, a in zip(before, after, strict=True))
     assert moved <= 975 // 10 + 10
+
+
+async def test_a_new_stage_skips_the_gap_and_a_clock_tick_does_not_undo_that() -> None:
+    clock = FakeClock()
+    sends = Sends(clock)
+    updater = StatusUpdater(sends, RequestBudget(30, clock=clock), min_gap_s=2.0, clock=clock)
+    updater.start()
+    try:
+        updater.publish(7, "Preparing…")
+        await until(lambda: len(sends.sent) == 1, sends.changed)
+        updater.publish(7, "Generating… 0 s", at_once=True)
+        updater.publish(7, "Generating… 1 s")  # replaces it unsent, still owed at once
+        await until(lambda: len(sends.sent) == 2, sends.changed)
+        updater.publish(7, "Generating… 2 s")
+        await settle()
+        assert sends.of(7) == ["Preparing…", "Generating… 1 s"]  # the tick waits its gap
+    finally:
+        await updater.stop()
