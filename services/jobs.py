@@ -42,6 +42,7 @@ from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .settings import JobSettings
+from .status import RequestBudget, StatusUpdater
 from .storage import (
     JobImage,
     JobRecord,
@@ -143,6 +144,15 @@ class Presenter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """A published status; two are the same when they would show the same line."""
+
+    job: JobRecord = field(compare=False)
+    stage: Stage
+    detail: str
+
+
 @dataclass(slots=True)
 class NewJob:
     """A job as a member asked for it, validated, before it is stored."""
@@ -229,6 +239,13 @@ class JobService:
         self._closing = False
         # What each waiting job's status last said, so unchanged positions are not re-sent.
         self._announced: dict[int, str] = {}
+        # Statuses are published here and sent by its own task: no step of a job, and never
+        # the scheduler, waits on the chat service. Result posts share its request budget.
+        self._status: StatusUpdater[_Status] = StatusUpdater(
+            self._show,
+            RequestBudget(settings.discord_requests_per_s),
+            min_gap_s=settings.status_edit_gap_s,
+        )
         self._steps: dict[str, Step] = {
             JobStatus.STARTING: self._submit,
             JobStatus.UNKNOWN: self._reconcile,
@@ -246,6 +263,7 @@ class JobService:
     async def start(self, presenter: Presenter) -> None:
         """Pick up what a previous run left open, then start taking jobs."""
         self._presenter = presenter
+        self._status.start()
         jobs, broken = await self._repository.open_jobs()
         if broken:
             log.error("set aside %d unreadable job rows: %s", len(broken), broken)
@@ -295,6 +313,7 @@ class JobService:
         for work in remaining:
             work.cancel()
         await asyncio.gather(*remaining, return_exceptions=True)
+        await self._status.stop()
 
     # --- Taking jobs ----------------------------------------------------------------------------
 
@@ -340,6 +359,8 @@ class JobService:
         if cancelled is None:
             return CancelOutcome.TOO_LATE
         self._announced.pop(job_id, None)
+        # The caller shows the cancellation next: no queue position may land after it.
+        await self._status.end(job_id)
         self._wake.set()
         return CancelOutcome.CANCELLED
 
@@ -394,12 +415,21 @@ class JobService:
             stage, text = (
                 (Stage.WAITING, WAITING_TEXT)
                 if self._breaker.is_open
-                else (Stage.QUEUED, queued_text(position))
+                else (
+                    Stage.QUEUED,
+                    queued_text(
+                        position,
+                        exact=self._settings.exact_positions,
+                        step=self._settings.position_step,
+                    ),
+                )
             )
             if self._announced.get(job.id) == text:
                 continue
             self._announced[job.id] = text
-            await self._progress(job, stage, text)
+            # An exact place is worth showing at once; "about K ahead" can wait its turn.
+            exact = position <= self._settings.exact_positions
+            await self._progress(job, stage, text, at_once=exact or stage != Stage.QUEUED)
 
     def _launch(self, job: JobRecord) -> None:
         if job.id in self._tasks:
@@ -666,9 +696,12 @@ class JobService:
 
     async def _tick_generating(self, job: JobRecord) -> None:
         started = job.submit_started_at or job.submitted_at or self._clock()
+        first = True
         while True:
             elapsed = max(0, round(self._clock() - started))
-            await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s")
+            # The new stage shows at once; the clock's later steps keep the per-job gap.
+            await self._progress(job, Stage.GENERATING, f"Generating… {elapsed} s", at_once=first)
+            first = False
             await asyncio.sleep(self._settings.status_interval_s)
 
     # --- Deliver exactly once -------------------------------------------------------------------
@@ -712,6 +745,7 @@ class JobService:
                 await asyncio.sleep(wait)
         if delivered is not None:
             try:
+                await self._status.end(job.id)
                 await self._presenter.finish_status(delivered, posted)
             except Exception:
                 log.warning("job %d: the status line was not updated", job.id, exc_info=True)
@@ -721,8 +755,14 @@ class JobService:
         self, job: JobRecord, outputs: Sequence[JobImage], *, look_first: bool
     ) -> tuple[PostedResult, JobRecord | None]:
         assert self._presenter is not None
-        posted = await self._presenter.find_result(job) if look_first else None
+        posted = None
+        if look_first:
+            await self._status.urgent()
+            posted = await self._presenter.find_result(job)
         if posted is None:
+            # One slot per post: a thread start or a channel fetch now and then fits in the
+            # room the budget leaves under Discord's limit.
+            await self._status.urgent()
             posted = await self._presenter.post_result(job, outputs, nonce=delivery_nonce(job.id))
         return posted, await self._repository.mark_delivered(job, posted)
 
@@ -779,25 +819,33 @@ class JobService:
         if self._presenter is None:
             return
         try:
+            await self._status.end(job.id)
             await self._presenter.report_failure(job, message, retry=retry)
         except Exception:
             log.exception("job %d: could not tell the requester about its failure", job.id)
 
-    async def _progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
-        if self._presenter is None:
-            return
-        try:
-            await self._presenter.show_progress(job, stage, detail)
-        except Exception:
-            # Progress is a courtesy; the job goes on without it.
-            log.warning("job %d: progress update failed", job.id, exc_info=True)
+    async def _progress(
+        self, job: JobRecord, stage: Stage, detail: str, *, at_once: bool = True
+    ) -> None:
+        """Publish the job's status; the updater sends it. Returns at once. A new stage is
+        shown `at_once`; repeated updates within one (a clock) keep the per-job gap."""
+        self._status.publish(job.id, _Status(job, stage, detail), at_once=at_once)
+
+    async def _show(self, job_id: int, status: _Status) -> None:
+        if self._presenter is not None:
+            await self._presenter.show_progress(status.job, status.stage, status.detail)
 
 
 def _utc(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
 
 
-def queued_text(position: int) -> str:
+def queued_text(position: int, *, exact: int = 10, step: int = 10) -> str:
+    """A waiting job's line. Past the first `exact` places the count is rounded to `step`, so
+    most lines stay the same when one job starts (each change costs an edit)."""
     if position == 1:
         return "Queued: you're next."
-    return f"Queued: position {position}."
+    if position <= exact:
+        return f"Queued: position {position}."
+    ahead = max(step, (position - 1 + step // 2) // step * step)
+    return f"In the queue, about {ahead} ahead."

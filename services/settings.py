@@ -125,10 +125,21 @@ class JobSettings(_Section):
     max_concurrent: int = Field(default=2, ge=1)
     # Jobs one member may have running at once; the rest wait their fair turn.
     per_member: int = Field(default=1, ge=1)
-    # Least time between two edits of a job's status message (Discord rate-limits edits).
+    # How often a generating job's clock ("Generating… 12 s") moves on.
     status_interval_s: float = Field(default=2.0, gt=0)
+    # Least time between two edits of one job's status message within a stage (the generating
+    # clock, a rough queue place); a new stage, an exact queue place, the first status and the
+    # ending ("Done", a failure) are never held back.
+    status_edit_gap_s: float = Field(default=2.0, ge=0)
+    # Requests per second to Discord for results and statuses together, under Discord's 50 per
+    # bot; results go first, status edits use what is left.
+    discord_requests_per_s: int = Field(default=30, ge=1, le=50)
     # Waiting jobs whose queue position is kept up to date in their status line.
     announce_limit: int = Field(default=50, ge=0)
+    # The first exact_positions waiting jobs read their exact place; the rest "about K ahead",
+    # K rounded to position_step, so one job starting changes few of their lines.
+    exact_positions: int = Field(default=10, ge=1)
+    position_step: int = Field(default=10, ge=1)
     # A submitted job still unfinished this long after its submit ends as stuck, freeing its slot.
     job_deadline_s: float = Field(default=600.0, gt=0)
     # A job running longer than this stops holding a place in the queue (it may be stuck), so

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,8 @@ async def repository() -> AsyncIterator[Repository]:
 
 FAST = {
     "status_interval_s": 0.05,
+    # Statuses go out as soon as the updater gets to them, so tests see every stage.
+    "status_edit_gap_s": 0.0,
     "reconcile_interval_s": 0.05,
     "reconcile_window_s": 0.5,
     "breaker_probe_s": 0.05,
@@ -187,6 +190,9 @@ async def test_a_job_runs_from_queue_to_delivery(
     stages = [stage for job_id, stage, _ in presenter.progress if job_id == job.id]
     assert Stage.PREPARING in stages and Stage.GENERATING in stages
     assert stages[-1] == Stage.POSTING
+    # Sent by a separate task, yet never out of order: no stage comes back after a later one.
+    order = [Stage.PREPARING, Stage.GENERATING, Stage.POSTING]
+    assert stages == sorted(stages, key=order.index)
 
 
 async def test_cap_and_fair_order_between_members(
@@ -669,3 +675,49 @@ async def test_webhook_mode_polls_slowly_when_deliveries_never_come(
     finally:
         await service.stop()
     assert 1 <= simulator.request_counts["result"] <= 5
+
+
+class SlowPresenter(RecordingPresenter):
+    """Each status edit takes as long as a request to a distant Discord."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.edits_landed: list[float] = []
+        self.posted_at: dict[int, float] = {}
+
+    async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
+        await asyncio.sleep(0.05)
+        await super().show_progress(job, stage, detail)
+        self.edits_landed.append(time.time())
+
+    async def post_result(
+        self, job: JobRecord, outputs: Sequence[JobImage], *, nonce: str
+    ) -> PostedResult:
+        self.posted_at[job.id] = time.time()
+        return await super().post_result(job, outputs, nonce=nonce)
+
+
+async def test_a_freed_slot_is_filled_at_once_however_slow_status_edits_are(
+    make_service: Callable[..., JobService], repository: Repository, simulator: WaveSpeedSimulator
+) -> None:
+    # The service's clock is time.time, the one the presenter stamps its edits with.
+    service = make_service(max_concurrent=1)
+    presenter = SlowPresenter()
+    # 51 members, one job each: the first runs, 50 wait, and every one of them has a status.
+    jobs = [await service.enqueue(edit(2000 + n, f"job {n}")) for n in range(51)]
+    first, second = jobs[0], jobs[1]
+    await service.start(presenter)
+    try:
+        await presenter.wait_for(lambda: second.id in presenter.delivered, within_s=15)
+    finally:
+        await service.stop()
+
+    freed = presenter.posted_at[first.id]
+    started = (await repository.job(second.id)).submit_started_at
+    assert started is not None
+    # Fifty waiting statuses, 50 ms each, were being edited when the slot came free; sent one
+    # after another by the scheduler, dozens would land before the next job could start.
+    landed_meanwhile = [t for t in presenter.edits_landed if freed <= t <= started]
+    assert len(landed_meanwhile) <= 3
+    # Not by dropping them: the budget let a window's worth of them through meanwhile.
+    assert len(presenter.edits_landed) > 10

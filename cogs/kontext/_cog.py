@@ -100,7 +100,6 @@ class KontextCog(commands.Cog, name="Kontext"):
             bot,
             self.edits,
             simulated=bot.wavespeed.simulated,
-            status_interval_s=bot.settings.jobs.status_interval_s,
             clock=bot.clock,
         )
         self.edit_menu = app_commands.ContextMenu(

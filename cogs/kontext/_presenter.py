@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import io
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -51,33 +50,20 @@ class DiscordPresenter:
         edits: EditService,
         *,
         simulated: bool,
-        status_interval_s: float,
         clock: Callable[[], float],
     ) -> None:
         self._bot = bot
         self._edits = edits
         self._simulated = simulated
-        self._interval = status_interval_s
         self._clock = clock
-        # job id -> (monotonic time, stage, text) of its last status edit
-        self._shown: dict[int, tuple[float, Stage, str]] = {}
 
     # --- Progress -------------------------------------------------------------------------------
 
     async def show_progress(self, job: JobRecord, stage: Stage, detail: str) -> None:
-        now = time.monotonic()
-        text = render.status_line(stage, detail)
-        last = self._shown.get(job.id)
-        # Discord rate-limits message edits: within a stage (the generating clock), at most one
-        # every `interval` per job, and none that would change nothing. A new stage or a new
-        # queue position always goes out: they are few, and a dropped one would stay wrong.
-        if last is not None and (
-            last[2] == text
-            or (last[1] == stage and stage != Stage.QUEUED and now - last[0] < self._interval)
-        ):
-            return
-        self._shown[job.id] = (now, stage, text)
+        # Whether and how often a status is shown is decided by the job service's status
+        # updater (services/status.py), under one request budget: this only edits.
         waiting = stage in (Stage.QUEUED, Stage.WAITING)
+        text = render.status_line(stage, detail)
         await self._edit_status(job, text, cancel_view(job.id) if waiting else None)
 
     async def _edit_status(
@@ -244,7 +230,6 @@ class DiscordPresenter:
     # --- Endings --------------------------------------------------------------------------------
 
     async def finish_status(self, job: JobRecord, posted: PostedResult) -> None:
-        self._shown.pop(job.id, None)
         if job.status_message_id is None:
             return
         try:
@@ -260,7 +245,6 @@ class DiscordPresenter:
     async def report_failure(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
         """Tell the requester privately: in their ephemeral answer while its token lives, in
         the job's own status reply, or else by direct message; never a new public post."""
-        self._shown.pop(job.id, None)
         view = retry_view(job.id) if retry else None
         public_status = job.status_channel_id is not None
         text = (
