@@ -231,6 +231,8 @@ class JobService:
         # Sync-mode answers that already hold the finished prediction, by job: a cache that
         # saves one request; a restart simply asks WaveSpeed again.
         self._answered: dict[int, Prediction] = {}
+        self._sync_in_flight = 0
+        self._sync_limit = max(1, client.max_connections // 2)
         # Steps that are never cut in half (see `_unbroken`): a shutdown waits for them.
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
@@ -507,9 +509,16 @@ class JobService:
             # (the answer is the finished prediction; a restart during it is reconciled); else
             # the job is polled.
             webhook = self._webhooks.url_for(job.id) if self._webhooks else None
-            submission = await self._client.submit(
-                spec, request, sync=webhook is None, webhook_url=webhook
-            )
+            # A sync submit holds a connection for as long as the image takes: past half the
+            # pool, jobs are submitted plainly and polled, so the pool never runs dry.
+            sync = webhook is None and self._sync_in_flight < self._sync_limit
+            self._sync_in_flight += int(sync)
+            try:
+                submission = await self._client.submit(
+                    spec, request, sync=sync, webhook_url=webhook
+                )
+            finally:
+                self._sync_in_flight -= int(sync)
         except SubmissionUnknownError as exc:
             log.warning("job %d: %s; looking it up instead of sending it again", job.id, exc)
             return await self._repository.transition(

@@ -721,3 +721,22 @@ async def test_a_freed_slot_is_filled_at_once_however_slow_status_edits_are(
     assert len(landed_meanwhile) <= 3
     # Not by dropping them: the budget let a window's worth of them through meanwhile.
     assert len(presenter.edits_landed) > 10
+
+
+async def test_sync_submits_never_take_the_whole_connection_pool(
+    repository: Repository,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
+) -> None:
+    # Two connections: one may be held by a sync submit, the other job is submitted and polled.
+    client = make_client(max_connections=2)
+    service = JobService(repository, client, JobSettings(**FAST, max_concurrent=2, per_member=2))
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        jobs = [await service.enqueue(edit(ALICE, f"job {n}")) for n in range(2)]
+        await presenter.wait_for(lambda: {j.id for j in jobs} <= presenter.delivered)
+    finally:
+        await service.stop()
+    sync_flags = [p.request.get("enable_sync_mode") for p in simulator.predictions.values()]
+    assert sorted(map(bool, sync_flags)) == [False, True]

@@ -153,6 +153,11 @@ class WaveSpeedClient:
         )
         self.simulated = simulated
 
+    @property
+    def max_connections(self) -> int:
+        """How many requests can be open at once (the session's pool)."""
+        return self._settings.max_connections
+
     # --- The job, start to end -----------------------------------------------------------------
 
     def prepare(self, spec: ModelSpec, **params: Any) -> KontextRequest:
