@@ -3,8 +3,8 @@
     python bot.py [--config PATH] [--sync [GUILD_ID]]
 
 Settings are read once here and passed in; everything that needs the event loop (the HTTP
-session, the WaveSpeed client or its simulator, the extensions) is created in `setup_hook` and
-closed in `close()`.
+session, the WaveSpeed client or its simulator, the image pool, the extensions) is created in
+`setup_hook` and closed in `close()`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from discord.ext import commands
 import cogs
 from cogs._errors import KontextTree
 from services.edits import EditService
+from services.intake import Intake, open_intake
 from services.jobs import JobService, WebhookMode
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -87,6 +88,7 @@ class KontextBot(commands.Bot):
         self._resources = AsyncExitStack()
         self.http_session: aiohttp.ClientSession | None = None
         self.wavespeed: WaveSpeedClient | None = None
+        self.intake: Intake | None = None
         # Opened before the bot (a store that cannot be used stops start-up in one line) and
         # closed by whoever opened it.
         self.repository = repository
@@ -94,6 +96,8 @@ class KontextBot(commands.Bot):
         self.edits: EditService | None = None
 
     async def setup_hook(self) -> None:
+        # First in, last out: the image pool outlives everything that queues work on it.
+        self.intake = await self._resources.enter_async_context(open_intake(self.settings.limits))
         self.http_session = await self._resources.enter_async_context(
             create_session(self.settings.wavespeed)
         )
@@ -107,7 +111,7 @@ class KontextBot(commands.Bot):
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
         )
-        self.edits = EditService(self.repository, self.jobs, self.wavespeed)
+        self.edits = EditService(self.repository, self.jobs, self.wavespeed, self.intake)
         for name in [*extension_names(), *self._extra_extensions]:
             try:
                 await self.load_extension(name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .images import PreparedImage, prepare_input, prepare_inputs
+from .intake import Intake
 from .jobs import JobService, NewJob
 from .storage import Chain, JobImage, JobRecord, NewImage, PostedResult, Repository, StoredImage
 from .wavespeed import (
@@ -71,10 +72,13 @@ class Details:
 
 
 class EditService:
-    def __init__(self, repository: Repository, jobs: JobService, client: WaveSpeedClient) -> None:
+    def __init__(
+        self, repository: Repository, jobs: JobService, client: WaveSpeedClient, intake: Intake
+    ) -> None:
         self._repository = repository
         self._jobs = jobs
         self._client = client
+        self._intake = intake
 
     # --- Starting a chain -----------------------------------------------------------------------
 
@@ -90,7 +94,7 @@ class EditService:
     ) -> JobRecord:
         """Edit a member's image: the first step of a new chain."""
         spec = pick_model(model, ModelKind.EDIT)
-        prepared = await prepare_input(image, filename=filename)
+        prepared = await prepare_input(image, filename=filename, intake=self._intake)
         request = self._prepare(spec, prompt, [prepared], options)
         return await self._start_chain(origin, "edit", spec, request, [prepared])
 
@@ -118,7 +122,9 @@ class EditService:
     ) -> JobRecord:
         """Compose several images into one: the first step of a new chain."""
         spec = pick_model(model, ModelKind.MULTI)
-        prepared = await prepare_inputs(images, minimum=2, maximum=spec.max_input_images)
+        prepared = await prepare_inputs(
+            images, minimum=2, maximum=spec.max_input_images, intake=self._intake
+        )
         request = self._prepare(spec, prompt, prepared, options)
         return await self._start_chain(origin, "combine", spec, request, prepared)
 

@@ -6,9 +6,10 @@ against size and pixel limits, turned into one upright RGB or RGBA frame in sRGB
 model uses, and re-encoded without metadata (EXIF can carry a member's location). Results go the
 other way through `fit_to_limit`, which re-encodes or scales them down until Discord accepts them.
 
-Pillow work is CPU-bound, so it runs in a worker thread (`asyncio.to_thread`); the public API is
-async and the synchronous helpers are private. Refusals are `ImageRejectedError`s, each with a
-`user_message` fit to show the member.
+Pillow work is CPU-bound, so it never runs on the event loop: the bot passes its `Intake`, whose
+bounded pool runs it (see services/intake.py); without one (scripts, tests) it runs in a worker
+thread (`asyncio.to_thread`). The public API is async and the synchronous helpers are private.
+Refusals are `ImageRejectedError`s, each with a `user_message` fit to show the member.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import math
 import struct
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 # The plugin imports register the six openers `_open_untrusted` looks up.
 from PIL import (
@@ -41,6 +42,11 @@ from PIL import (
 
 from .wavespeed.errors import KontextError
 from .wavespeed.media import InputImage, sniff_image_type
+
+if TYPE_CHECKING:
+    from .intake import Intake
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +283,19 @@ class FittedImage:
 # Public API
 
 
+async def _off_loop(intake: Intake | None, func: Callable[..., T], *args: object) -> T:
+    """Pillow work away from the event loop: on the intake's bounded pool when there is one."""
+    if intake is None:
+        return await asyncio.to_thread(func, *args)
+    return await intake.run(func, *args)
+
+
 async def prepare_input(
-    data: bytes, *, filename: str | None = None, max_side: int = MODEL_MAX_SIDE
+    data: bytes,
+    *,
+    filename: str | None = None,
+    max_side: int = MODEL_MAX_SIDE,
+    intake: Intake | None = None,
 ) -> PreparedImage:
     """Check one member image and prepare it for the model.
 
@@ -290,7 +307,7 @@ async def prepare_input(
     if len(data) > MAX_INPUT_BYTES:
         log.info("rejected %r: %d bytes is over the limit", filename, len(data))
         raise ImageTooLargeError(len(data), filename=filename)
-    return await asyncio.to_thread(_prepare_sync, data, filename, max_side)
+    return await _off_loop(intake, _prepare_sync, data, filename, max_side)
 
 
 async def prepare_inputs(
@@ -299,6 +316,7 @@ async def prepare_inputs(
     minimum: int,
     maximum: int,
     max_side: int = MODEL_MAX_SIDE,
+    intake: Intake | None = None,
 ) -> list[PreparedImage]:
     """Check the number of images, then prepare each, in the order given.
 
@@ -310,7 +328,10 @@ async def prepare_inputs(
     if not minimum <= len(files) <= maximum:
         raise WrongImageCountError(len(files), minimum=minimum, maximum=maximum)
     results = await asyncio.gather(
-        *(prepare_input(data, filename=name, max_side=max_side) for data, name in files),
+        *(
+            prepare_input(data, filename=name, max_side=max_side, intake=intake)
+            for data, name in files
+        ),
         return_exceptions=True,
     )
     prepared: list[PreparedImage] = []
@@ -321,7 +342,9 @@ async def prepare_inputs(
     return prepared
 
 
-async def fit_to_limit(data: bytes, limit_bytes: int) -> FittedImage | None:
+async def fit_to_limit(
+    data: bytes, limit_bytes: int, *, intake: Intake | None = None
+) -> FittedImage | None:
     """The result as is when it fits `limit_bytes`, else re-encoded (and scaled) until it does.
 
     WebP at falling qualities comes first, then JPEG when there is no alpha, then 0.75x steps at
@@ -330,7 +353,7 @@ async def fit_to_limit(data: bytes, limit_bytes: int) -> FittedImage | None:
     """
     if limit_bytes < 1:
         raise ValueError(f"limit_bytes must be positive, not {limit_bytes}")
-    return await asyncio.to_thread(_fit_sync, data, limit_bytes)
+    return await _off_loop(intake, _fit_sync, data, limit_bytes)
 
 
 # --------------------------------------------------------------------------------------------

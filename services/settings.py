@@ -161,6 +161,15 @@ class JobSettings(_Section):
     shutdown_grace_s: float = Field(default=8.0, ge=0)
 
 
+class LimitSettings(_Section):
+    """How much member input is worked on at once; the rest waits its turn (sized for 2 cores)."""
+
+    # Attachments downloaded from Discord at once.
+    attachment_downloads: int = Field(default=8, ge=1)
+    # Images decoded and re-encoded with Pillow at once (inputs and results together).
+    image_preparations: int = Field(default=2, ge=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -179,6 +188,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
+    limits: LimitSettings = LimitSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

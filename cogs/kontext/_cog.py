@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from services.edits import EditService, Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
+from services.intake import Intake
 from services.jobs import CancelOutcome, JobService
 from services.storage import JobRecord
 from services.wavespeed import InvalidInputError, KontextError
@@ -79,12 +80,17 @@ def _images_of(message: discord.Message) -> list[discord.Attachment]:
     ]
 
 
-async def read_attachment(attachment: discord.Attachment) -> bytes:
-    """The attachment's bytes, refusing oversized files before downloading them."""
+async def read_attachment(attachment: discord.Attachment, intake: Intake) -> bytes:
+    """The attachment's bytes, refusing oversized files before downloading them.
+
+    The download waits for one of the intake's slots; callers have acknowledged the interaction
+    already, so the wait cannot cost Discord's 3 s deadline.
+    """
     if attachment.size > MAX_INPUT_BYTES:
         raise ImageTooLargeError(attachment.size, filename=attachment.filename)
     try:
-        return await attachment.read()
+        async with intake.download():
+            return await attachment.read()
     except (discord.HTTPException, discord.NotFound) as exc:
         raise AttachmentUnreadableError() from exc
 
@@ -96,6 +102,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         self.bot = bot
         self.edits: EditService = bot.edits
         self.jobs: JobService = bot.jobs
+        self.intake: Intake = bot.intake
         self.presenter = DiscordPresenter(
             bot,
             self.edits,
@@ -159,7 +166,7 @@ class KontextCog(commands.Cog, name="Kontext"):
     ) -> None:
         """Edit an image with an instruction."""
         origin = await self._begin(interaction)
-        data = await read_attachment(image)
+        data = await read_attachment(image, self.intake)
         options = {
             "guidance_scale": guidance,
             "seed": seed,
@@ -234,7 +241,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         """Combine several images into one."""
         origin = await self._begin(interaction)
         attachments = [a for a in (image1, image2, image3, image4, image5) if a is not None]
-        files = [(await read_attachment(a), a.filename) for a in attachments]
+        files = [(await read_attachment(a, self.intake), a.filename) for a in attachments]
         await self.edits.combine(
             origin, files, prompt, model=model, options={"aspect_ratio": aspect_ratio}
         )
@@ -398,7 +405,10 @@ class KontextCog(commands.Cog, name="Kontext"):
             )
         attachment = images[number - 1]
         return await self.edits.new_edit(
-            origin, await read_attachment(attachment), instruction, filename=attachment.filename
+            origin,
+            await read_attachment(attachment, self.intake),
+            instruction,
+            filename=attachment.filename,
         )
 
     async def _begin(self, interaction: discord.Interaction) -> Origin:

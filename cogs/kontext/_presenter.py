@@ -204,7 +204,7 @@ class DiscordPresenter:
                     "this channel is not age-restricted."
                 )
                 continue
-            fitted = await fit_to_limit(output.image.data, per_file)
+            fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
             if fitted is None:
                 where = (
                     f" [Open it here]({output.source_url}) (kept for 7 days)."
