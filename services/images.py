@@ -353,6 +353,9 @@ async def fit_to_limit(
     """
     if limit_bytes < 1:
         raise ValueError(f"limit_bytes must be positive, not {limit_bytes}")
+    if len(data) <= limit_bytes:
+        # Only the header is read: no reason to queue a finished result behind image work.
+        return _as_is(data)
     return await _off_loop(intake, _fit_sync, data, limit_bytes)
 
 
@@ -572,17 +575,21 @@ def header_size(data: bytes) -> tuple[int, int]:
         return 0, 0
 
 
+def _as_is(data: bytes) -> FittedImage:
+    width, height = header_size(data)
+    return FittedImage(
+        data=data,
+        content_type=sniff_image_type(data) or "application/octet-stream",
+        width=width,
+        height=height,
+        reencoded=False,
+        note=None,
+    )
+
+
 def _fit_sync(data: bytes, limit: int) -> FittedImage | None:
     if len(data) <= limit:
-        width, height = header_size(data)
-        return FittedImage(
-            data=data,
-            content_type=sniff_image_type(data) or "application/octet-stream",
-            width=width,
-            height=height,
-            reencoded=False,
-            note=None,
-        )
+        return _as_is(data)
     started = time.perf_counter()
     try:
         frame, source_format = _decode(data, None, None)
