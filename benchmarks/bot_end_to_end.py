@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,6 +58,7 @@ except ImportError:
 import tests.local_discord.process as bot_processes  # noqa: E402
 from tests.faults.harness import RESULT_BUTTON, poll_until  # noqa: E402
 from tests.faults.simulator import SimulatorProcess  # noqa: E402
+from tests.images import photo_png  # noqa: E402
 from tests.local_discord import BotProcess, LocalDiscord, Message, User  # noqa: E402
 
 # BotProcess starts `python BOT_SCRIPT args`; the launcher runs bot.main unchanged with a
@@ -129,24 +129,6 @@ def ms(seconds: float) -> str:
 
 def ratio(value: float, anchor: float) -> str:
     return f"{value / anchor:.2f}x" if anchor > 0 else "n/a"
-
-
-def photo_png(side: int = 1024) -> bytes:
-    """A 1 MP PNG that compresses like a photo (noise over gradients), not like a flat fill,
-    yet stays under the bot's 1 MiB inline limit so every job takes the same path."""
-    noise = Image.effect_noise((side, side), 6)
-    gradient = Image.linear_gradient("L").resize((side, side))
-    image = Image.merge(
-        "RGB",
-        (
-            Image.blend(gradient, noise, 0.15),
-            Image.blend(gradient.rotate(90), noise, 0.15),
-            Image.blend(gradient.rotate(180), noise, 0.15),
-        ),
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def members(local: LocalDiscord, count: int, prefix: str) -> list[User]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import multiprocessing
 import statistics
 import sys
@@ -21,33 +20,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.images import prepare_input  # noqa: E402
 from services.intake import Intake  # noqa: E402
 from services.settings import LimitSettings  # noqa: E402
+from tests.images import photo_png  # noqa: E402
 
 PERIOD_S = 0.010
-
-
-def photo_png(side: int = 1024) -> bytes:
-    """The 1 MP PNG of benchmarks/bot_end_to_end.py: compresses like a photo, under 1 MiB."""
-    noise = Image.effect_noise((side, side), 6)
-    gradient = Image.linear_gradient("L").resize((side, side))
-    image = Image.merge(
-        "RGB",
-        (
-            Image.blend(gradient, noise, 0.15),
-            Image.blend(gradient.rotate(90), noise, 0.15),
-            Image.blend(gradient.rotate(180), noise, 0.15),
-        ),
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def percentile(values: Sequence[float], q: float) -> float:
