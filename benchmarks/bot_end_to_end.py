@@ -44,8 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -215,20 +213,10 @@ async def issue_in_waves(
 
 
 async def completions(sim: SimulatorProcess, ids: Sequence[str]) -> dict[str, float]:
-    """Each prediction's completion time: created_at + timings.inference from its result.
-
-    The simulator's state has no completion time; its inference clock starts when the task
-    gets a slot, which is at once here (--max-concurrent far above the load), so this is the
-    moment it turned "completed", to the millisecond of created_at."""
-    done = {}
-    headers = {"Authorization": f"Bearer {SIM_KEY}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        for prediction_id in ids:
-            url = f"{sim.base_url}/api/v3/predictions/{prediction_id}/result"
-            async with http.get(url) as response:
-                data = (await response.json())["data"]
-            done[prediction_id] = unix(data["created_at"]) + data["timings"]["inference"] / 1000
-    return done
+    """Each prediction's completion time: when the simulator stored its outputs and turned it
+    "completed" (`ended_at`, unix seconds, in its state)."""
+    items = {item["id"]: item for item in (await sim.state())["predictions"]["items"]}
+    return {prediction_id: float(items[prediction_id]["ended_at"]) for prediction_id in ids}
 
 
 def sim_requests(state: dict[str, Any]) -> Counter[str]:
@@ -345,8 +333,7 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
     report.notes.append(
         f"phase 1 medians (statistics.median; the table's p50 is nearest rank): "
         f"bot {ms(statistics.median(overheads))}, SDK {ms(statistics.median(sdk_overheads))}; "
-        "completion = created_at + timings.inference (the simulator's state has no completion "
-        "time)"
+        "completion = the simulator's ended_at (outputs stored, status completed)"
     )
 
 

@@ -1339,6 +1339,7 @@ async def test_the_state_lists_every_job_and_the_ones_submitted_twice(api: Api) 
     assert predictions["created_total"] == 3
     items = predictions["items"]
     assert [item["id"] for item in items] == [first["id"], again["id"], other["id"]]
+    ended_at = items[0]["ended_at"]
     assert items[0] | {"fingerprint": "?"} == {
         "id": first["id"],
         "model": f"wavespeed-ai/{spec.path}",
@@ -1346,9 +1347,13 @@ async def test_the_state_lists_every_job_and_the_ones_submitted_twice(api: Api) 
         "seed": 42,
         "status": "completed",
         "created_at": first["created_at"],
+        "ended_at": ended_at,
         "billed": True,
         "fingerprint": "?",
     }
+    # When it ended (outputs stored): after it was made, and only once it has ended.
+    created = datetime.fromisoformat(first["created_at"].replace("Z", "+00:00")).timestamp()
+    assert isinstance(ended_at, float) and ended_at >= created - 0.001
     (duplicate,) = predictions["duplicates"]
     assert duplicate["ids"] == [first["id"], again["id"]] and duplicate["count"] == 2
     assert (duplicate["prompt"], duplicate["seed"]) == ("add a hat", 42)

@@ -614,6 +614,7 @@ class WaveSpeedSimulator:
             self.billed.append(BilledEntry(record.id, record.model_id, record.cost))
         if not record.status.terminal:
             return
+        record.ended_ts = self.config.clock()
         record.finished.set()
         log.info("prediction %s %s in %d ms", record.id, record.status, record.inference_ms)
         if record.webhook:
@@ -724,6 +725,7 @@ class WaveSpeedSimulator:
                 "seed": record.seed,
                 "status": str(record.status),
                 "created_at": record.to_json()["created_at"],
+                "ended_at": record.ended_ts,
                 "billed": record.billed_cost is not None,
                 "fingerprint": record.fingerprint,
             }

@@ -66,6 +66,8 @@ class SimPrediction:
     billed_cost: Decimal | None = None
     # Set once the task has ended (completed or failed); a stuck task never sets it.
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # Unix seconds when it ended (outputs rendered and stored): what a benchmark measures from.
+    ended_ts: float | None = None
 
     @property
     def model_id(self) -> str:
