@@ -35,7 +35,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from .breaker import CircuitBreaker
@@ -155,7 +155,8 @@ class _Status:
 
 @dataclass(slots=True)
 class NewJob:
-    """A job as a member asked for it, validated, before it is stored."""
+    """A job as a member asked for it, validated, before it is stored. Its fields, but for
+    `model`, `inputs` and `new_chain`, are stored as the job's columns of the same names."""
 
     action: str
     requester_id: int
@@ -323,25 +324,17 @@ class JobService:
         """Store the job and its images and queue it. Nothing is spent until it starts."""
         if self._closing:
             raise ShuttingDownError()
+        # NewJob's own fields are job columns by the same names; the rest are derived.
+        columns = {
+            f.name: getattr(new, f.name)
+            for f in fields(new)
+            if f.name not in ("model", "inputs", "new_chain")
+        }
         job = await self._repository.create_job(
             inputs=new.inputs,
             new_chain=new.new_chain,
-            action=new.action,
-            requester_id=new.requester_id,
-            guild_id=new.guild_id,
-            channel_id=new.channel_id,
-            thread_id=new.thread_id,
-            chain_id=new.chain_id,
-            parent_id=new.parent_id,
-            step=new.step,
-            interaction_token=new.interaction_token,
-            token_expires_at=new.token_expires_at,
-            upload_limit=new.upload_limit,
-            nsfw_allowed=new.nsfw_allowed,
-            status_message_id=new.status_message_id,
-            status_channel_id=new.status_channel_id,
+            **columns,
             model_path=new.model.path,
-            params=new.params,
             prompt=str(new.params.get("prompt") or ""),
             created_at=self._clock(),
         )
