@@ -257,10 +257,6 @@ class JobService:
             JobStatus.DELIVERING: self._deliver,
         }
 
-    @property
-    def repository(self) -> Repository:
-        return self._repository
-
     # --- Life cycle -----------------------------------------------------------------------------
 
     async def start(self, presenter: Presenter) -> None:

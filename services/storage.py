@@ -407,16 +407,6 @@ class Repository:
                 (job_id, role, position, image_id, int(image.nsfw), image.source_url),
             )
 
-    async def image(self, image_id: int) -> StoredImage:
-        row = await self._fetchone(
-            "SELECT id, content_type, width, height, data FROM images WHERE id = ?", (image_id,)
-        )
-        if row is None:
-            raise LookupError(f"image {image_id}")
-        return StoredImage(
-            row["id"], row["content_type"], row["width"], row["height"], bytes(row["data"])
-        )
-
     async def job_images(self, job_id: int, role: str) -> list[JobImage]:
         rows = await self._fetchall(
             "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw, j.source_url"
@@ -444,10 +434,6 @@ class Repository:
     async def chain_for_thread(self, thread_id: int) -> Chain | None:
         row = await self._fetchone("SELECT * FROM chains WHERE thread_id = ?", (thread_id,))
         return Chain(**dict(zip(row.keys(), row, strict=True))) if row else None
-
-    async def set_chain_head(self, chain_id: int, job_id: int) -> None:
-        async with self._unit_of_work() as db:
-            await db.execute("UPDATE chains SET head_job_id = ? WHERE id = ?", (job_id, chain_id))
 
     # --- Jobs -----------------------------------------------------------------------------------
 
@@ -701,12 +687,6 @@ class Repository:
             " VALUES (?,?,?,?)",
             (message_id, channel_id, job_id, kind),
         )
-
-    async def record_message(
-        self, message_id: int, *, channel_id: int, job_id: int, kind: str
-    ) -> None:
-        async with self._unit_of_work() as db:
-            await self._insert_message(db, message_id, channel_id, job_id, kind)
 
     async def job_for_message(self, message_id: int) -> JobRecord | None:
         row = await self._fetchone(
