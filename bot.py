@@ -191,8 +191,11 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # discord.py's gateway chatter is noise at INFO.
-    logging.getLogger("discord").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # discord.py's gateway chatter is noise at INFO; aiosqlite's debug lines carry every
+    # query's parameters, image bytes included.
+    quieter = max(logging.getLevelName(level), logging.WARNING)
+    for noisy in ("discord", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(quieter)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -65,6 +65,8 @@ LAUNCHER = Path(__file__).resolve().parent / "bot_with_loop_lag.py"
 bot_processes.BOT_SCRIPT = LAUNCHER
 
 SIM_KEY = "bench-key"
+# Set from --bot-log-level; every phase's bot log is written to its work directory.
+BOT_LOG_LEVEL = "WARNING"
 INFERENCE_S = 5.0
 # The simulator keeps the 1,000 in-flight jobs "processing" this long: the run ends first.
 HOLD_S = 3600.0
@@ -174,7 +176,7 @@ def bot_env(sim: SimulatorProcess, lag_file: Path, **jobs: int) -> dict[str, str
         "WAVESPEED_BASE_URL": sim.base_url,
         "WAVESPEED_API_KEY": SIM_KEY,
         "LOOP_LAG_FILE": str(lag_file),
-        "LOGGING_LEVEL": "WARNING",
+        "LOGGING_LEVEL": BOT_LOG_LEVEL,
     }
     env.update({f"JOBS_{name.upper()}": str(value) for name, value in jobs.items()})
     return env
@@ -200,6 +202,7 @@ async def stack(
         async with bot:
             await bot.wait_ready(timeout=60)
             yield local, sim, bot, lag_file
+            (workdir / f"{name}-bot.log").write_text(bot.stderr)
             if "Traceback" in bot.stderr:
                 print(f"{name}: the bot logged a traceback:\n{bot.stderr}", file=sys.stderr)
 
@@ -519,18 +522,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help=f"phase 4 inference of each of the {JOBS_AHEAD} jobs ahead (default 20 s; quick 2)",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"which phases to run, comma-separated (default: all of {','.join(PHASES)})",
+    )
+    parser.add_argument(
+        "--bot-log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING"),
+        help="the bot's log level; its log is kept in the work directory (--keep)",
+    )
+    parser.add_argument("--keep", type=Path, help="keep logs and databases in this directory")
     parser.add_argument("--verbose", action="store_true", help="log the harness")
     return parser.parse_args(argv)
 
 
-async def run(sizes: Sizes, workdir: Path) -> Report:
+PHASES: dict[str, Callable[[Sizes, Path, Report], Any]] = {
+    "latency": latency_phase,
+    "burst": burst_phase,
+    "memory": memory_phase,
+    "queue": queue_phase,
+}
+
+
+async def run(sizes: Sizes, workdir: Path, phases: Sequence[str]) -> Report:
     report = Report()
-    for name, phase in (
-        ("latency", latency_phase),
-        ("burst", burst_phase),
-        ("memory", memory_phase),
-        ("queue", queue_phase),
-    ):
+    for name in phases:
+        phase = PHASES[name]
         started = time.monotonic()
         print(f"phase {name}...", file=sys.stderr, flush=True)
         await phase(sizes, workdir, report)
@@ -550,10 +569,20 @@ def main(argv: list[str] | None = None) -> int:
         in_flight=args.in_flight or base.in_flight,
         queue_latency_s=args.queue_latency or base.queue_latency_s,
     )
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        sys.exit(f"unknown phase(s) {', '.join(sorted(unknown))}: choose from {', '.join(PHASES)}")
+    global BOT_LOG_LEVEL
+    BOT_LOG_LEVEL = args.bot_log_level
     command = shlex.join(["python", "benchmarks/bot_end_to_end.py", *sys.argv[1:]])
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bot-e2e-") as workdir:
-        report = asyncio.run(run(sizes, Path(workdir)))
+    with contextlib.ExitStack() as cleanup:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep
+        else:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bot-e2e-")))
+        report = asyncio.run(run(sizes, workdir, args.phases.split(",")))
     elapsed = time.monotonic() - started
     print(f"Produced by: `{command}` ({elapsed:.0f} s wall; wavespeed SDK {wavespeed.__version__})")
     print()

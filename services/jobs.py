@@ -446,7 +446,15 @@ class JobService:
         while job is not None and (step := self._steps.get(job.status)) is not None:
             if self._closing:
                 return  # stopping: the next start takes the job on from here
+            began, job_id, status = time.perf_counter(), job.id, job.status
             job = await step(job)
+            log.debug(
+                "job %d: %s -> %s in %.0f ms",
+                job_id,
+                status,
+                job.status if job is not None else "(elsewhere)",
+                (time.perf_counter() - began) * 1000,
+            )
             self._wake.set()
 
     async def _after_crash(self, job_id: int) -> None:
@@ -719,7 +727,9 @@ class JobService:
             if delivering is None:
                 return None
             job = delivering
-        await self._progress(job, Stage.POSTING, "Posting…")
+        # Not at once: a post usually lands within the per-job gap, and then the member's
+        # status goes straight to its ending without an edit nobody had time to read.
+        await self._progress(job, Stage.POSTING, "Posting…", at_once=False)
         outputs = await self._repository.job_images(job.id, "output")
         deadline = (job.delivery_started_at or self._clock()) + self._settings.delivery_deadline_s
         attempt = 0

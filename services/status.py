@@ -7,7 +7,8 @@ none of them Discord-specific (the caller's `send` does the talking):
 - Spacing: a job's status is sent at most once every `min_gap_s`, except its first and those
   published `at_once` (a new stage: few per job, and a member waits to see them).
 - One budget: every request the bot makes to the chat service takes a slot of one
-  `RequestBudget`; deliveries (result posts, a job's ending) are served before status edits.
+  `RequestBudget`; result posts go first, then jobs' endings, then status edits, and each
+  of the latter may use only part of it.
 - Endings win: once a job has ended, its pending status is dropped and nothing newer is sent,
   so a stale "Generating…" never overwrites "Done".
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,29 @@ ENDED_MEMORY = 10_000
 SETTLE_TIMEOUT_S = 10.0
 
 
+class Lane(enum.IntEnum):
+    """Who is asking for a request slot, most urgent first."""
+
+    DELIVERY = 0  # a result post, or a look for one: the member is waiting for it
+    ENDING = 1  # a job's last status (done, failed): after deliveries, before progress
+    STATUS = 2  # progress edits: a courtesy, and the most numerous
+
+
 class RequestBudget:
-    """At most `per_window` grants in any `window_s` (a sliding window), priority takers first.
+    """At most `per_window` grants in any `window_s` (a sliding window), in lane order.
 
     A sliding window rather than a token bucket: no burst can put more than `per_window`
-    requests into any one window, which is how the chat service counts.
+    requests into any one window, which is how the chat service counts. Each lane, with the
+    lanes after it, may only take its share of a window (`LANE_SHARES`): what status edits and
+    endings already took never leaves a result post waiting, even while a thousand queued jobs
+    are being told their places.
     """
+
+    LANE_SHARES: ClassVar[dict[Lane, float]] = {
+        Lane.DELIVERY: 1.0,
+        Lane.ENDING: 2 / 3,
+        Lane.STATUS: 1 / 3,
+    }
 
     def __init__(
         self,
@@ -50,29 +69,32 @@ class RequestBudget:
     ) -> None:
         if per_window < 1:
             raise ValueError("a budget needs at least one request per window")
-        self._per_window = per_window
+        self._limits = {
+            lane: max(1, int(per_window * share)) for lane, share in self.LANE_SHARES.items()
+        }
         self._window_s = window_s
         self._clock = clock
-        self._grants: deque[float] = deque()
-        self._urgent: deque[object] = deque()
-        self._normal: deque[object] = deque()
+        self._grants: deque[tuple[float, Lane]] = deque()
+        self._queues: dict[Lane, deque[object]] = {lane: deque() for lane in Lane}
         self._changed = asyncio.Condition()
 
-    async def take(self, *, priority: bool = False) -> None:
-        """Wait for a slot. Priority takers go before every ordinary one, each kind in order."""
-        queue = self._urgent if priority else self._normal
+    async def take(self, lane: Lane = Lane.STATUS) -> None:
+        """Wait for a slot: each lane in order, a lane only when every lane before it is empty."""
+        queue = self._queues[lane]
         ticket = object()
         async with self._changed:
             queue.append(ticket)
             try:
                 while True:
-                    my_turn = queue[0] is ticket and (priority or not self._urgent)
-                    wait = self._until_free() if my_turn else None
+                    my_turn = queue[0] is ticket and not any(
+                        self._queues[earlier] for earlier in Lane if earlier < lane
+                    )
+                    wait = self._until_free(lane) if my_turn else None
                     if wait is not None and wait <= 0:
-                        self._grants.append(self._clock())
+                        self._grants.append((self._clock(), lane))
                         return
                     # Not our turn: woken when a grant is made. Our turn but full: woken when
-                    # the oldest grant leaves the window (or sooner, by a priority taker).
+                    # a grant leaves the window (or sooner, by an earlier lane).
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._changed.wait()
@@ -80,13 +102,25 @@ class RequestBudget:
                 queue.remove(ticket)
                 self._changed.notify_all()
 
-    def _until_free(self) -> float:
+    def _until_free(self, lane: Lane) -> float:
+        """Seconds until `lane` may have a grant (0: now)."""
         now = self._clock()
-        while self._grants and self._grants[0] <= now - self._window_s:
+        while self._grants and self._grants[0][0] <= now - self._window_s:
             self._grants.popleft()
-        if len(self._grants) < self._per_window:
+        # No lane goes past the whole window; each lane's share counts its own grants and
+        # those of the lanes after it.
+        return max(
+            self._wait_for_room(self._limits[Lane.DELIVERY], Lane.DELIVERY, now),
+            self._wait_for_room(self._limits[lane], lane, now),
+        )
+
+    def _wait_for_room(self, limit: int, lanes_from: Lane, now: float) -> float:
+        counted = [at for at, lane in self._grants if lane >= lanes_from]
+        room = limit - len(counted)
+        if room > 0:
             return 0.0
-        return self._grants[0] + self._window_s - now
+        # Free once enough of the counted grants have left the window.
+        return counted[-room] + self._window_s - now
 
 
 class StatusUpdater(Generic[P]):
@@ -151,11 +185,11 @@ class StatusUpdater(Generic[P]):
         in_flight = self._in_flight.get(key)
         if in_flight is not None:
             await asyncio.wait({in_flight}, timeout=SETTLE_TIMEOUT_S)
-        await self._budget.take(priority=True)
+        await self._budget.take(Lane.ENDING)
 
     async def urgent(self) -> None:
-        """A slot for a delivery (a result post or a look for one), ahead of status edits."""
-        await self._budget.take(priority=True)
+        """A slot for a delivery (a result post or a look for one), ahead of everything else."""
+        await self._budget.take(Lane.DELIVERY)
 
     async def _run(self) -> None:
         while True:
@@ -166,7 +200,7 @@ class StatusUpdater(Generic[P]):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
                 continue
-            await self._budget.take()
+            await self._budget.take(Lane.STATUS)
             # Ended, or sent by nobody else, while waiting for the slot: look again.
             pending = self._pending.pop(key, None)
             if pending is None or key in self._in_flight:

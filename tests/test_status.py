@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from services.jobs import queued_text
-from services.status import RequestBudget, StatusUpdater
+from services.status import Lane, RequestBudget, StatusUpdater
 
 WINDOW_S = 0.05
 
@@ -99,10 +99,11 @@ async def test_a_job_is_edited_at_most_once_per_gap_and_its_newest_status_wins()
         await updater.stop()
 
 
-async def test_many_jobs_never_get_more_edits_than_the_budget_per_window() -> None:
+async def test_many_jobs_never_get_more_edits_than_their_share_of_the_budget() -> None:
     clock = FakeClock()
     sends = Sends(clock)
-    budget = RequestBudget(5, window_s=WINDOW_S, clock=clock)
+    # Fifteen requests a window, of which status edits may take a third.
+    budget = RequestBudget(15, window_s=WINDOW_S, clock=clock)
     updater = StatusUpdater(sends, budget, min_gap_s=2.0, clock=clock)
     updater.start()
     try:
@@ -124,29 +125,54 @@ async def test_many_jobs_never_get_more_edits_than_the_budget_per_window() -> No
         await updater.stop()
 
 
+async def test_a_delivery_finds_a_slot_at_once_while_status_edits_use_their_share() -> None:
+    clock = FakeClock()
+    sends = Sends(clock)
+    budget = RequestBudget(15, window_s=WINDOW_S, clock=clock)
+    updater = StatusUpdater(sends, budget, min_gap_s=2.0, clock=clock)
+    updater.start()
+    try:
+        for job in range(50):
+            updater.publish(job, "Queued: position 1.")
+        await until(lambda: len(sends.sent) == 5, sends.changed)
+        # Endings take their share too (a third), and the rest is left for posts. The clock
+        # stands still: a post that had to wait for the window would never finish.
+        async with asyncio.timeout(1):
+            for job in range(50, 55):
+                await updater.end(job)
+            for _ in range(5):
+                await updater.urgent()
+        await settle()
+        assert len(sends.sent) == 5
+    finally:
+        await updater.stop()
+
+
 async def test_deliveries_jump_the_queue_of_status_edits() -> None:
     clock = FakeClock()
     order: list[str] = []
     changed = asyncio.Event()
     budget = RequestBudget(1, window_s=WINDOW_S, clock=clock)
 
-    async def take(name: str, *, priority: bool) -> None:
-        await budget.take(priority=priority)
+    async def take(name: str, lane: Lane) -> None:
+        await budget.take(lane)
         order.append(name)
         changed.set()
 
-    await take("first edit", priority=False)  # the window is now full
-    waiting = [asyncio.create_task(take(f"edit {n}", priority=False)) for n in range(1, 4)]
+    await take("first edit", Lane.STATUS)  # the window is now full
+    waiting = [asyncio.create_task(take(f"edit {n}", Lane.STATUS)) for n in range(1, 4)]
     await settle()
-    post = asyncio.create_task(take("result post", priority=True))
+    ending = asyncio.create_task(take("a job's ending", Lane.ENDING))
+    await settle()
+    post = asyncio.create_task(take("result post", Lane.DELIVERY))
     await settle()
     assert order == ["first edit"]
-    for _ in range(4):
+    for _ in range(5):
         clock.advance(WINDOW_S)
         count = len(order)
         await until(lambda c=count: len(order) == c + 1, changed)  # type: ignore[misc]
-    await asyncio.gather(post, *waiting)
-    assert order == ["first edit", "result post", "edit 1", "edit 2", "edit 3"]
+    await asyncio.gather(post, ending, *waiting)
+    assert order == ["first edit", "result post", "a job's ending", "edit 1", "edit 2", "edit 3"]
 
 
 async def test_an_ending_drops_the_pending_status_and_waits_for_the_one_in_flight() -> None:

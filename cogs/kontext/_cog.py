@@ -413,9 +413,12 @@ class KontextCog(commands.Cog, name="Kontext"):
 
     async def _begin(self, interaction: discord.Interaction) -> Origin:
         """Acknowledge at once (privately), then describe who asked and where."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await interaction.original_response()
-        return self._origin_of(interaction, status_message_id=status.id)
+        answer = await interaction.response.defer(ephemeral=True, thinking=True)
+        # Discord names the "thinking…" message in its answer; asking again costs a request.
+        status_id = answer.message_id if answer is not None else None
+        if status_id is None:
+            status_id = (await interaction.original_response()).id
+        return self._origin_of(interaction, status_message_id=status_id)
 
     def _origin_of(
         self, interaction: discord.Interaction, *, status_message_id: int | None = None

@@ -163,6 +163,8 @@ class BotProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            # A debug log line can be long; readline must not give up on it.
+            limit=16 * 1024 * 1024,
         )
         assert self._process.stdout is not None and self._process.stderr is not None
         self._readers = [
