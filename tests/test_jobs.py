@@ -27,8 +27,8 @@ from services.jobs import (
     WebhookMode,
 )
 from services.settings import JobSettings
-from services.status import Lane, RequestBudget
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
+from services.status import Lane, RequestBudget
 from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
 from services.wavespeed import WaveSpeedClient, model_for_path
 from services.wavespeed.webhooks import WebhookInbox, serve_inbox
