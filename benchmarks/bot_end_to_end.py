@@ -4,15 +4,18 @@
 
 `bot.py` runs as a process of its own (through benchmarks/bot_with_loop_lag.py, which adds a
 sampler of its event loop's lag), the WaveSpeed simulator too (`python -m services.simulator`),
-the local Discord in this process. Four phases, each on a fresh local Discord, simulator and
+the local Discord in this process. Five phases, each on a fresh local Discord, simulator and
 bot process:
 
 1. latency: N /edit commands (1 MP PNGs), a few at a time, at 5 s simulated inference; for each,
    the simulator's completion of the prediction -> the local Discord creating the result post.
    The anchor, on the same simulator in the same run: WaveSpeed's official SDK (`wavespeed`,
    synchronous, in threads) running the same jobs, completion -> output bytes downloaded.
-2. burst: 200 simultaneous /edit commands; ack latency (interaction created -> its callback
-   arrived) and the bot's event-loop lag during the burst, against its idle lag just before.
+1b. webhook: phase 1's jobs with `wavespeed.webhook_url` set, the simulator calling the bot's
+   webhook server when each prediction ends (the bot's default, used in phase 1, is sync mode).
+2. burst: 200 simultaneous /edit commands; ack latency, the bot's share (gateway frame read ->
+   callback sent, timed in the bot) and as the local Discord saw it (interaction created ->
+   callback handled); the bot's event-loop lag during the burst, against its idle lag before.
 3. memory: 1,000 jobs in flight at once (the simulator holds them for an hour); the bot
    process's peak RSS (VmHWM).
 4. queue: one job waiting about 60 s behind others (JOBS_MAX_CONCURRENT=1); edits of its status
@@ -34,6 +37,7 @@ import datetime as dt
 import io
 import logging
 import shlex
+import socket
 import statistics
 import sys
 import tempfile
@@ -197,7 +201,9 @@ def bot_acks(path: Path) -> dict[int, tuple[float, float]]:
     return found
 
 
-def bot_env(sim: SimulatorProcess, lag_file: Path, **jobs: int) -> dict[str, str]:
+def bot_env(
+    sim: SimulatorProcess, lag_file: Path, extra: dict[str, str], **jobs: int
+) -> dict[str, str]:
     env = {
         "WAVESPEED_BASE_URL": sim.base_url,
         "WAVESPEED_API_KEY": SIM_KEY,
@@ -206,12 +212,18 @@ def bot_env(sim: SimulatorProcess, lag_file: Path, **jobs: int) -> dict[str, str
         "LOGGING_LEVEL": BOT_LOG_LEVEL,
     }
     env.update({f"JOBS_{name.upper()}": str(value) for name, value in jobs.items()})
+    env.update(extra)
     return env
 
 
 @contextlib.asynccontextmanager
 async def stack(
-    workdir: Path, name: str, *, latency_s: float, **jobs: int
+    workdir: Path,
+    name: str,
+    *,
+    latency_s: float,
+    extra_env: dict[str, str] | None = None,
+    **jobs: int,
 ) -> AsyncIterator[tuple[LocalDiscord, SimulatorProcess, BotProcess, Path]]:
     """A fresh local Discord, simulator and bot process (READY, commands synced)."""
     lag_file = workdir / f"{name}-loop-lag.txt"
@@ -224,7 +236,7 @@ async def stack(
             local,
             database=workdir / f"{name}.sqlite3",
             sync=True,
-            env=bot_env(sim, lag_file, **jobs),
+            env=bot_env(sim, lag_file, extra_env or {}, **jobs),
         )
         async with bot:
             await bot.wait_ready(timeout=60)
@@ -256,39 +268,64 @@ def sim_requests(state: dict[str, Any]) -> Counter[str]:
 # -- phase 1: completion -> posted, against the SDK ------------------------------------------
 
 
+@dataclass
+class BotLatency:
+    """What phase 1 measured of the bot: completion -> posted per job, and requests used."""
+
+    overheads: list[float]
+    sim_used: Counter[str]
+    discord_used: Counter[str]
+    model: str
+
+
+async def bot_latency(
+    local: LocalDiscord, sim: SimulatorProcess, sizes: Sizes, png: bytes, tag: str
+) -> BotLatency:
+    """`sizes.jobs` /edit commands in waves; each job's completion -> its result post."""
+    people = members(local, sizes.jobs, tag)
+    prompts = [f"bench {tag} #{n}: make it a watercolor" for n in range(sizes.jobs)]
+    discord_before = len(local.rest.requests)
+    sim_before = sim_requests(await sim.state())
+
+    async def issue(n: int) -> None:
+        await local.driver(people[n]).slash("edit", image=png, prompt=prompts[n])
+
+    await issue_in_waves(issue, sizes.jobs, wave=sizes.wave, pause_s=sizes.wave_pause_s)
+
+    def all_posted() -> dict[str, Message] | None:
+        posts = result_posts(local)
+        return posts if all(prompt in posts for prompt in prompts) else None
+
+    posts = await poll_until(
+        all_posted,
+        timeout=INFERENCE_S + 120,
+        what="every result post",
+        interval=0.1,
+    )
+    state = await sim.state()
+    items = [p for p in state["predictions"]["items"] if p["prompt"] in prompts]
+    done = await completions(sim, [p["id"] for p in items])
+    return BotLatency(
+        overheads=[posts[p["prompt"]].created_at - done[p["id"]] for p in items],
+        sim_used=sim_requests(state) - sim_before,
+        discord_used=Counter(r.route for r in local.rest.requests[discord_before:]),
+        model=items[0]["model"],
+    )
+
+
 async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
     png = photo_png()
     report.notes.append(f"input: a 1024x1024 PNG of {len(png) / 1024:.0f} KiB (under 1 MiB)")
     async with stack(
         workdir, "latency", latency_s=INFERENCE_S, max_concurrent=1000, per_member=1000
     ) as (local, sim, _bot, _lag):
-        people = members(local, sizes.jobs, "latency")
-        prompts = [f"bench latency #{n}: make it a watercolor" for n in range(sizes.jobs)]
-        discord_before = len(local.rest.requests)
-        sim_before = sim_requests(await sim.state())
-
-        async def issue(n: int) -> None:
-            await local.driver(people[n]).slash("edit", image=png, prompt=prompts[n])
-
-        await issue_in_waves(issue, sizes.jobs, wave=sizes.wave, pause_s=sizes.wave_pause_s)
-
-        def all_posted() -> dict[str, Message] | None:
-            posts = result_posts(local)
-            return posts if all(prompt in posts for prompt in prompts) else None
-
-        posts = await poll_until(
-            all_posted,
-            timeout=INFERENCE_S + 120,
-            what="every result post",
-            interval=0.1,
+        measured = await bot_latency(local, sim, sizes, png, "latency")
+        overheads, sim_used, discord_used = (
+            measured.overheads,
+            measured.sim_used,
+            measured.discord_used,
         )
-        state = await sim.state()
-        sim_used = sim_requests(state) - sim_before
-        discord_used = Counter(r.route for r in local.rest.requests[discord_before:])
-        items = [p for p in state["predictions"]["items"] if p["prompt"] in prompts]
-        model = items[0]["model"]
-        done = await completions(sim, [p["id"] for p in items])
-        overheads = [posts[p["prompt"]].created_at - done[p["id"]] for p in items]
+        model = measured.model
 
         # The SDK on the same simulator, the same jobs at the same pace.
         sdk_prompts = [f"bench sdk #{n}: make it a watercolor" for n in range(sizes.jobs)]
@@ -328,7 +365,7 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
         bot_q, sdk_q = percentile(overheads, q), percentile(sdk_overheads, q)
         floor = "<= 150 ms" if q == 50 else "<= 400 ms"
         report.add(
-            f"completion -> posted p{q} ({jobs} jobs, {INFERENCE_S:g} s inference)",
+            f"completion -> posted p{q} ({jobs} jobs, {INFERENCE_S:g} s inference, sync mode)",
             f"{ms(bot_q)} ({ratio(bot_q, sdk_q)} of SDK)",
             f"SDK completion -> bytes: {ms(sdk_q)}",
             floor,
@@ -336,7 +373,7 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
     api = sum(sim_used[g] for g in API_GROUPS) / jobs
     sdk_api = sum(sdk_used[g] for g in API_GROUPS) / jobs
     report.add(
-        "WaveSpeed API requests / job (polling mode)",
+        "WaveSpeed API requests / job (sync mode, the default)",
         f"{api:.2f} ({_breakdown(sim_used, API_GROUPS, jobs)})",
         f"SDK: {sdk_api:.2f} ({_breakdown(sdk_used, API_GROUPS, jobs)})",
         "<= 2 (webhook or sync mode)",
@@ -369,6 +406,56 @@ async def latency_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
 
 def _breakdown(counts: Counter[str], groups: Sequence[str], jobs: int) -> str:
     return ", ".join(f"{g} {counts[g] / jobs:.2f}" for g in groups if counts[g])
+
+
+# -- phase 1b: the same, in webhook mode ----------------------------------------------------
+
+
+async def webhook_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
+    """Phase 1's jobs with `wavespeed.webhook_url` set: the simulator calls the bot's webhook
+    server (loopback http, signed with the account's secret) when each prediction ends."""
+    png = photo_png()
+    port = free_port()
+    webhook = {
+        "WAVESPEED_WEBHOOK_URL": f"http://127.0.0.1:{port}/hooks/wavespeed",
+        "WAVESPEED_WEBHOOK_HOST": "127.0.0.1",
+        "WAVESPEED_WEBHOOK_PORT": str(port),
+    }
+    async with stack(
+        workdir,
+        "webhook",
+        latency_s=INFERENCE_S,
+        extra_env=webhook,
+        max_concurrent=1000,
+        per_member=1000,
+    ) as (local, sim, _bot, _lag):
+        measured = await bot_latency(local, sim, sizes, png, "webhook")
+    jobs = sizes.jobs
+    for q in (50, 90):
+        report.add(
+            f"completion -> posted p{q} ({jobs} jobs, webhook mode)",
+            ms(percentile(measured.overheads, q)),
+            "",
+            "<= 150 ms" if q == 50 else "<= 400 ms",
+        )
+    used = measured.sim_used
+    report.add(
+        "WaveSpeed API requests / job (webhook mode)",
+        f"{sum(used[g] for g in API_GROUPS) / jobs:.2f} ({_breakdown(used, API_GROUPS, jobs)})",
+        "",
+        "<= 2",
+    )
+    report.notes.append(
+        f"phase 1b webhook-mode overhead samples (ms): "
+        f"{sorted(round(x * 1000) for x in measured.overheads)}"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 # -- phase 2: a burst of commands -----------------------------------------------------------
@@ -594,6 +681,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 PHASES: dict[str, Callable[[Sizes, Path, Report], Any]] = {
     "latency": latency_phase,
+    "webhook": webhook_phase,
     "burst": burst_phase,
     "memory": memory_phase,
     "queue": queue_phase,

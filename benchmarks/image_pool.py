@@ -48,7 +48,7 @@ async def sample_lag(lags: list[float], stop: asyncio.Event) -> None:
 
 async def one_round(executor: Executor, workers: int, images: list[bytes]) -> tuple[float, ...]:
     intake = Intake(
-        LimitSettings(attachment_downloads=len(images), image_preparations=workers),
+        LimitSettings(intake_commands=len(images), image_preparations=workers),
         executor=executor,
     )
     # Workers start (and a process pool's import Pillow) before anything is measured.

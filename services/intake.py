@@ -1,11 +1,13 @@
-"""How much member input the bot works on at once: attachment downloads and image work.
+"""How much member input the bot works on at once: commands holding images, and image work.
 
 A burst of commands must not become a burst of downloads and Pillow decodes: each holds megabytes
 and the decodes compete with the event loop for the CPU. One `Intake`, created at start-up and
-closed at shutdown, hands out download slots and runs image work on a pool of its own with a
-fixed number of workers; everything else waits its turn, in order, holding nothing but its
-place in line. Commands are acknowledged before they ask for a slot, so waiting here never
-costs Discord's acknowledgement deadline.
+closed at shutdown, admits a fixed number of commands at a time, each from the download of its
+images until they are prepared and stored (so downloaded bytes never pile up in front of the
+image workers), and runs image work on a pool of its own with a fixed number of workers;
+everything else waits its turn, in order, holding nothing but its place in line. Commands are
+acknowledged before they ask to be admitted, so waiting here never costs Discord's
+acknowledgement deadline.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ T = TypeVar("T")
 
 
 class Intake:
-    """Download slots and a bounded pool for image work, shared by every command."""
+    """Admission for commands with images, and a bounded pool for image work, shared by all."""
 
     def __init__(self, limits: LimitSettings, *, executor: Executor | None = None) -> None:
         # Pillow releases the GIL while it decodes, filters and encodes, so threads give the
@@ -31,15 +33,16 @@ class Intake:
         self._executor = executor or ThreadPoolExecutor(
             max_workers=limits.image_preparations, thread_name_prefix="image"
         )
-        self._downloads = asyncio.Semaphore(limits.attachment_downloads)
+        self._admitted = asyncio.Semaphore(limits.intake_commands)
         # The executor has its own queue, but an unbounded one: the semaphore keeps work that
         # waits out of it, so a cancelled command never leaves a decode behind to run.
         self._preparations = asyncio.Semaphore(limits.image_preparations)
 
     @asynccontextmanager
-    async def download(self) -> AsyncIterator[None]:
-        """Hold one of the download slots for as long as the block runs."""
-        async with self._downloads:
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one of the command slots for as long as the block runs: download the
+        command's images, prepare and store them inside it."""
+        async with self._admitted:
             yield
 
     async def run(self, func: Callable[..., T], *args: object) -> T:

@@ -34,7 +34,7 @@ import datetime as dt
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
@@ -234,6 +234,7 @@ class JobService:
         self._answered: dict[int, Prediction] = {}
         self._sync_in_flight = 0
         self._sync_limit = max(1, client.max_connections // 2)
+        self._submit_slots = asyncio.Semaphore(settings.submits_at_once)
         # Steps that are never cut in half (see `_unbroken`): a shutdown waits for them.
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
@@ -475,47 +476,64 @@ class JobService:
         """STARTING -> SUBMITTING -> RUNNING (or UNKNOWN, or back to QUEUED if refused)."""
         await self._progress(job, Stage.PREPARING, "Preparing your image…")
         spec = model_for_path(job.model_path)
-        try:
-            request = validate_request(spec, {**job.params, **await self._inputs(job, spec)})
-        except KontextError as exc:
-            return await self._fail(job, exc.user_message)
-        now = self._clock()
-        cost = self._client.estimate_cost(spec, request)
-        submitting = await self._repository.transition(
-            job.id,
-            JobStatus.STARTING,
-            JobStatus.SUBMITTING,
-            fingerprint=fingerprint_of(spec, request, at=now),
-            submit_started_at=now,
-            cost=None if cost is None else str(cost),
-        )
-        if submitting is None:
-            return None
-        # A sync-mode submit lasts as long as the image takes: show it as generating.
-        ticker = asyncio.create_task(self._tick_generating(submitting))
-        try:
-            return await self._unbroken(self._send(submitting, spec, request))
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-
-    async def _send(self, job: JobRecord, spec: ModelSpec, request: Any) -> JobRecord | None:
-        try:
-            # Completion: by webhook when one is set up; else sync mode where the model has it
-            # (the answer is the finished prediction; a restart during it is reconciled); else
-            # the job is polled.
-            webhook = self._webhooks.url_for(job.id) if self._webhooks else None
-            # A sync submit holds a connection for as long as the image takes: past half the
-            # pool, jobs are submitted plainly and polled, so the pool never runs dry.
-            sync = webhook is None and self._sync_in_flight < self._sync_limit
-            self._sync_in_flight += int(sync)
+        # The images are read from the store and encoded only once the submit has a slot.
+        async with self._submit_slot(spec) as sync:
             try:
-                submission = await self._client.submit(
-                    spec, request, sync=sync, webhook_url=webhook
-                )
+                request = validate_request(spec, {**job.params, **await self._inputs(job, spec)})
+            except KontextError as exc:
+                return await self._fail(job, exc.user_message)
+            now = self._clock()
+            cost = self._client.estimate_cost(spec, request)
+            submitting = await self._repository.transition(
+                job.id,
+                JobStatus.STARTING,
+                JobStatus.SUBMITTING,
+                fingerprint=fingerprint_of(spec, request, at=now),
+                submit_started_at=now,
+                cost=None if cost is None else str(cost),
+            )
+            if submitting is None:
+                return None
+            # A sync-mode submit lasts as long as the image takes: show it as generating.
+            ticker = asyncio.create_task(self._tick_generating(submitting))
+            try:
+                return await self._unbroken(self._send(submitting, spec, request, sync=sync))
             finally:
-                self._sync_in_flight -= int(sync)
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+
+    @contextlib.asynccontextmanager
+    async def _submit_slot(self, spec: ModelSpec) -> AsyncIterator[bool]:
+        """A slot to build and send one submit in; yields whether to use sync mode.
+
+        Completion is by webhook when one is set up; else by sync mode where the model has it
+        (the answer is the finished prediction; a restart during it is reconciled); else the job
+        is polled. A sync submit holds a connection for as long as the image takes: past half
+        the pool, jobs are submitted plainly and polled, so the pool never runs dry. Plain
+        submits take one of `submits_at_once` slots, so encoded images never pile up waiting
+        for a connection.
+        """
+        if (
+            self._webhooks is None
+            and spec.supports_sync
+            and self._sync_in_flight < self._sync_limit
+        ):
+            self._sync_in_flight += 1
+            try:
+                yield True
+            finally:
+                self._sync_in_flight -= 1
+        else:
+            async with self._submit_slots:
+                yield False
+
+    async def _send(
+        self, job: JobRecord, spec: ModelSpec, request: Any, *, sync: bool
+    ) -> JobRecord | None:
+        try:
+            webhook = self._webhooks.url_for(job.id) if self._webhooks else None
+            submission = await self._client.submit(spec, request, sync=sync, webhook_url=webhook)
         except SubmissionUnknownError as exc:
             log.warning("job %d: %s; looking it up instead of sending it again", job.id, exc)
             return await self._repository.transition(

@@ -132,8 +132,13 @@ class JobSettings(_Section):
     # ending ("Done", a failure) are never held back.
     status_edit_gap_s: float = Field(default=2.0, ge=0)
     # Requests per second to Discord for results and statuses together, under Discord's 50 per
-    # bot; results go first, status edits use what is left.
+    # bot; results go first, then jobs' endings (two thirds at most), then status edits (a third
+    # at most), so a result never waits behind statuses.
     discord_requests_per_s: int = Field(default=30, ge=1, le=50)
+    # Submits being built and sent at once, each holding its images encoded for WaveSpeed until
+    # the answer; a sync-mode submit, which lasts until its image is made, is counted apart
+    # (at most half the WaveSpeed connections).
+    submits_at_once: int = Field(default=16, ge=1)
     # Waiting jobs whose queue position is kept up to date in their status line.
     announce_limit: int = Field(default=50, ge=0)
     # The first exact_positions waiting jobs read their exact place; the rest "about K ahead",
@@ -164,8 +169,9 @@ class JobSettings(_Section):
 class LimitSettings(_Section):
     """How much member input is worked on at once; the rest waits its turn (sized for 2 cores)."""
 
-    # Attachments downloaded from Discord at once.
-    attachment_downloads: int = Field(default=8, ge=1)
+    # Commands whose images are held at once, from their download until they are prepared
+    # and stored; the others wait before downloading anything (each image can be 20 MiB).
+    intake_commands: int = Field(default=8, ge=1)
     # Images decoded and re-encoded with Pillow at once (inputs and results together).
     image_preparations: int = Field(default=2, ge=1)
 

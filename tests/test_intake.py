@@ -81,8 +81,8 @@ async def test_several_images_of_one_command_share_the_limit(
     assert len(prepared) == 3
 
 
-async def test_at_most_the_limit_of_downloads_run_at_once() -> None:
-    intake = Intake(LimitSettings(attachment_downloads=3))
+async def test_at_most_the_limit_of_commands_hold_images_at_once() -> None:
+    intake = Intake(LimitSettings(intake_commands=3))
     try:
         active = peak = 0
         inside = asyncio.Semaphore(0)
@@ -90,7 +90,7 @@ async def test_at_most_the_limit_of_downloads_run_at_once() -> None:
 
         async def download() -> None:
             nonlocal active, peak
-            async with intake.download():
+            async with intake.admit():
                 active += 1
                 peak = max(peak, active)
                 inside.release()

@@ -80,17 +80,16 @@ def _images_of(message: discord.Message) -> list[discord.Attachment]:
     ]
 
 
-async def read_attachment(attachment: discord.Attachment, intake: Intake) -> bytes:
+async def read_attachment(attachment: discord.Attachment) -> bytes:
     """The attachment's bytes, refusing oversized files before downloading them.
 
-    The download waits for one of the intake's slots; callers have acknowledged the interaction
-    already, so the wait cannot cost Discord's 3 s deadline.
+    Callers download inside `Intake.admit()`, after acknowledging the interaction, so waiting
+    for a slot cannot cost Discord's 3 s deadline.
     """
     if attachment.size > MAX_INPUT_BYTES:
         raise ImageTooLargeError(attachment.size, filename=attachment.filename)
     try:
-        async with intake.download():
-            return await attachment.read()
+        return await attachment.read()
     except (discord.HTTPException, discord.NotFound) as exc:
         raise AttachmentUnreadableError() from exc
 
@@ -166,7 +165,6 @@ class KontextCog(commands.Cog, name="Kontext"):
     ) -> None:
         """Edit an image with an instruction."""
         origin = await self._begin(interaction)
-        data = await read_attachment(image, self.intake)
         options = {
             "guidance_scale": guidance,
             "seed": seed,
@@ -176,9 +174,15 @@ class KontextCog(commands.Cog, name="Kontext"):
             "size": size,
             "output_format": output_format,
         }
-        await self.edits.new_edit(
-            origin, data, prompt, filename=image.filename, model=model, options=options
-        )
+        async with self.intake.admit():
+            await self.edits.new_edit(
+                origin,
+                await read_attachment(image),
+                prompt,
+                filename=image.filename,
+                model=model,
+                options=options,
+            )
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
@@ -241,10 +245,11 @@ class KontextCog(commands.Cog, name="Kontext"):
         """Combine several images into one."""
         origin = await self._begin(interaction)
         attachments = [a for a in (image1, image2, image3, image4, image5) if a is not None]
-        files = [(await read_attachment(a, self.intake), a.filename) for a in attachments]
-        await self.edits.combine(
-            origin, files, prompt, model=model, options={"aspect_ratio": aspect_ratio}
-        )
+        async with self.intake.admit():
+            files = [(await read_attachment(a), a.filename) for a in attachments]
+            await self.edits.combine(
+                origin, files, prompt, model=model, options={"aspect_ratio": aspect_ratio}
+            )
 
     # --- Context menu, buttons, modals ----------------------------------------------------------
 
@@ -404,12 +409,13 @@ class KontextCog(commands.Cog, name="Kontext"):
                 f"That message has {len(images)} images; pick 1 to {len(images)}."
             )
         attachment = images[number - 1]
-        return await self.edits.new_edit(
-            origin,
-            await read_attachment(attachment, self.intake),
-            instruction,
-            filename=attachment.filename,
-        )
+        async with self.intake.admit():
+            return await self.edits.new_edit(
+                origin,
+                await read_attachment(attachment),
+                instruction,
+                filename=attachment.filename,
+            )
 
     async def _begin(self, interaction: discord.Interaction) -> Origin:
         """Acknowledge at once (privately), then describe who asked and where."""
