@@ -4,7 +4,7 @@
 
 `bot.py` runs as a process of its own (through benchmarks/bot_with_loop_lag.py, which adds a
 sampler of its event loop's lag), the WaveSpeed simulator too (`python -m services.simulator`),
-the local Discord in this process. Five phases, each on a fresh local Discord, simulator and
+the local Discord in this process. Six phases, each on a fresh local Discord, simulator and
 bot process:
 
 1. latency: N /edit commands (1 MP PNGs), a few at a time, at 5 s simulated inference; for each,
@@ -13,6 +13,7 @@ bot process:
    synchronous, in threads) running the same jobs, completion -> output bytes downloaded.
 1b. webhook: phase 1's jobs with `wavespeed.webhook_url` set, the simulator calling the bot's
    webhook server when each prediction ends (the bot's default, used in phase 1, is sync mode).
+1c. poll: phase 1's jobs on Kontext Max, which has no sync mode, so the bot polls it.
 2. burst: 200 simultaneous /edit commands; ack latency, the bot's share (gateway frame read ->
    callback sent, timed in the bot) and as the local Discord saw it (interaction created ->
    callback handled); the bot's event-loop lag during the burst, against its idle lag before.
@@ -279,7 +280,13 @@ class BotLatency:
 
 
 async def bot_latency(
-    local: LocalDiscord, sim: SimulatorProcess, sizes: Sizes, png: bytes, tag: str
+    local: LocalDiscord,
+    sim: SimulatorProcess,
+    sizes: Sizes,
+    png: bytes,
+    tag: str,
+    *,
+    model: str = "pro",
 ) -> BotLatency:
     """`sizes.jobs` /edit commands in waves; each job's completion -> its result post."""
     people = members(local, sizes.jobs, tag)
@@ -288,7 +295,7 @@ async def bot_latency(
     sim_before = sim_requests(await sim.state())
 
     async def issue(n: int) -> None:
-        await local.driver(people[n]).slash("edit", image=png, prompt=prompts[n])
+        await local.driver(people[n]).slash("edit", image=png, prompt=prompts[n], model=model)
 
     await issue_in_waves(issue, sizes.jobs, wave=sizes.wave, pause_s=sizes.wave_pause_s)
 
@@ -448,6 +455,34 @@ async def webhook_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
     report.notes.append(
         f"phase 1b webhook-mode overhead samples (ms): "
         f"{sorted(round(x * 1000) for x in measured.overheads)}"
+    )
+
+
+async def poll_phase(sizes: Sizes, workdir: Path, report: Report) -> None:
+    """Phase 1's jobs on Kontext Max, which has no sync mode: polled every
+    `wavespeed.poll_interval_s` from shortly before the finish expected from the model's
+    recent inference times."""
+    png = photo_png()
+    async with stack(
+        workdir, "poll", latency_s=INFERENCE_S, max_concurrent=1000, per_member=1000
+    ) as (local, sim, _bot, _lag):
+        measured = await bot_latency(local, sim, sizes, png, "poll", model="max")
+    jobs = sizes.jobs
+    for q in (50, 90):
+        report.add(
+            f"completion -> posted p{q} ({jobs} jobs, poll mode: Kontext Max, no sync mode)",
+            ms(percentile(measured.overheads, q)),
+            "SDK (sync mode model, 1 s polls): see phase 1",
+        )
+    used = measured.sim_used
+    report.add(
+        "WaveSpeed API requests / job (poll mode)",
+        f"{sum(used[g] for g in API_GROUPS) / jobs:.2f} ({_breakdown(used, API_GROUPS, jobs)})",
+    )
+    report.notes.append(
+        f"phase 1c poll-mode overhead samples (ms, in order of issue): "
+        f"{[round(x * 1000) for x in measured.overheads]}; every job was sent before the first "
+        "finished, so none had the model's recent inference times to start polling late from"
     )
 
 
@@ -682,6 +717,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 PHASES: dict[str, Callable[[Sizes, Path, Report], Any]] = {
     "latency": latency_phase,
     "webhook": webhook_phase,
+    "poll": poll_phase,
     "burst": burst_phase,
     "memory": memory_phase,
     "queue": queue_phase,
