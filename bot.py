@@ -253,15 +253,50 @@ def main(argv: list[str] | None = None) -> int:
         sync_guild = settings.discord.dev_guild_id
     try:
         asyncio.run(run(settings, sync=args.sync is not None, sync_guild=sync_guild))
-    except discord.LoginFailure:
-        log.error("Discord refused the token: check DISCORD_TOKEN / [discord] token")
-        return 1
-    except StoreError as exc:
-        print(exc, file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        reason = startup_failure(exc, settings, sync_guild)
+        if reason is None:
+            raise
+        print(reason, file=sys.stderr)
+        return 1
     return 0
+
+
+def startup_failure(exc: Exception, settings: Settings, sync_guild: int | None) -> str | None:
+    """The one line for a start-up failure the operator can fix; None for a real crash."""
+    match exc:
+        case StoreError():
+            return str(exc)
+        case discord.LoginFailure():
+            return "Discord refused the token: check DISCORD_TOKEN / [discord] token"
+        case discord.PrivilegedIntentsRequired():
+            return (
+                "Discord refused the Message Content intent: turn it on in the developer portal "
+                "(your application -> Bot -> Privileged Gateway Intents), or set "
+                "message_content = false"
+            )
+        case discord.ConnectionClosed(code=4004):
+            return "Discord refused the token at the gateway: check DISCORD_TOKEN / [discord] token"
+        case discord.ConnectionClosed():
+            reason = exc.reason or "no reason given"
+            return (
+                f"Discord closed the gateway connection (code {exc.code}: {reason}); "
+                "check the settings in [discord], then start again"
+            )
+        case discord.Forbidden() if sync_guild is not None:
+            return (
+                f"cannot publish the commands to server {sync_guild}: the bot is not in that "
+                "server or may not add commands there; invite it with the URL from a normal "
+                "start, or run --sync without a server id"
+            )
+        case aiohttp.ClientConnectionError() | discord.GatewayNotFound():
+            return (
+                f"cannot reach Discord at {settings.discord.api_base_url} "
+                f"({type(exc).__name__}: {exc}): check this machine's network"
+            )
+    return None
 
 
 if __name__ == "__main__":

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
+import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.local_discord import PROBE_EXTENSION, LocalDiscord, start_bot
+from tests.local_discord import (
+    PROBE_EXTENSION,
+    BotProcess,
+    LocalDiscord,
+    LocalDiscordConfig,
+    start_bot,
+)
 from tests.local_discord.gateway import MESSAGE_CONTENT
 
 pytest_plugins = ("tests.local_discord.fixtures",)
@@ -67,3 +77,62 @@ async def test_a_failing_extension_is_logged_and_the_others_load(
     failure = next(r for r in caplog.records if "tests.broken_extension" in r.getMessage())
     assert "failed to load" in failure.getMessage()
     assert failure.exc_info is not None
+
+
+# -- start-up failures: one line that says what to do, exit 1, no traceback ------------------
+
+
+async def failed_start(local: LocalDiscord, tmp_path: Path, **options: Any) -> str:
+    """Run `bot.py` until it gives up; its stderr, checked to be one line and no traceback."""
+    async with BotProcess(local, database=tmp_path / "jobs.sqlite3", **options) as process:
+        code = await process.wait(timeout=60)
+    assert code == 1, process.stderr
+    assert "Traceback" not in process.stderr, process.stderr
+    # The log lines before the failure are INFO lines; the failure is the one line after them.
+    lines = [line for line in process.stderr.splitlines() if not INFO_LINE.match(line)]
+    assert len(lines) == 1, process.stderr
+    return lines[0]
+
+
+INFO_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG|WARNING) ")
+
+
+@pytest.mark.parametrize(
+    "local_discord_config", [LocalDiscordConfig(message_content_allowed=False)]
+)
+async def test_a_refused_message_content_intent_says_where_to_turn_it_on(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    line = await failed_start(local_discord, tmp_path, env={"DISCORD_MESSAGE_CONTENT": "true"})
+    assert "Message Content intent" in line and "Privileged Gateway Intents" in line
+
+
+async def test_a_token_reset_after_login_is_one_line_about_the_token(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    local_discord.gateway.token_reset = True
+    line = await failed_start(local_discord, tmp_path)
+    assert line.startswith("Discord refused the token"), line
+
+
+async def test_no_way_to_reach_discord_is_one_line_about_the_network(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    # Nothing listens there once the socket is closed.
+    line = await failed_start(
+        local_discord, tmp_path, env={"DISCORD_API_BASE_URL": f"http://127.0.0.1:{port}/api/v10"}
+    )
+    assert line.startswith(f"cannot reach Discord at http://127.0.0.1:{port}"), line
+
+
+async def test_syncing_to_a_server_the_bot_is_not_in_says_so(
+    local_discord: LocalDiscord, tmp_path: Path
+) -> None:
+    state = local_discord.state
+    elsewhere = state.add_guild("Somewhere else", local_discord.stranger, everyone_permissions=0)
+    line = await failed_start(local_discord, tmp_path, sync=elsewhere.id)
+    assert line.startswith(f"cannot publish the commands to server {elsewhere.id}"), line
+    local_discord.violations.expect(code=50001)

@@ -154,6 +154,9 @@ class Gateway:
         self.identify_refusals = 0
         # Connections closed for not heartbeating.
         self.heartbeat_timeouts = 0
+        # The token was reset in the developer portal after the bot logged in over REST: its
+        # next IDENTIFY is closed with 4004, as Discord does.
+        self.token_reset = False
         self._last_identify_at: float | None = None
         self.resumes = 0
         self.heartbeats = 0
@@ -310,7 +313,7 @@ class Gateway:
         if connection.session is not None:
             await connection.close(ALREADY_AUTHENTICATED, "Already authenticated.")
             return False
-        if data.get("token") != self._token:
+        if data.get("token") != self._token or self.token_reset:
             await connection.close(AUTHENTICATION_FAILED, "Authentication failed.")
             return False
         intents = int(data.get("intents") or 0)
