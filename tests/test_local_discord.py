@@ -133,6 +133,41 @@ async def test_resume_after_reconnect_keeps_the_bot_working(
     assert (await after.response()).content.startswith("pong x3")
 
 
+async def test_an_invalid_session_makes_the_bot_identify_again_and_keep_working(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    gateway = local_discord.gateway
+    # Discord allows one IDENTIFY per 5 s: the new one comes after the start-up's.
+    local_discord.clock.advance(gateway.identify_interval_s)
+    gateway.invalidate_sessions(resumable=False)
+    await local_discord.state.wait_until(
+        lambda: gateway.identifies == 2 and gateway.live_sessions(),
+        timeout=10,
+        what="a second IDENTIFY",
+    )
+    ix = await alice.slash("probe-ping", times=2)
+    assert (await ix.response()).content.startswith("pong x2")
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(heartbeat_interval_ms=200)])
+async def test_a_half_dead_gateway_is_noticed_and_resumed_without_losing_events(
+    local_discord: LocalDiscord,
+) -> None:
+    gateway = local_discord.gateway
+    async with start_bot(
+        local_discord, extra_extensions=(PROBE_EXTENSION,), heartbeat_timeout=1.0
+    ) as (alice, bot):
+        resumed = asyncio.ensure_future(bot.wait_for("resumed", timeout=15))
+        gateway.go_silent()
+        # Sent into the silence: it waits in the session's backlog until the bot resumes.
+        ix = await alice.slash("probe-ping", times=2)
+        await gateway.wait_for_resume(timeout=15)
+        await resumed
+        assert gateway.identifies == 1
+        assert (await ix.response()).content.startswith("pong x2")
+
+
 async def test_privileged_intent_refused_by_the_portal_stops_start_up() -> None:
     config = LocalDiscordConfig(message_content_allowed=False)
     async with LocalDiscord(config) as local:

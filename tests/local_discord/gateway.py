@@ -4,7 +4,9 @@ HELLO -> IDENTIFY -> READY + GUILD_CREATE, heartbeats answered with ACKs, every 
 numbered with a rising `s`, zlib-stream compression (one deflate context per connection,
 each frame flushed with Z_SYNC_FLUSH) when the client asks for it, and sessions that survive a
 dropped connection: events dispatched while the bot is away are replayed after its RESUME.
-A test can send op 7 RECONNECT to see that the bot resumes and keeps working.
+A test can send op 7 RECONNECT to see that the bot resumes and keeps working, op 9
+INVALID_SESSION (resumable or not), or turn a connection half-dead (`go_silent`: no more
+heartbeat ACKs, no events) to see that the bot notices, closes it and resumes.
 
 Sessions behave as Discord documents them, which matters when a bot process dies and another
 takes its place with the same token:
@@ -18,7 +20,9 @@ takes its place with the same token:
   resumable, as Discord's docs say;
 - IDENTIFY is allowed once per `identify_interval_s` (Discord's max_concurrency 1 means one
   per 5 seconds); one sooner is answered INVALID_SESSION, and discord.py identifies again
-  5 seconds later. Measured on the local clock, so a test can `clock.advance` past it.
+  5 seconds later. Measured on the local clock, so a test can `clock.advance` past it;
+- a wrong token closes the connection with 4004 (also after a REST login that worked, when a
+  test sets `token_reset`), and a privileged intent the portal has not allowed with 4014.
 """
 
 # Waits take a `timeout` like discord.py's own `wait_for`: a test must fail, never hang.
@@ -86,11 +90,15 @@ class Connection:
         # True once the local Discord closed it (its close code is not the client's word).
         self.closed_by_server = False
         self.last_heartbeat = asyncio.get_running_loop().time()
+        # Half-dead: open, but nothing more reaches the client, heartbeat ACKs included.
+        self.silent = False
         self._deflate = zlib.compressobj() if compress else None
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._sender = asyncio.create_task(self._send_loop(), name="local-discord-gateway-send")
 
     def send(self, frame: dict[str, Any]) -> None:
+        if self.silent:
+            return  # a half-dead connection: dispatches wait in the session backlog
         self._queue.put_nowait(frame)
 
     async def _send_loop(self) -> None:
@@ -193,6 +201,23 @@ class Gateway:
         """Send op 7 RECONNECT on every connection: the bot should close and RESUME."""
         for connection in list(self.connections):
             connection.send({"op": RECONNECT, "d": None, "s": None, "t": None})
+
+    def invalidate_sessions(self, *, resumable: bool) -> None:
+        """Send op 9 INVALID_SESSION on every connection, as Discord does when it drops a
+        session: d=true, the client may RESUME; d=false, the session is gone and it must
+        IDENTIFY anew (its missed events are lost, as on Discord)."""
+        for connection in list(self.connections):
+            session = connection.session
+            if not resumable and session is not None:
+                self.sessions.pop(session.id, None)
+                connection.session = None
+            connection.send({"op": INVALID_SESSION, "d": resumable, "s": None, "t": None})
+
+    def go_silent(self) -> None:
+        """Every open connection turns half-dead: heartbeats are no longer ACKed and no event
+        gets through. A client must notice, close it and RESUME (the events wait meanwhile)."""
+        for connection in list(self.connections):
+            connection.silent = True
 
     async def wait_for_resume(self, count: int = 1, timeout: float = 5.0) -> None:
         await self._state.wait_until(

@@ -95,11 +95,13 @@ async def start_bot(
     settings_overrides: Mapping[str, Any] | None = None,
     ready_timeout: float = 10.0,
     guild_ready_timeout: float = 0.05,
+    heartbeat_timeout: float = 60.0,
 ) -> AsyncIterator[RunningBot]:
     """Run KontextBot against `local` until the block ends; yields once it is READY.
 
     `sync=True` publishes the commands on start-up (as `bot.py --sync` would), which is what
     lets the driver find them; `sync_guild` syncs to that guild instead of globally.
+    `heartbeat_timeout` is discord.py's: how long a silent gateway is trusted (60 s).
     """
     settings = bot_settings(local, settings_overrides)
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
@@ -112,6 +114,7 @@ async def start_bot(
         sync_guild=sync_guild,
         extra_extensions=extra_extensions,
         guild_ready_timeout=guild_ready_timeout,
+        heartbeat_timeout=heartbeat_timeout,
         clock=local.clock.now,
     )
     try:
