@@ -38,7 +38,8 @@ class DiscordSettings(_Section):
     # local Discord the end-to-end tests run.
     api_base_url: str = DISCORD_API
     gateway_url: str = DISCORD_GATEWAY
-    # Privileged; only needed for plain (non-mention) messages in edit threads.
+    # Privileged; only needed for replies to other members' images and for messages that do
+    # not mention the bot (in edit threads, or replies to results with the ping off).
     message_content: bool = False
     # Guild to sync commands to with `--sync` during development (instant, unlike global).
     dev_guild_id: int | None = None

@@ -287,6 +287,103 @@ async def test_reply_with_mention_reaches_on_message(running_bot: RunningBot) ->
     assert (await plain).content == ""
 
 
+def dispatched(local: LocalDiscord, event: str) -> list[dict[str, Any]]:
+    """What the bot's newest gateway session was sent for `event`, oldest first."""
+    session = local.gateway.identified[-1]
+    return [frame["d"] for frame in session.backlog if frame["t"] == event]
+
+
+@pytest.mark.parametrize(
+    ("bot_settings_overrides", "others_words", "others_files"),
+    [({}, "", 0), ({"discord": {"message_content": True}}, "my cat", 1)],
+    ids=["without-intent", "with-intent"],
+)
+async def test_message_content_empties_others_messages_in_replies_fetches_and_edits(
+    running_bot: RunningBot, local_discord: LocalDiscord, others_words: str, others_files: int
+) -> None:
+    alice, bot = running_bot
+    bob = alice.stranger
+    photo = await alice.say("my cat", files=[make_png()])
+    heard = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.author.id == bob.user.id, timeout=5)
+    )
+    # Bob's reply mentions the bot, so it arrives whole; the message it replies to is judged on
+    # its own (alice's, no mention) and arrives whole only with the intent.
+    reply = await bob.reply(photo, f"{alice.bot_user.mention} make it blue")
+    received = await heard
+    assert received.content == f"{alice.bot_user.mention} make it blue"
+    assert received.reference is not None
+    replied_to = received.reference.resolved
+    assert isinstance(replied_to, discord.Message) and replied_to.id == photo.id
+    assert (replied_to.content, len(replied_to.attachments)) == (others_words, others_files)
+
+    # Over REST too (the portal switch is on: only the bot's own intents hold it back).
+    channel = received.channel
+    fetched = await channel.fetch_message(photo.id)
+    assert (fetched.content, len(fetched.attachments)) == (others_words, others_files)
+    listed = {m.id: m async for m in channel.history(limit=10)}
+    assert (listed[photo.id].content, len(listed[photo.id].attachments)) == (
+        others_words,
+        others_files,
+    )
+    assert listed[reply.id].content == received.content
+    assert listed[reply.id].reference is not None
+    nested = listed[reply.id].reference.resolved
+    assert isinstance(nested, discord.Message) and nested.content == others_words
+
+    # MESSAGE_UPDATE: alice's edit, and bob's (whose reply still carries alice's message).
+    local_discord.state.edit_message(photo, content="my dog")
+    local_discord.state.edit_message(reply, content=f"{alice.bot_user.mention} make it red")
+    await local_discord.state.wait_until(
+        lambda: len(dispatched(local_discord, "MESSAGE_UPDATE")) >= 2,
+        timeout=5,
+        what="two MESSAGE_UPDATEs",
+    )
+    edited_photo, edited_reply = dispatched(local_discord, "MESSAGE_UPDATE")[-2:]
+    assert edited_photo["content"] == ("my dog" if others_words else "")
+    assert edited_reply["content"] == f"{alice.bot_user.mention} make it red"
+    assert len(edited_reply["referenced_message"]["attachments"]) == others_files
+
+    # A message context menu's target comes whole either way; what it replies to does not.
+    menu = await alice.context_menu("Probe: Describe", reply)
+    await menu.response()
+    (interaction,) = dispatched(local_discord, "INTERACTION_CREATE")[-1:]
+    (target,) = interaction["data"]["resolved"]["messages"].values()
+    assert target["content"] == f"{alice.bot_user.mention} make it red"
+    assert len(target["referenced_message"]["attachments"]) == others_files
+
+
+async def test_without_message_content_the_bots_own_and_mentioning_messages_stay_whole(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    own = await channel.send("mine", file=discord.File(io.BytesIO(make_png()), "own.png"))
+    asked = await alice.say("hello", mention_bot=True)
+    # A reply without any ping to the bot's message: its own words are emptied, but the bot's
+    # message it replies to is the bot's own.
+    heard = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.reference is not None, timeout=5)
+    )
+    quiet = await alice.reply(local_discord.state.messages[own.id], "thanks", mention=False)
+    received = await heard
+    assert (received.content, received.attachments) == ("", [])
+    assert received.reference is not None
+    assert isinstance(received.reference.resolved, discord.Message)
+    assert received.reference.resolved.content == "mine"
+    assert len(received.reference.resolved.attachments) == 1
+    for message_id, words in ((own.id, "mine"), (asked.id, asked.content), (quiet.id, "")):
+        assert (await channel.fetch_message(message_id)).content == words
+    # In a DM everything comes whole.
+    dm = alice.dm()
+    in_dm = asyncio.ensure_future(
+        bot.wait_for("message", check=lambda m: m.guild is None, timeout=5)
+    )
+    await dm.say("hello in private")
+    assert (await in_dm).content == "hello in private"
+
+
 async def test_user_events_reach_the_bot(running_bot: RunningBot) -> None:
     alice, bot = running_bot
     own = await alice.say("short-lived")
@@ -828,8 +925,10 @@ async def test_history_brings_the_bots_results_back_whole(
         files={"r.png": make_png()},
     )
     assert status == 200
-    for n in range(120):
+    posted = [
         local_discord.state.post_message(local_discord.images, local_discord.user, content=str(n))
+        for n in range(120)
+    ]
 
     # discord.py pages through 121 messages (two requests) and finds the result by custom_id.
     found = [
@@ -845,8 +944,9 @@ async def test_history_brings_the_bots_results_back_whole(
     (result,) = found
     assert result.author.id == bot.user.id and result.embeds[0].title == "Step 1"
     assert [a.filename for a in result.attachments] == ["r.png"]
-    oldest = [m.content async for m in channel.history(limit=3, oldest_first=True)]
-    assert oldest == ["✅ done", "0", "1"]
+    oldest = [(m.id, m.content) async for m in channel.history(limit=3, oldest_first=True)]
+    # Alice's messages come back empty: this bot did not ask for the Message Content intent.
+    assert oldest == [(result.id, "✅ done"), (posted[0].id, ""), (posted[1].id, "")]
 
 
 @pytest.mark.parametrize(

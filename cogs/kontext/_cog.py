@@ -26,6 +26,7 @@ from services.wavespeed import InvalidInputError, KontextError
 
 from .._errors import message_for
 from . import _render as render
+from ._content import MENU_NAME, HiddenImageError, HintOnce, UnreadMessageError, content_hidden
 from ._presenter import DEFAULT_UPLOAD_LIMIT, DiscordPresenter
 from ._views import PROMPT_MAX, InstructionModal, JobButton
 
@@ -108,9 +109,11 @@ class KontextCog(commands.Cog, name="Kontext"):
             simulated=bot.wavespeed.simulated,
             clock=bot.clock,
         )
-        self.edit_menu = app_commands.ContextMenu(
-            name="Edit with Kontext", callback=self.edit_menu_callback
-        )
+        self.edit_menu = app_commands.ContextMenu(name=MENU_NAME, callback=self.edit_menu_callback)
+        # Whether Discord shows the bot other members' messages (the Message Content intent;
+        # start-up fails if it is asked for and not granted).
+        self.reads_content = bool(bot.intents.message_content)
+        self.hints = HintOnce()
         self._starter: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
@@ -339,9 +342,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         head = None
         if isinstance(message.channel, discord.Thread):
             head = await self.edits.head_of_thread(message.channel.id)
-        # A mention, or any message in an edit thread (whose text only arrives with the
-        # Message Content intent, or when it mentions the bot).
-        if not mentioned and (head is None or not message.content):
+        if not mentioned and not await self._for_me_unmentioned(message, head):
             return
         status: discord.Message | None = None
         try:
@@ -376,11 +377,51 @@ class KontextCog(commands.Cog, name="Kontext"):
                 return "result", result.id
             if _images_of(target):
                 return "image", target
+            if self._hidden(target):
+                # It may well have an image: Discord does not show it to the bot.
+                raise HiddenImageError()
         if _images_of(message):
             return "image", message
         if head is not None:
             return "result", head.id
         raise NoImageError()
+
+    async def _for_me_unmentioned(self, message: discord.Message, head: JobRecord | None) -> bool:
+        """Whether a message that does not mention the bot is for it all the same: one in an
+        edit thread, or a reply to one of its results.
+
+        Without the Message Content intent Discord withholds such a message's text. The member
+        is then told, once per channel or thread, how to reach the bot, and it goes no further.
+        """
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return False  # pins, joins, renames: nobody asked for anything
+        if head is None and not await self._replies_to_result(message):
+            return False
+        if not self._hidden(message):
+            return bool(message.content)
+        if self.hints.first_time(message.channel.id, message.author.id):
+            assert self.bot.user is not None
+            error = UnreadMessageError(self.bot.user.mention)
+            try:
+                await message.reply(f"❌ {message_for(error)}", mention_author=False)
+            except discord.HTTPException:
+                log.warning("could not tell a member to mention the bot", exc_info=True)
+        return False
+
+    async def _replies_to_result(self, message: discord.Message) -> bool:
+        reference = message.reference
+        resolved = reference.resolved if reference is not None else None
+        return (
+            isinstance(resolved, discord.Message)
+            and self.bot.user is not None
+            and resolved.author.id == self.bot.user.id
+            and await self.edits.result_for_message(resolved.id) is not None
+        )
+
+    def _hidden(self, message: discord.Message) -> bool:
+        """Whether Discord emptied `message` for this bot (see `_content`)."""
+        assert self.bot.user is not None
+        return content_hidden(message, self.bot.user, intent=self.reads_content)
 
     async def _run_plan(self, origin: Origin, plan: tuple[str, Any], instruction: str) -> JobRecord:
         kind, target = plan

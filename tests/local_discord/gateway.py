@@ -23,6 +23,12 @@ takes its place with the same token:
   5 seconds later. Measured on the local clock, so a test can `clock.advance` past it;
 - a wrong token closes the connection with 4004 (also after a REST login that worked, when a
   test sets `token_reset`), and a privileged intent the portal has not allowed with 4014.
+
+Message Content is privileged: an IDENTIFY asking for it while the portal switch is off is
+closed with 4014, and a session without it gets every message (MESSAGE_CREATE, MESSAGE_UPDATE,
+the `referenced_message` inside them, the message in INTERACTION_CREATE) emptied by
+`payloads.without_content`, each message judged on its own. Only a message context-menu
+command's target comes whole.
 """
 
 # Waits take a `timeout` like discord.py's own `wait_for`: a test must fail, never hang.
@@ -42,7 +48,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .payloads import guild_create_payload, member_payload, without_content
+from .payloads import (
+    guild_create_payload,
+    interaction_without_content,
+    member_payload,
+    without_content,
+)
 from .state import DiscordState
 
 log = logging.getLogger(__name__)
@@ -224,6 +235,22 @@ class Gateway:
             lambda: self.resumes >= count and self.live_sessions(),
             timeout=timeout,
             what=f"{count} gateway RESUME(s)",
+        )
+
+    @property
+    def content_over_rest(self) -> bool:
+        """Whether REST answers carry message content the Message Content rule would empty.
+
+        Discord decides this by the portal switch alone (`message_content_allowed`). The local
+        Discord is stricter: the app's newest session must also have asked for the intent. A
+        bot configured without it must work with the switch off, as its README tells operators
+        to leave it, so it may not count on other people's messages over REST either.
+        """
+        newest = self.identified[-1] if self.identified else None
+        return (
+            self.message_content_allowed
+            and newest is not None
+            and bool(newest.intents & MESSAGE_CONTENT)
         )
 
     def live_sessions(self) -> list[Session]:
@@ -454,6 +481,8 @@ def _for_intents(
         if event != "MESSAGE_DELETE" and not intents & MESSAGE_CONTENT:
             return without_content(data, bot_id)
         return data
+    if event == "INTERACTION_CREATE" and not intents & MESSAGE_CONTENT:
+        return interaction_without_content(data, bot_id)
     if event.startswith(("THREAD_", "GUILD_", "CHANNEL_")) and not intents & GUILDS:
         return None
     if event.startswith("MESSAGE_REACTION_") and not intents & GUILD_MESSAGE_REACTIONS:

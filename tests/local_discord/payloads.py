@@ -364,9 +364,47 @@ def interaction_metadata(
 
 
 def without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
-    """A message as an app without Message Content gets it: content, embeds, attachments and
-    components only in its own messages, DMs and messages that mention it. On the gateway that
-    follows the session's intents; over REST, whether the app may use the intent at all."""
+    """A message as an app without Message Content gets it: content, embeds, attachments,
+    components and poll only in its own messages, DMs and messages that mention it.
+
+    Judged message by message for the app receiving it: a reply that mentions the bot arrives
+    whole, but the message it replies to (`referenced_message`) is emptied unless that one is
+    the bot's own, mentions the bot or is in a DM. On the gateway this follows the session's
+    intents; over REST see `Gateway.content_over_rest`.
+    """
+    referenced = data.get("referenced_message")
+    if isinstance(referenced, dict):
+        data = dict(data, referenced_message=_emptied(referenced, bot_id))
+    return _emptied(data, bot_id)
+
+
+def interaction_without_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
+    """INTERACTION_CREATE for an app without Message Content.
+
+    The message a component sits on follows the usual rule (it is usually the bot's own, but
+    what it replies to need not be). The target of a message context-menu command is the one
+    exception Discord makes: it comes whole, though not the message *it* replies to.
+    """
+    data = dict(data)
+    if isinstance(data.get("message"), dict):
+        data["message"] = without_content(data["message"], bot_id)
+    resolved = (data.get("data") or {}).get("resolved") or {}
+    if resolved.get("messages"):
+        targets = {
+            key: _target_whole(message, bot_id) for key, message in resolved["messages"].items()
+        }
+        data["data"] = {**data["data"], "resolved": {**resolved, "messages": targets}}
+    return data
+
+
+def _target_whole(message: dict[str, Any], bot_id: int) -> dict[str, Any]:
+    referenced = message.get("referenced_message")
+    if not isinstance(referenced, dict):
+        return message
+    return dict(message, referenced_message=_emptied(referenced, bot_id))
+
+
+def _emptied(data: dict[str, Any], bot_id: int) -> dict[str, Any]:
     author_id = int((data.get("author") or {}).get("id") or 0)
     mentioned = any(int(m["id"]) == bot_id for m in data.get("mentions") or [])
     if author_id == bot_id or mentioned or "guild_id" not in data:

@@ -20,6 +20,7 @@ from aiohttp import BodyPartReader, web
 from . import schema
 from .faults import server_error_response
 from .models import Channel, Message, Perm
+from .payloads import message_payload, without_content
 from .rules import (
     INVALID_JSON,
     MISSING_ACCESS,
@@ -158,6 +159,14 @@ class Call:
         ):
             raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message")
         return message
+
+    def message_json(self, message: Message, *, with_nonce: bool = False) -> dict[str, Any]:
+        """`message` as a REST answer gives it to the bot: emptied by the Message Content rule
+        (the message and the one it replies to, each on its own) unless the bot may read it."""
+        data = message_payload(self.state, message, with_nonce=with_nonce)
+        if not self.discord.gateway.content_over_rest:
+            data = without_content(data, self.discord.bot_user.id)
+        return data
 
     def require(self, channel: Channel, permission: int, what: str) -> None:
         """The bot needs `permission` here; without it Discord answers 50013."""

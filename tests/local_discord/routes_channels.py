@@ -19,7 +19,7 @@ from .bodies import (
     requested_flags,
 )
 from .models import Channel, ChannelType, Message, MessageFlag, MessageType, Perm
-from .payloads import channel_payload, message_payload, without_content
+from .payloads import channel_payload
 from .rest import Call, RouteTable, json_response, no_content
 from .rules import (
     ARCHIVED_THREAD,
@@ -133,10 +133,7 @@ async def list_messages(call: Call) -> web.Response:
         messages = older + newer
     else:
         messages = messages[-limit:]
-    payloads = [message_payload(call.state, m) for m in reversed(messages)]
-    if not call.discord.config.message_content_allowed:
-        payloads = [without_content(p, call.state.bot_user.id) for p in payloads]
-    return json_response(payloads)
+    return json_response([call.message_json(m) for m in reversed(messages)])
 
 
 def _history_query(query: Mapping[str, str]) -> tuple[int, dict[str, int]]:
@@ -195,10 +192,7 @@ def _history_query(query: Mapping[str, str]) -> tuple[int, dict[str, int]]:
 async def get_message(call: Call) -> web.Response:
     channel = call.channel()
     call.require(channel, Perm.READ_MESSAGE_HISTORY, "fetching a message")
-    payload = message_payload(call.state, call.message(channel))
-    if not call.discord.config.message_content_allowed:
-        payload = without_content(payload, call.state.bot_user.id)
-    return json_response(payload)
+    return json_response(call.message_json(call.message(channel)))
 
 
 @routes.add("POST", "/channels/{channel_id}/messages")
@@ -216,7 +210,7 @@ async def create_message(call: Call) -> web.Response:
     if nonce is not None and body.get("enforce_nonce"):
         earlier = _same_nonce(call, channel, nonce)
         if earlier is not None:
-            return json_response(message_payload(call.state, earlier, with_nonce=True))
+            return json_response(call.message_json(earlier, with_nonce=True))
     fields = content_fields(body)
     message = call.state.post_message(
         channel,
@@ -231,7 +225,7 @@ async def create_message(call: Call) -> web.Response:
             call.state, fields["content"], body.get("allowed_mentions"), replied_author
         ),
     )
-    return json_response(message_payload(call.state, message, with_nonce=True))
+    return json_response(call.message_json(message, with_nonce=True))
 
 
 def _same_nonce(call: Call, channel: Channel, nonce: int | str) -> Message | None:
@@ -317,7 +311,7 @@ async def edit_message(call: Call) -> web.Response:
     if call.files:
         check_files(call.files, upload_limit(call, channel), "this channel")
     edit_fields(call, message, body)
-    return json_response(message_payload(call.state, message))
+    return json_response(call.message_json(message))
 
 
 def edit_fields(

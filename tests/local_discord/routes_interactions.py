@@ -23,7 +23,7 @@ from .bodies import (
     requested_flags,
 )
 from .models import CallbackType, Interaction, InteractionType, Message, MessageFlag, MessageType
-from .payloads import interaction_metadata, message_payload
+from .payloads import interaction_metadata
 from .rest import Call, RouteTable, json_response, no_content
 from .routes_channels import edit_fields
 from .rules import (
@@ -220,7 +220,7 @@ def _callback_response(
     # The spec knows resources for CHANNEL_MESSAGE and UPDATE_MESSAGE only; a deferral is
     # described by `response_message_loading` and `response_message_id` alone.
     if message is not None and kind in (CallbackType.CHANNEL_MESSAGE, CallbackType.UPDATE_MESSAGE):
-        result["resource"] = {"type": int(kind), "message": message_payload(call.state, message)}
+        result["resource"] = {"type": int(kind), "message": call.message_json(message)}
     return result
 
 
@@ -324,14 +324,14 @@ async def followup(call: Call) -> web.Response:
         interaction.followup_ids.append(message.id)
     if not call.flag("wait"):
         return no_content()
-    return json_response(message_payload(state, message))
+    return json_response(call.message_json(message))
 
 
 @routes.add("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", auth=False)
 @routes.add("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", auth=False)
 async def get_webhook_message(call: Call) -> web.Response:
     message = _owned_message(call, _webhook(call))
-    return json_response(message_payload(call.state, message))
+    return json_response(call.message_json(message))
 
 
 @routes.add("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", auth=False)
@@ -348,7 +348,7 @@ async def edit_webhook_message(call: Call) -> web.Response:
         edit_fields(call, message, body, fill_deferred=True)
     else:
         edit_fields(call, message, body)
-    return json_response(message_payload(call.state, message))
+    return json_response(call.message_json(message))
 
 
 @routes.add("DELETE", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", auth=False)

@@ -50,7 +50,8 @@ class LocalDiscordConfig:
     identify_interval_s: float = 5.0
     # How long a session whose connection dropped stays resumable ("a few minutes").
     session_resume_window_s: float = 180.0
-    # Whether the app may use the privileged Message Content intent (the portal switch).
+    # Whether the app may use the privileged Message Content intent (the portal switch). Even
+    # when it may, the bot reads others' messages only if it asked for the intent at IDENTIFY.
     message_content_allowed: bool = True
     premium_tier: int = 0
     dm_upload_limit: int = 10 * MiB
