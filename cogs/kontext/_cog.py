@@ -21,18 +21,21 @@ from services.edits import EditService, Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
 from services.intake import Intake
 from services.jobs import CancelOutcome, JobService
+from services.prompts import MAX_PROMPT_CHARS, check_prompt
 from services.storage import JobRecord
 from services.wavespeed import InvalidInputError, KontextError
 
 from .._errors import message_for
 from . import _render as render
 from ._presenter import DEFAULT_UPLOAD_LIMIT, DiscordPresenter
-from ._views import PROMPT_MAX, InstructionModal, JobButton
+from ._views import InstructionModal, JobButton
 
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME_S = 15 * 60
-Prompt = Range[str, 1, PROMPT_MAX]
+# Discord's client holds slash commands to the prompt rule's length; the rule itself
+# (services/prompts.py) is checked on every path.
+Prompt = Range[str, 1, MAX_PROMPT_CHARS]
 EDIT_MODELS = [
     Choice(name="Kontext Pro (default)", value="pro"),
     Choice(name="Kontext Max", value="max"),
@@ -349,6 +352,7 @@ class KontextCog(commands.Cog, name="Kontext"):
             instruction = self._instruction(message)
             if not instruction:
                 raise NoInstructionError()
+            check_prompt(instruction)  # refused before a status line says "Queued"
             status = await message.reply("⏳ Queued…", mention_author=False)
             job = await self._run_plan(self._origin_of_message(message, status), plan, instruction)
         except Exception as exc:  # the one error path, for plain messages
