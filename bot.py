@@ -78,6 +78,9 @@ class KontextBot(commands.Bot):
             intents=intents_for(settings),
             help_command=None,
             tree_cls=KontextTree,
+            # Nobody is pinged unless a message names who: the bot echoes members' text and
+            # the image service's, so "@everyone" in either must stay words.
+            allowed_mentions=discord.AllowedMentions.none(),
             **options,
         )
         self.settings = settings
