@@ -53,6 +53,17 @@ SAFETY = [
     for n in range(1, 6)
 ]
 FORMATS = [Choice(name=f, value=f) for f in ("jpeg", "png", "webp")]
+# What a mention that asks for nothing gets back: every way in, in a few lines.
+HELP = (
+    "I edit and make images with FLUX.1 Kontext:\n"
+    '- `/edit`: attach an image and say what to change, e.g. "make it a watercolor"\n'
+    "- `/imagine`: make images from a description\n"
+    "- `/combine`: put several images together into one\n"
+    "- **Edit with Kontext**: in the Apps menu of any message with an image\n"
+    "- Reply to one of my results (or to your image) mentioning me, with what to change; "
+    "the **Edit** button under a result works too"
+)
+HELP_WORDS = frozenset({"help", "commands", "how", "info", "usage"})
 
 
 class AttachmentUnreadableError(KontextError):
@@ -346,6 +357,9 @@ class KontextCog(commands.Cog, name="Kontext"):
         # Message Content intent, or when it mentions the bot).
         if not mentioned and (head is None or not message.content):
             return
+        if mentioned and self._asks_for_help(message):
+            await message.reply(HELP, mention_author=False)
+            return
         status: discord.Message | None = None
         try:
             plan = await self._plan(message, head)
@@ -391,6 +405,14 @@ class KontextCog(commands.Cog, name="Kontext"):
         if kind == "result":
             return await self.edits.edit_result(origin, target, instruction)
         return await self._edit_message_image(origin, target, instruction, 1)
+
+    def _asks_for_help(self, message: discord.Message) -> bool:
+        """Whether a mention asks for help ("@Bot help"), or for nothing at all: no
+        instruction, no reply, no image."""
+        words = self._instruction(message).strip(" ?!.").casefold()
+        if words in HELP_WORDS:
+            return True
+        return not words and message.reference is None and not _images_of(message)
 
     def _instruction(self, message: discord.Message) -> str:
         assert self.bot.user is not None
