@@ -74,10 +74,15 @@ class KontextBot(commands.Bot):
         # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
         # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
         super().__init__(
-            command_prefix=commands.when_mentioned,
+            # No text commands: only app commands, and the cog's listener for replies. An
+            # empty prefix list matches nothing (and asks for no Message Content warning).
+            command_prefix=(),
             intents=intents_for(settings),
             help_command=None,
             tree_cls=KontextTree,
+            # Nobody is pinged unless a message names who: the bot echoes members' text and
+            # the image service's, so "@everyone" in either must stay words.
+            allowed_mentions=discord.AllowedMentions.none(),
             **options,
         )
         self.settings = settings
@@ -94,6 +99,10 @@ class KontextBot(commands.Bot):
         self.repository = repository
         self.jobs: JobService | None = None
         self.edits: EditService | None = None
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Messages are never text commands here ("@Bot make it blue" is an instruction for
+        the Kontext cog's listener, not a command "make" to look up and log as not found)."""
 
     async def setup_hook(self) -> None:
         # First in, last out: the image pool outlives everything that queues work on it.

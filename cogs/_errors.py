@@ -14,6 +14,8 @@ from discord import app_commands
 
 from services.wavespeed import KontextError
 
+from ._markdown import literal
+
 log = logging.getLogger(__name__)
 
 UNEXPECTED = "Something went wrong on my side. It has been logged; please try again later."
@@ -23,7 +25,8 @@ def message_for(error: BaseException) -> str:
     """The sentence a member reads for `error` (logging the unexpected ones)."""
     original = getattr(error, "original", None) or error
     if isinstance(original, KontextError):
-        return original.user_message
+        # It may quote the member (a file name) or the image service: shown as written.
+        return literal(original.user_message)
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down a little: try again in {error.retry_after:.0f} s."
     if isinstance(error, app_commands.MissingPermissions | app_commands.BotMissingPermissions):

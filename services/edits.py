@@ -1,8 +1,9 @@
 """What members can ask for: new edits, images from text, compositions, and edit chains.
 
-Each use case checks the images, picks the model, validates the options (fixing the seed) and
-hands a stored job to the job service. Nothing is sent to WaveSpeed here, and nothing here
-knows about Discord: the cogs describe the member and the place in an `Origin`.
+Each use case checks the prompt (services/prompts.py) and the images, picks the model, validates
+the options (fixing the seed) and hands a stored job to the job service. Nothing is sent to
+WaveSpeed here, and nothing here knows about Discord: the cogs describe the member and the place
+in an `Origin`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from .images import PreparedImage, prepare_input, prepare_inputs
 from .intake import Intake
 from .jobs import JobService, NewJob
+from .prompts import check_prompt
 from .storage import Chain, JobImage, JobRecord, NewImage, PostedResult, Repository, StoredImage
 from .wavespeed import (
     Family,
@@ -93,6 +95,7 @@ class EditService:
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Edit a member's image: the first step of a new chain."""
+        prompt = check_prompt(prompt)
         spec = pick_model(model, ModelKind.EDIT)
         prepared = await prepare_input(image, filename=filename, intake=self._intake)
         request = self._prepare(spec, prompt, [prepared], options)
@@ -107,6 +110,7 @@ class EditService:
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Make images from text: the first step of a new chain."""
+        prompt = check_prompt(prompt)
         spec = pick_model(model, ModelKind.TEXT_TO_IMAGE)
         request = self._prepare(spec, prompt, [], options)
         return await self._start_chain(origin, "imagine", spec, request, [])
@@ -121,6 +125,7 @@ class EditService:
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Compose several images into one: the first step of a new chain."""
+        prompt = check_prompt(prompt)
         spec = pick_model(model, ModelKind.MULTI)
         prepared = await prepare_inputs(
             images, minimum=2, maximum=spec.max_input_images, intake=self._intake
@@ -134,6 +139,7 @@ class EditService:
         self, origin: Origin, job_id: int, prompt: str, *, image_number: int = 1
     ) -> JobRecord:
         """Edit one of a result's images: the next step, branching from that result."""
+        prompt = check_prompt(prompt)
         parent = await self._repository.job(job_id)
         outputs = await self._repository.job_images(job_id, "output")
         if not outputs:

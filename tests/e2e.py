@@ -49,6 +49,29 @@ def job_id_of(message: Message) -> int:
     return ids.pop()
 
 
+# What Discord renders as markup (emphasis, spoilers, code, masked links, mentions) unless a
+# backslash comes first.
+MARKUP = frozenset("\\*_~|`[]<@")
+
+
+def shown(text: str) -> str:
+    """What Discord shows for `text` (a backslash before punctuation shows that character),
+    failing if any markup in it is not escaped."""
+    out: list[str] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        following = text[position + 1 : position + 2]
+        if char == "\\" and following and not following.isalnum() and not following.isspace():
+            out.append(following)
+            position += 2
+            continue
+        assert char not in MARKUP, f"{char!r} would be markup at {position} in {text!r}"
+        out.append(char)
+        position += 1
+    return "".join(out)
+
+
 def is_step(name: str, prompt: str | None = None) -> Callable[[Message], bool]:
     """A result whose embed title is `name` (and description `prompt`, when given)."""
 

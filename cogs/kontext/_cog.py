@@ -21,6 +21,7 @@ from services.edits import EditService, Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
 from services.intake import Intake
 from services.jobs import CancelOutcome, JobService
+from services.prompts import MAX_PROMPT_CHARS, check_prompt
 from services.storage import JobRecord
 from services.wavespeed import InvalidInputError, KontextError
 
@@ -28,12 +29,14 @@ from .._errors import message_for
 from . import _render as render
 from ._content import MENU_NAME, HiddenImageError, HintOnce, UnreadMessageError, content_hidden
 from ._presenter import DEFAULT_UPLOAD_LIMIT, DiscordPresenter
-from ._views import PROMPT_MAX, InstructionModal, JobButton
+from ._views import InstructionModal, JobButton
 
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME_S = 15 * 60
-Prompt = Range[str, 1, PROMPT_MAX]
+# Discord's client holds slash commands to the prompt rule's length; the rule itself
+# (services/prompts.py) is checked on every path.
+Prompt = Range[str, 1, MAX_PROMPT_CHARS]
 EDIT_MODELS = [
     Choice(name="Kontext Pro (default)", value="pro"),
     Choice(name="Kontext Max", value="max"),
@@ -51,6 +54,17 @@ SAFETY = [
     for n in range(1, 6)
 ]
 FORMATS = [Choice(name=f, value=f) for f in ("jpeg", "png", "webp")]
+# What a mention that asks for nothing gets back: every way in, in a few lines.
+HELP = (
+    "I edit and make images with FLUX.1 Kontext:\n"
+    '- `/edit`: attach an image and say what to change, e.g. "make it a watercolor"\n'
+    "- `/imagine`: make images from a description\n"
+    "- `/combine`: put several images together into one\n"
+    "- **Edit with Kontext**: in the Apps menu of any message with an image\n"
+    "- Reply to one of my results (or to your image) mentioning me, with what to change; "
+    "the **Edit** button under a result works too"
+)
+HELP_WORDS = frozenset({"help", "commands", "how", "info", "usage"})
 
 
 class AttachmentUnreadableError(KontextError):
@@ -344,12 +358,16 @@ class KontextCog(commands.Cog, name="Kontext"):
             head = await self.edits.head_of_thread(message.channel.id)
         if not mentioned and not await self._for_me_unmentioned(message, head):
             return
+        if mentioned and self._asks_for_help(message):
+            await message.reply(HELP, mention_author=False)
+            return
         status: discord.Message | None = None
         try:
             plan = await self._plan(message, head)
             instruction = self._instruction(message)
             if not instruction:
                 raise NoInstructionError()
+            check_prompt(instruction)  # refused before a status line says "Queued"
             status = await message.reply("⏳ Queued…", mention_author=False)
             job = await self._run_plan(self._origin_of_message(message, status), plan, instruction)
         except Exception as exc:  # the one error path, for plain messages
@@ -428,6 +446,14 @@ class KontextCog(commands.Cog, name="Kontext"):
         if kind == "result":
             return await self.edits.edit_result(origin, target, instruction)
         return await self._edit_message_image(origin, target, instruction, 1)
+
+    def _asks_for_help(self, message: discord.Message) -> bool:
+        """Whether a mention asks for help ("@Bot help"), or for nothing at all: no
+        instruction, no reply, no image."""
+        words = self._instruction(message).strip(" ?!.").casefold()
+        if words in HELP_WORDS:
+            return True
+        return not words and message.reference is None and not _images_of(message)
 
     def _instruction(self, message: discord.Message) -> str:
         assert self.bot.user is not None

@@ -26,6 +26,7 @@ from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
 from services.storage import JobImage, JobRecord, PostedResult
 
+from .._markdown import literal
 from . import _render as render
 from ._views import cancel_view, result_view, retry_view
 
@@ -69,7 +70,11 @@ class DiscordPresenter:
     async def _edit_status(
         self, job: JobRecord, content: str, view: discord.ui.View | None
     ) -> bool:
-        """Show `content` in the job's status message; False when there is none to edit."""
+        """Show `content` in the job's status message; False when there is none to edit.
+
+        A failure in a public status line mentions the requester and pings them; nothing
+        else in it pings anyone (the bot's default, on every other message, pings nobody).
+        """
         if job.status_message_id is None:
             return False
         if job.status_channel_id is None:
@@ -79,7 +84,7 @@ class DiscordPresenter:
             return True
         channel = await self._channel(job.status_channel_id)
         message = channel.get_partial_message(job.status_message_id)
-        await message.edit(content=content, view=view)
+        await message.edit(content=content, view=view, allowed_mentions=_only(job.requester_id))
         return True
 
     # --- Results --------------------------------------------------------------------------------
@@ -246,6 +251,8 @@ class DiscordPresenter:
         """Tell the requester privately: in their ephemeral answer while its token lives, in
         the job's own status reply, or else by direct message; never a new public post."""
         view = retry_view(job.id) if retry else None
+        # It may quote the image service, which may quote the member: shown as written.
+        message = literal(message)
         public_status = job.status_channel_id is not None
         text = (
             f"❌ {render.mention(job.requester_id)} {message}" if public_status else f"❌ {message}"

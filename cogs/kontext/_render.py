@@ -1,7 +1,8 @@
 """How jobs look in Discord: result embeds, details, thread names, status lines.
 
 Pure functions from stored jobs to discord.py objects, within Discord's limits (embed
-description 4096, field value 1024, title 256, thread name 100).
+description 4096, field value 1024, title 256, thread name 100). Members' prompts are shown
+as written (`literal`), never rendered as markdown.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import discord
 from services.jobs import Stage
 from services.storage import JobRecord
 from services.wavespeed import model_for_path
+
+from .._markdown import literal
 
 DRY_RUN_NOTE = "Dry run: made by the built-in WaveSpeed simulator. Nothing was billed."
 STAGE_ICONS = {
@@ -38,7 +41,10 @@ def clip(text: str, limit: int) -> str:
 
 
 def thread_name(prompt: str) -> str:
-    """A thread name from the instruction: one line, 1-100 characters."""
+    """A thread name from the instruction: one line, 1-100 characters.
+
+    Not escaped: Discord shows channel and thread names as plain text (no markdown, no
+    mentions), so a backslash would show."""
     line = " ".join(prompt.split()) or "Kontext edit"
     return clip(line, 100)
 
@@ -67,7 +73,8 @@ def result_embed(
         title += f" · back from step {undo_of}"
     embed = discord.Embed(
         title=title,
-        description=clip(job.prompt, 4000),
+        # Clipped first: escaping at most doubles it, within the 4096 of a description.
+        description=literal(clip(job.prompt, 2000)),
         colour=discord.Colour.orange() if simulated else discord.Colour.blurple(),
     )
     guidance = job.params.get("guidance_scale")
@@ -101,7 +108,9 @@ def details_embed(
     embed.add_field(name="Status", value=job.status)
     embed.add_field(name="Cost", value=_cost(job))
     embed.add_field(name="Time", value=_seconds(job.inference_ms))
-    lines = [f"{step.step}. {clip(' '.join(step.prompt.split()), 150)}" for step in history]
+    lines = [
+        f"{step.step}. {literal(clip(' '.join(step.prompt.split()), 150))}" for step in history
+    ]
     embed.add_field(name="History", value=clip("\n".join(lines) or "—", 1024), inline=False)
     embed.timestamp = dt.datetime.fromtimestamp(job.created_at, dt.UTC)
     if simulated:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from services.prompts import MAX_PROMPT_CHARS
+
 from .._errors import tell_member
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "retry": ("Retry", discord.ButtonStyle.primary),
 }
 RESULT_ACTIONS = ("edit", "reroll", "undo", "details", "delete")
-PROMPT_MAX = 1000
 
 
 def _cog(interaction: discord.Interaction) -> KontextCog:
@@ -95,7 +96,7 @@ class InstructionModal(discord.ui.Modal):
             label="What should change?",
             style=discord.TextStyle.paragraph,
             placeholder="make it a watercolor · swap the background for a beach",
-            max_length=PROMPT_MAX,
+            max_length=MAX_PROMPT_CHARS,
         )
         self.add_item(self.instruction)
         self.image_number: discord.ui.TextInput[InstructionModal] | None = None

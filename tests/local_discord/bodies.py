@@ -10,7 +10,8 @@ import copy
 import logging
 from typing import Any
 
-from .models import Attachment, MessageFlag
+from . import mentions
+from .models import Attachment, Channel, MessageFlag, Pings
 from .rest import UploadedFile
 from .rules import (
     EMPTY_MESSAGE,
@@ -169,17 +170,14 @@ def _store(
 
 
 def pinged(
-    state: DiscordState, content: str, allowed: dict[str, Any] | None, replied_author: int | None
-) -> list[int]:
-    """Who a message pings: content mentions filtered by `allowed_mentions`, plus the replied-to
-    author (pinged by default when no `allowed_mentions` is sent)."""
-    ids = state.mentions_in(content)
-    replied = True
-    if allowed is not None:
-        parse = allowed.get("parse") or []
-        users = {int(u) for u in allowed.get("users") or []}
-        ids = [i for i in ids if "users" in parse or i in users]
-        replied = bool(allowed.get("replied_user"))
-    if replied_author is not None and replied and replied_author not in ids:
-        ids.append(replied_author)
-    return ids
+    state: DiscordState,
+    channel: Channel,
+    content: str,
+    allowed: dict[str, Any] | None,
+    replied_author: int | None,
+) -> Pings:
+    """Who a message the bot sends pings: its content's mentions filtered by
+    `allowed_mentions` (Discord's defaults when it sends none), plus the replied-to author."""
+    return mentions.resolve(
+        state, channel, state.bot_user, content, allowed, replied_author=replied_author
+    )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from . import mentions
 from .interactions import InteractionHandle, command_data, modal_submit_data
 from .models import (
     Attachment,
@@ -293,7 +294,6 @@ class DiscordDriver:
             self.state.upload(channel.id, u.filename, u.data, content_type=u.content_type)
             for u in map(as_upload, files)
         ]
-        mention_ids = self.state.mentions_in(content)
         fields: dict[str, Any] = {"type": MessageType.DEFAULT}
         if reference is not None:
             fields["type"] = MessageType.REPLY
@@ -304,15 +304,18 @@ class DiscordDriver:
             }
             if reference.guild_id is not None:
                 fields["reference"]["guild_id"] = str(reference.guild_id)
-            if mention and reference.author.id not in mention_ids:
-                mention_ids.append(reference.author.id)
-        return self.state.post_message(
+        # The Discord client sends no allowed_mentions: whatever the text mentions pings (as
+        # far as this member may ping it), and a reply pings its author unless turned off.
+        pings = mentions.resolve(
+            self.state,
             channel,
             self.user,
-            content=content,
-            attachments=attachments,
-            mention_ids=mention_ids,
-            **fields,
+            content,
+            None,
+            replied_author=reference.author.id if reference is not None and mention else None,
+        )
+        return self.state.post_message(
+            channel, self.user, content=content, attachments=attachments, pings=pings, **fields
         )
 
     async def delete(self, message: Message) -> None:

@@ -155,6 +155,8 @@ class Role:
     permissions: int
     position: int = 0
     managed: bool = False
+    # Anyone may ping a mentionable role; others only with Mention @everyone.
+    mentionable: bool = False
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -168,7 +170,7 @@ class Role:
             "position": self.position,
             "permissions": str(self.permissions),
             "managed": self.managed,
-            "mentionable": False,
+            "mentionable": self.mentionable,
             "flags": 0,
         }
 
@@ -274,6 +276,18 @@ class Attachment:
         return len(self.data)
 
 
+@dataclass(frozen=True)
+class Pings:
+    """Who one post or edit of a message pings: users and roles by id, @everyone / @here."""
+
+    users: tuple[int, ...] = ()
+    roles: tuple[int, ...] = ()
+    everyone: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.roles or self.everyone)
+
+
 @dataclass(eq=False)
 class Message:
     id: int
@@ -287,8 +301,16 @@ class Message:
     embeds: list[dict[str, Any]] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    # What the message mentions now (its payload's `mentions`, `mention_roles`,
+    # `mention_everyone`): only those its latest post or edit actually pinged.
     mention_ids: list[int] = field(default_factory=list)
+    mention_role_ids: list[int] = field(default_factory=list)
     mention_everyone: bool = False
+    # Everyone the message ever pinged, its post and every edit: a ping cannot be taken back.
+    pinged_users: set[int] = field(default_factory=set)
+    pinged_roles: set[int] = field(default_factory=set)
+    # @everyone or @here.
+    pinged_everyone: bool = False
     reference: dict[str, Any] | None = None
     webhook_id: int | None = None
     application_id: int | None = None
@@ -334,7 +356,21 @@ class Message:
         ]
 
     def mentions(self, user: User) -> bool:
+        """Whether the message pings `user` now (allowed_mentions applied)."""
         return user.id in self.mention_ids
+
+    @property
+    def pinged_anyone(self) -> bool:
+        return bool(self.pinged_users or self.pinged_roles or self.pinged_everyone)
+
+    def apply_pings(self, pings: Pings) -> None:
+        """What a post or an edit of the content pinged: the message mentions them now."""
+        self.mention_ids = list(pings.users)
+        self.mention_role_ids = list(pings.roles)
+        self.mention_everyone = pings.everyone
+        self.pinged_users.update(pings.users)
+        self.pinged_roles.update(pings.roles)
+        self.pinged_everyone = self.pinged_everyone or pings.everyone
 
 
 @dataclass(eq=False)

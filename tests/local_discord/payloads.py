@@ -168,7 +168,7 @@ def message_payload(
         "tts": False,
         "mention_everyone": message.mention_everyone,
         "mentions": mentions,
-        "mention_roles": [],
+        "mention_roles": [str(role_id) for role_id in message.mention_role_ids],
         "attachments": [attachment_payload(state, a) for a in message.attachments],
         "embeds": [dict(e) for e in message.embeds],
         "components": [dict(c) for c in message.components],

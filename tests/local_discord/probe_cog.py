@@ -104,7 +104,10 @@ class ProbeCog(commands.Cog):
         await interaction.response.send_message(f"starting {name}")
         message = await interaction.original_response()
         thread = await message.create_thread(name=name, auto_archive_duration=60)
-        await thread.send(f"inside {name}, {interaction.user.mention}")
+        await thread.send(
+            f"inside {name}, {interaction.user.mention}",
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
+        )
 
     @app_commands.command(name="probe-button")
     async def button(self, interaction: discord.Interaction) -> None:

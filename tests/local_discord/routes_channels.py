@@ -221,8 +221,8 @@ async def create_message(call: Call) -> web.Response:
         attachments=attachments_for(call.state, channel.id, body, call.files) or [],
         type=MessageType.REPLY if reference else MessageType.DEFAULT,
         reference=reference,
-        mention_ids=pinged(
-            call.state, fields["content"], body.get("allowed_mentions"), replied_author
+        pings=pinged(
+            call.state, channel, fields["content"], body.get("allowed_mentions"), replied_author
         ),
     )
     return json_response(call.message_json(message, with_nonce=True))
@@ -340,7 +340,12 @@ def edit_fields(
     if fill_deferred:
         flags = changes.get("flags", message.flags)
         changes["flags"] = flags & ~MessageFlag.LOADING
-    call.state.edit_message(message, edited=not fill_deferred, **changes)
+    pings = None
+    if "content" in changes:
+        # New content is parsed for mentions again, under this edit's allowed_mentions.
+        channel = call.state.channels[message.channel_id]
+        pings = pinged(call.state, channel, changes["content"], body.get("allowed_mentions"), None)
+    call.state.edit_message(message, edited=not fill_deferred, pings=pings, **changes)
 
 
 @routes.add("DELETE", "/channels/{channel_id}/messages/{message_id}")

@@ -164,7 +164,7 @@ def _respond(
             ),
             interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
-            mention_ids=pinged(state, fields["content"], data.get("allowed_mentions"), None),
+            pings=pinged(state, channel, fields["content"], data.get("allowed_mentions"), None),
         )
         interaction.original_message_id = message.id
         interaction.awaiting_first_followup = loading
@@ -319,7 +319,7 @@ async def followup(call: Call) -> web.Response:
             ),
             interaction_id=interaction.id,
             ephemeral_to=interaction.user.id if ephemeral else None,
-            mention_ids=pinged(state, fields["content"], body.get("allowed_mentions"), None),
+            pings=pinged(state, channel, fields["content"], body.get("allowed_mentions"), None),
         )
         interaction.followup_ids.append(message.id)
     if not call.flag("wait"):

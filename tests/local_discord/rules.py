@@ -171,6 +171,28 @@ def check_message(body: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> l
         )
     errors.extend(_check_embeds(embeds, prefix))
     errors.extend(_check_components(body, prefix))
+    errors.extend(_check_allowed_mentions(body.get("allowed_mentions"), prefix))
+    return errors
+
+
+def _check_allowed_mentions(
+    allowed: dict[str, Any] | None, prefix: tuple[str | int, ...]
+) -> list[FieldError]:
+    """Discord's docs: `parse: ["users"]` with a `users` list (or "roles" with `roles`) is a
+    validation error, not a union of the two. The spec's schema cannot say so."""
+    if not isinstance(allowed, dict):
+        return []
+    parse = allowed.get("parse") or []
+    errors = []
+    for kind in ("users", "roles"):
+        if kind in parse and allowed.get(kind):
+            errors.append(
+                FieldError(
+                    (*prefix, "allowed_mentions", "parse"),
+                    "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                    f'parse:["{kind}"] and {kind}: [ids] are mutually exclusive.',
+                )
+            )
     return errors
 
 

@@ -241,6 +241,38 @@ class LocalDiscord:
         ]
         return sorted(found, key=lambda m: m.id)
 
+    def bot_pings(self) -> list[Message]:
+        """Every message of the bot (anywhere, ephemeral and deleted ones included) that ever
+        pinged anyone: a user, a role, @everyone or @here; oldest first."""
+        return sorted(
+            (
+                m
+                for m in self.state.messages.values()
+                if m.author.id == self.bot_user.id and m.pinged_anyone
+            ),
+            key=lambda m: m.id,
+        )
+
+    def assert_pinged_only(self, *users: User) -> None:
+        """Fail if the bot ever pinged a role, @everyone / @here, or a user not in `users`."""
+        allowed = {user.id for user in users}
+        wrong = [
+            m
+            for m in self.bot_pings()
+            if m.pinged_roles or m.pinged_everyone or not m.pinged_users <= allowed
+        ]
+        if wrong:
+            names = {u.id: u.username for u in self.state.users.values()}
+            raise AssertionError(
+                "the bot pinged people it should not have:\n"
+                + "\n".join(
+                    f"- message {m.id} {m.content[:80]!r}: users "
+                    f"{sorted(names.get(u, str(u)) for u in m.pinged_users)}, roles "
+                    f"{sorted(m.pinged_roles)}, @everyone/@here {m.pinged_everyone}"
+                    for m in wrong
+                )
+            )
+
     def requests_to(self, route: str) -> list[RequestRecord]:
         """Requests the bot made to a route, e.g. "PUT /applications/{application_id}/commands"."""
         return [r for r in self.rest.requests if r.route == route]

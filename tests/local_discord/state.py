@@ -14,12 +14,12 @@ import asyncio
 import io
 import logging
 import mimetypes
-import re
 import secrets
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from . import mentions
 from .cdn import Cdn
 from .clock import Clock, Snowflakes
 from .models import (
@@ -37,6 +37,7 @@ from .models import (
     Overwrite,
     OverwriteType,
     Perm,
+    Pings,
     Role,
     User,
 )
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Dispatcher = Callable[[str, dict[str, Any]], None]
 
-_MENTION = re.compile(r"<@!?(\d+)>")
 # A create with `enforce_nonce` returns the sender's earlier message with the same nonce from
 # "the past few minutes" (Discord's words, no number given): the local Discord says 5 minutes
 # of its own clock, so a test can also step past the window with `clock.advance`.
@@ -146,11 +146,32 @@ class DiscordState:
         self.add_member(guild, owner)
         return guild
 
-    def add_role(self, guild: Guild, name: str, permissions: int, *, managed: bool = False) -> Role:
+    def add_role(
+        self,
+        guild: Guild,
+        name: str,
+        permissions: int,
+        *,
+        managed: bool = False,
+        mentionable: bool = False,
+    ) -> Role:
         role = Role(
-            self.ids.next(), name, int(permissions), position=len(guild.roles), managed=managed
+            self.ids.next(),
+            name,
+            int(permissions),
+            position=len(guild.roles),
+            managed=managed,
+            mentionable=mentionable,
         )
         guild.roles[role.id] = role
+        return role
+
+    def create_role(
+        self, guild: Guild, name: str, *, permissions: int = 0, mentionable: bool = False
+    ) -> Role:
+        """A role a server admin adds (GUILD_ROLE_CREATE tells the bot), held by nobody yet."""
+        role = self.add_role(guild, name, permissions, mentionable=mentionable)
+        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
         return role
 
     def add_member(self, guild: Guild, user: User, *, permissions: int | None = None) -> Member:
@@ -312,14 +333,21 @@ class DiscordState:
 
     # -- messages --------------------------------------------------------------------------
 
-    def post_message(self, channel: Channel, author: User, **fields: Any) -> Message:
-        """A new message in `channel`; MESSAGE_CREATE goes out unless it is ephemeral."""
+    def post_message(
+        self, channel: Channel, author: User, *, pings: Pings | None = None, **fields: Any
+    ) -> Message:
+        """A new message in `channel`; MESSAGE_CREATE goes out unless it is ephemeral.
+
+        `pings`: who it pings (see `mentions.resolve`); without it, whatever its content
+        mentions pings, as when no `allowed_mentions` is sent.
+        """
         self.sweep_archives()
         message = Message(
             self.ids.next(), channel.id, channel.guild_id, author, self.clock.now(), **fields
         )
-        if not message.mention_ids:
-            message.mention_ids = self.mentions_in(message.content)
+        if pings is None:
+            pings = mentions.resolve(self, channel, author, message.content, None)
+        message.apply_pings(pings)
         self.messages[message.id] = message
         self.channel_messages.setdefault(channel.id, []).append(message.id)
         if message.nonce is not None:
@@ -349,23 +377,45 @@ class DiscordState:
             if now - m.created_at <= NONCE_WINDOW_S
         ]
 
-    def mentions_in(self, content: str) -> list[int]:
-        ids = [int(m) for m in _MENTION.findall(content or "")]
-        return [i for i in dict.fromkeys(ids) if i in self.users]
+    def edit_message(
+        self,
+        message: Message,
+        *,
+        edited: bool = True,
+        pings: Pings | None = None,
+        **changes: Any,
+    ) -> Message:
+        """Apply `changes`; `edited=False` for a deferral being filled (it shows as unedited).
 
-    def edit_message(self, message: Message, *, edited: bool = True, **changes: Any) -> Message:
-        """Apply `changes`; `edited=False` for a deferral being filled (it shows as unedited)."""
+        A new `content` is parsed for mentions again: `pings` says who it pings (the edit's
+        `allowed_mentions` applied); without it, everything it mentions, as Discord does with
+        an edit that sends no `allowed_mentions`.
+        """
         for key, value in changes.items():
             setattr(message, key, value)
         if edited:
             message.edited_at = self.clock.now()
-        if "content" in changes and "mention_ids" not in changes:
-            message.mention_ids = self.mentions_in(message.content)
+        if "content" in changes:
+            if pings is None:
+                channel = self.channels[message.channel_id]
+                pings = mentions.resolve(self, channel, message.author, message.content, None)
+            message.apply_pings(self._keep_reply_ping(message, pings))
         if message.ephemeral_to is None:
             self.dispatch("MESSAGE_UPDATE", message_payload(self, message, gateway=True))
         else:
             self.changed()
         return message
+
+    def _keep_reply_ping(self, message: Message, pings: Pings) -> Pings:
+        """A reply that pinged its replied-to author still mentions them after an edit: that
+        ping belongs to the reply, not to its content."""
+        reference = message.reference or {}
+        target = self.messages.get(int(reference.get("message_id") or 0))
+        if target is None or target.author.id not in message.mention_ids:
+            return pings
+        if target.author.id in pings.users:
+            return pings
+        return Pings((*pings.users, target.author.id), pings.roles, pings.everyone)
 
     def delete_message(self, message: Message) -> None:
         message.deleted = True
@@ -436,6 +486,8 @@ class DiscordState:
                 owner,
                 type=MessageType.THREAD_CREATED,
                 content=name,
+                # A system message: the thread's name pings nobody.
+                pings=Pings(),
                 reference={
                     "type": 0,
                     "channel_id": str(thread.id),
