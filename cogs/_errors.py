@@ -25,6 +25,8 @@ def message_for(error: BaseException) -> str:
     """The sentence a member reads for `error` (logging the unexpected ones)."""
     original = getattr(error, "original", None) or error
     if isinstance(original, KontextError):
+        if original.own_words:
+            return original.user_message
         # It may quote the member (a file name) or the image service: shown as written.
         return literal(original.user_message)
     if isinstance(error, app_commands.CommandOnCooldown):

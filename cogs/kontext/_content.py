@@ -24,6 +24,7 @@ HINTS_REMEMBERED = 10_000
 
 
 class HiddenImageError(KontextError):
+    own_words = True
     default_message = (
         "I can't see the image in that message: Discord only shows me other members' images "
         "when their message mentions me. Right-click the message (long-press on a phone) and "
@@ -33,6 +34,8 @@ class HiddenImageError(KontextError):
 
 class UnreadMessageError(KontextError):
     """A message meant for the bot whose text Discord withheld (it did not mention the bot)."""
+
+    own_words = True
 
     def __init__(self, bot_mention: str) -> None:
         super().__init__(

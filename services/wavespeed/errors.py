@@ -7,11 +7,17 @@ Discord member. Raw aiohttp exceptions never leave the layer; `__cause__` keeps 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class KontextError(Exception):
     """Base of every error the WaveSpeed service layer raises."""
 
     default_message = "Something went wrong while talking to the image service."
+    # True where the message is the bot's own words with its own formatting (bold, a menu
+    # path) and quotes nobody: shown as it is. Otherwise it may quote a member or the image
+    # service and is shown as plain text.
+    own_words: ClassVar[bool] = False
 
     def __init__(
         self,
