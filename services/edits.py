@@ -19,7 +19,7 @@ from .jobs import JobService, NewJob
 from .prompts import check_prompt
 from .storage import Chain, JobImage, JobRecord, NewImage, PostedResult, Repository, StoredImage
 from .wavespeed import (
-    Family,
+    DEFAULT_FAMILY,
     InvalidInputError,
     KontextError,
     KontextRequest,
@@ -91,7 +91,7 @@ class EditService:
         prompt: str,
         *,
         filename: str | None = None,
-        model: str = Family.PRO,
+        model: str = DEFAULT_FAMILY,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Edit a member's image: the first step of a new chain."""
@@ -106,7 +106,7 @@ class EditService:
         origin: Origin,
         prompt: str,
         *,
-        model: str = Family.PRO,
+        model: str = DEFAULT_FAMILY,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Make images from text: the first step of a new chain."""
@@ -121,7 +121,7 @@ class EditService:
         images: Sequence[tuple[bytes, str | None]],
         prompt: str,
         *,
-        model: str = Family.PRO,
+        model: str = DEFAULT_FAMILY,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Compose several images into one: the first step of a new chain."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from discord.app_commands import Choice, Range
+from discord.app_commands import Range
 from discord.ext import commands
 
 from services.edits import EditService, Origin
@@ -27,6 +27,15 @@ from services.wavespeed import InvalidInputError, KontextError
 
 from .._errors import message_for
 from . import _render as render
+from ._choices import (
+    ASPECT_RATIO_CHOICES,
+    COMBINE_MODELS,
+    DEFAULT_MODEL,
+    EDIT_MODELS,
+    FORMAT_CHOICES,
+    IMAGINE_MODELS,
+    SAFETY_CHOICES,
+)
 from ._content import MENU_NAME, HiddenImageError, HintOnce, UnreadMessageError, content_hidden
 from ._presenter import DEFAULT_UPLOAD_LIMIT, DiscordPresenter
 from ._views import InstructionModal, JobButton
@@ -37,23 +46,6 @@ TOKEN_LIFETIME_S = 15 * 60
 # Discord's client holds slash commands to the prompt rule's length; the rule itself
 # (services/prompts.py) is checked on every path.
 Prompt = Range[str, 1, MAX_PROMPT_CHARS]
-EDIT_MODELS = [
-    Choice(name="Kontext Pro (default)", value="pro"),
-    Choice(name="Kontext Max", value="max"),
-    Choice(name="Kontext Dev", value="dev"),
-    Choice(name="Kontext Dev ultra-fast", value="dev-ultra-fast"),
-]
-ASPECT_RATIOS = [
-    Choice(name=r, value=r)
-    for r in ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
-]
-SAFETY = [
-    Choice(
-        name=f"{n}{' (strictest)' if n == 1 else ' (most permissive)' if n == 5 else ''}", value=n
-    )
-    for n in range(1, 6)
-]
-FORMATS = [Choice(name=f, value=f) for f in ("jpeg", "png", "webp")]
 # What a mention that asks for nothing gets back: every way in, in a few lines.
 HELP = (
     "I edit and make images with FLUX.1 Kontext:\n"
@@ -164,14 +156,16 @@ class KontextCog(commands.Cog, name="Kontext"):
         size="Output size as WIDTH*HEIGHT, 256-1536 per side (Dev only)",
         output_format="jpeg, png or webp (Dev only)",
     )
-    @app_commands.choices(model=EDIT_MODELS, aspect_ratio=ASPECT_RATIOS, output_format=FORMATS)
-    @app_commands.choices(safety_tolerance=SAFETY)  # integers: a list of their own for mypy
+    @app_commands.choices(
+        model=EDIT_MODELS, aspect_ratio=ASPECT_RATIO_CHOICES, output_format=FORMAT_CHOICES
+    )
+    @app_commands.choices(safety_tolerance=SAFETY_CHOICES)  # integers: a list of their own for mypy
     async def edit(
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
         prompt: Prompt,
-        model: str = "pro",
+        model: str = DEFAULT_MODEL,
         guidance: Range[float, 0.0, 20.0] | None = None,
         seed: Range[int, -1, 9_999_999_999] | None = None,
         safety_tolerance: int | None = None,
@@ -211,13 +205,13 @@ class KontextCog(commands.Cog, name="Kontext"):
         guidance="How closely to follow the prompt",
         safety_tolerance="1 strictest, 5 most permissive",
     )
-    @app_commands.choices(model=EDIT_MODELS[:2], aspect_ratio=ASPECT_RATIOS)
-    @app_commands.choices(safety_tolerance=SAFETY)
+    @app_commands.choices(model=IMAGINE_MODELS, aspect_ratio=ASPECT_RATIO_CHOICES)
+    @app_commands.choices(safety_tolerance=SAFETY_CHOICES)
     async def imagine(
         self,
         interaction: discord.Interaction,
         prompt: Prompt,
-        model: str = "pro",
+        model: str = DEFAULT_MODEL,
         aspect_ratio: str | None = None,
         count: Range[int, 1, 4] = 1,
         seed: Range[int, -1, 2_147_483_647] | None = None,
@@ -246,7 +240,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         model="Which Kontext model (default: Pro)",
         aspect_ratio="Shape of the result",
     )
-    @app_commands.choices(model=EDIT_MODELS, aspect_ratio=ASPECT_RATIOS)
+    @app_commands.choices(model=COMBINE_MODELS, aspect_ratio=ASPECT_RATIO_CHOICES)
     async def combine(
         self,
         interaction: discord.Interaction,
@@ -256,7 +250,7 @@ class KontextCog(commands.Cog, name="Kontext"):
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
         image5: discord.Attachment | None = None,
-        model: str = "pro",
+        model: str = DEFAULT_MODEL,
         aspect_ratio: str | None = None,
     ) -> None:
         """Combine several images into one."""

@@ -1,6 +1,7 @@
 """The WaveSpeed service layer: model table, validation, the async client, webhooks, errors."""
 
 from .catalog import (
+    DEFAULT_FAMILY,
     MODELS,
     Family,
     KontextRequest,
@@ -37,6 +38,7 @@ from .protocol import ListedPrediction, Prediction, Status
 from .webhooks import WebhookInbox
 
 __all__ = [
+    "DEFAULT_FAMILY",
     "MODELS",
     "AuthenticationError",
     "Family",

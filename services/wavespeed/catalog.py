@@ -235,6 +235,23 @@ class Family(enum.StrEnum):
     DEV_ULTRA_FAST = "dev-ultra-fast"
     DEV_LORA = "dev-lora"
 
+    @property
+    def display_name(self) -> str:
+        return FAMILY_NAMES[self]
+
+
+FAMILY_NAMES = {
+    Family.PRO: "Kontext Pro",
+    Family.MAX: "Kontext Max",
+    Family.DEV: "Kontext Dev",
+    Family.DEV_ULTRA_FAST: "Kontext Dev ultra-fast",
+    Family.DEV_LORA: "Kontext Dev LoRA",
+}
+# What a command uses when the member names no model.
+DEFAULT_FAMILY = Family.PRO
+# The families members choose from: LoRA needs a list of LoRAs, which no command takes.
+COMMAND_FAMILIES = (Family.PRO, Family.MAX, Family.DEV, Family.DEV_ULTRA_FAST)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -410,6 +427,11 @@ def pick_model(family: Family | str, kind: ModelKind | str) -> ModelSpec:
             field="model",
         )
     return spec
+
+
+def families_offering(kind: ModelKind) -> list[Family]:
+    """The command families with a model for `kind` of work, in COMMAND_FAMILIES order."""
+    return [family for family in COMMAND_FAMILIES if (family, kind) in _BY_TASK]
 
 
 _KIND_WORDS = {
