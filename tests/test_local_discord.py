@@ -33,11 +33,13 @@ from tests.local_discord import (
     Message,
     MessageFlag,
     Perm,
+    PremiumType,
     RunningBot,
     bot_process,
     count_custom_ids,
     start_bot,
 )
+from tests.local_discord.models import MiB
 from tests.local_discord.probe_cog import ProbeCog
 
 pytest_plugins = ("tests.local_discord.fixtures",)
@@ -475,6 +477,39 @@ async def test_posting_in_an_auto_archived_thread_is_refused(
     # Unarchiving first is the way.
     await thread.edit(archived=False)
     await thread.send("back again")
+
+
+async def test_nitro_raises_an_interactions_limit_but_never_the_bots_own_messages(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    nina = local_discord.state.add_user("nina", premium_type=PremiumType.NITRO)
+    local_discord.state.add_member(local_discord.guild, nina)
+    big = bytes(11 * MiB)  # over the server's 10 MiB, well within Nitro's 500 MiB
+
+    # An answer to her interaction may carry it...
+    ix = await alice.as_user(nina).slash("probe-echo", image=("big.bin", big), prompt="big")
+    assert ix.interaction.attachment_size_limit == 500 * MiB
+    echoed = await ix.followup(timeout=10)
+    assert echoed.attachments[0].size == len(big)
+    # ...alice's (no Nitro) gets the server's limit...
+    plain = await alice.slash("probe-ping")
+    assert plain.interaction.attachment_size_limit == 10 * MiB
+
+    # ...and the bot's own channel message is held to the server's limit whoever asked.
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel) and channel.guild.filesize_limit == 10 * MiB
+    with pytest.raises(discord.HTTPException) as raised:
+        await channel.send(file=discord.File(io.BytesIO(big), "big.bin"))
+    assert (raised.value.status, raised.value.code) == (413, 40005)
+    assert "boost tier 0" in local_discord.violations.expect(code=40005).detail
+
+    # Boosts raise it for every message there; GUILD_UPDATE tells the bot.
+    updated = asyncio.ensure_future(bot.wait_for("guild_update", timeout=5))
+    local_discord.state.set_premium_tier(local_discord.guild, 2)
+    assert (await updated)[1].filesize_limit == 50 * MiB
+    posted = await channel.send(file=discord.File(io.BytesIO(big), "big.bin"))
+    assert posted.attachments[0].size == len(big)
 
 
 # -- more of the REST surface ------------------------------------------------------------------

@@ -123,8 +123,11 @@ class DiscordDriver:
 
     @property
     def _upload_limit(self) -> int:
+        """The `attachment_size_limit` of this member's interactions: the place's limit, or
+        their own Nitro's when that is larger. It holds for answers to the interaction only."""
         guild = self.state.guilds.get(self.channel.guild_id or 0)
-        return guild.upload_limit if guild else self.discord.config.dm_upload_limit
+        place = guild.upload_limit if guild else self.discord.config.dm_upload_limit
+        return max(place, self.user.nitro_upload_limit)
 
     async def _bot_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Events sent before the bot identified would be lost; wait for its session."""

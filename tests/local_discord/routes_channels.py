@@ -45,9 +45,14 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
-def upload_limit(call: Call, channel: Channel) -> int:
+def upload_limit(call: Call, channel: Channel) -> tuple[int, str]:
+    """The per-file limit of the bot's own messages here, and where it comes from. A bot has
+    no Nitro: a member's larger `attachment_size_limit` applies to answers to their
+    interactions, never to channel or thread messages."""
     guild = call.state.guilds.get(channel.guild_id) if channel.guild_id else None
-    return guild.upload_limit if guild else call.discord.config.dm_upload_limit
+    if guild is None:
+        return call.discord.config.dm_upload_limit, "a DM"
+    return guild.upload_limit, f"this server (boost tier {guild.premium_tier})"
 
 
 def require_send(call: Call, channel: Channel) -> None:
@@ -210,7 +215,7 @@ async def create_message(call: Call) -> web.Response:
     check_not_empty(body, call.files)
     if call.files:
         call.require(channel, Perm.ATTACH_FILES, "attaching files")
-        check_files(call.files, upload_limit(call, channel), "this channel")
+        check_files(call.files, *upload_limit(call, channel))
     reference, replied_author = _reference(call, channel, body.get("message_reference"))
     nonce = body.get("nonce")
     if nonce is not None and body.get("enforce_nonce"):
@@ -315,7 +320,7 @@ async def edit_message(call: Call) -> web.Response:
     body: dict[str, Any] = call.body or {}
     check_limits(body)
     if call.files:
-        check_files(call.files, upload_limit(call, channel), "this channel")
+        check_files(call.files, *upload_limit(call, channel))
     edit_fields(call, message, body)
     return json_response(message_payload(call.state, message))
 
