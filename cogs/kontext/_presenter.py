@@ -41,6 +41,10 @@ THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 LOOK_BACK_MESSAGES = 50
 
 Messageable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
+# What a bot may upload per file by server boost level (a bot has no Nitro). An upload Discord
+# refuses as too large is fitted again to the next limit down, and below the last one linked.
+SERVER_UPLOAD_LIMITS = (100 * 1024 * 1024, 50 * 1024 * 1024, DEFAULT_UPLOAD_LIMIT)
+REQUEST_ENTITY_TOO_LARGE = 40005
 
 
 class DiscordPresenter:
@@ -95,23 +99,15 @@ class DiscordPresenter:
         """Post the job's images as its chain's newest step, starting the thread if needed.
 
         With a `nonce`, Discord keeps only the first post of it (for a few minutes), so a post
-        repeated after a lost answer does not show the result twice.
+        repeated after a lost answer does not show the result twice. An upload Discord refuses
+        as too large is fitted again to a smaller limit, and at last linked: a paid image is
+        never lost to it.
         """
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
             destination, reference = await self._destination(job, chain)
-            files, notes = await self._attachments(job, outputs, destination)
-            embed = render.result_embed(
-                job, simulated=self._simulated, notes=notes, undo_of=undo_of
-            )
-            message = await destination.send(
-                content=render.mention(job.requester_id),
-                embed=embed,
-                files=files,
-                view=result_view(job.id),
-                allowed_mentions=_only(job.requester_id),
-                reference=reference,  # type: ignore[arg-type]
-                nonce=nonce,  # type: ignore[arg-type]
+            message = await self._send_fitted(
+                job, outputs, destination, reference, nonce=nonce, undo_of=undo_of
             )
         thread_id = None
         if (
@@ -122,6 +118,47 @@ class DiscordPresenter:
             thread = await self._start_thread(message, job)
             thread_id = thread.id if thread is not None else None
         return PostedResult(message.id, destination.id, message.jump_url, thread_id)
+
+    async def _send_fitted(
+        self,
+        job: JobRecord,
+        outputs: Sequence[JobImage],
+        destination: Messageable,
+        reference: discord.MessageReference | None,
+        *,
+        nonce: str | None,
+        undo_of: int | None,
+    ) -> discord.Message:
+        """Send the result card with the images fitted to the place's upload limit; if Discord
+        refuses them as too large anyway (its limit changed before the bot heard of it), fit
+        them to the next limit down, and below the last one link them."""
+        limit: int | None = _upload_limit(job, destination)
+        while True:
+            files, notes = await self._attachments(job, outputs, limit)
+            embed = render.result_embed(
+                job, simulated=self._simulated, notes=notes, undo_of=undo_of
+            )
+            try:
+                return await destination.send(
+                    content=render.mention(job.requester_id),
+                    embed=embed,
+                    files=files,
+                    view=result_view(job.id),
+                    allowed_mentions=_only(job.requester_id),
+                    reference=reference,  # type: ignore[arg-type]
+                    nonce=nonce,  # type: ignore[arg-type]
+                )
+            except discord.HTTPException as exc:
+                if exc.code != REQUEST_ENTITY_TOO_LARGE or not files:
+                    raise
+                smaller = _smaller_limit(limit)
+                log.warning(
+                    "job %d: Discord refused its images as too large for %s bytes each; %s",
+                    job.id,
+                    limit,
+                    f"fitting them to {smaller}" if smaller else "linking them instead",
+                )
+                limit = smaller
 
     async def find_result(self, job: JobRecord) -> PostedResult | None:
         """The job's result message, if an earlier post of it reached Discord.
@@ -189,11 +226,10 @@ class DiscordPresenter:
             return None
 
     async def _attachments(
-        self, job: JobRecord, outputs: Sequence[JobImage], destination: Messageable
+        self, job: JobRecord, outputs: Sequence[JobImage], limit: int | None
     ) -> tuple[list[discord.File], list[str]]:
-        guild = getattr(destination, "guild", None)
-        limit = job.upload_limit or (guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT)
-        per_file = min(limit, REQUEST_LIMIT // max(1, len(outputs)))
+        """The job's images as files of at most `limit` bytes each (None: links only)."""
+        per_file = None if limit is None else min(limit, REQUEST_LIMIT // max(1, len(outputs)))
         files: list[discord.File] = []
         notes: list[str] = []
         for number, output in enumerate(outputs, start=1):
@@ -204,7 +240,9 @@ class DiscordPresenter:
                     "this channel is not age-restricted."
                 )
                 continue
-            fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
+            fitted = None
+            if per_file is not None:
+                fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
             if fitted is None:
                 where = (
                     f" [Open it here]({output.source_url}) (kept for 7 days)."
@@ -282,6 +320,23 @@ class DiscordPresenter:
         if channel is None:
             channel = await self._bot.fetch_channel(channel_id)
         return channel
+
+
+def _upload_limit(job: JobRecord, channel: Messageable) -> int:
+    """The largest file the bot may post in `channel`: its server's limit (by boost level),
+    Discord's default outside servers. The job's own limit comes from the member's
+    interaction and may reflect their Nitro, which only answers to that interaction may use:
+    it can lower this, never raise it."""
+    guild = getattr(channel, "guild", None)
+    place = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+    return min(place, job.upload_limit) if job.upload_limit else place
+
+
+def _smaller_limit(limit: int | None) -> int | None:
+    """The next upload limit to try after Discord refused `limit` as too large (None: link)."""
+    if limit is None:
+        return None
+    return next((smaller for smaller in SERVER_UPLOAD_LIMITS if smaller < limit), None)
 
 
 def _custom_ids(message: discord.Message) -> set[str]:
