@@ -16,11 +16,15 @@ from services.simulator import Fault
 from tests.e2e import (
     add_member,
     against,
+    details,
     embed_of,
     field,
+    first_step,
+    history,
     is_step,
     job_id_of,
     job_status,
+    reply_step,
     results_in,
     shared_simulator,
     starts,
@@ -29,6 +33,7 @@ from tests.images import decoded, make_png
 from tests.local_discord import (
     LocalDiscord,
     LocalDiscordConfig,
+    Message,
     PremiumType,
     RunningBot,
     start_bot,
@@ -210,3 +215,69 @@ async def test_a_result_refused_as_too_large_is_re_encoded_and_posted(
     assert "Re-encoded as WebP" in field(embed_of(result), "Notes")
     posted = count_custom_ids(local_discord.bot_messages(local_discord.general), RESULT_IDS)
     assert posted == {str(job_id_of(result)): 1}
+
+
+# -- threads that are archived or locked --------------------------------------------------------
+
+PATCH_CHANNEL = "PATCH /channels/{channel_id}"
+
+
+async def test_the_next_step_reopens_an_archived_thread_by_posting_in_it(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    step1, thread = await first_step(alice, "make it blue")
+    # A day without a word: the thread archives itself.
+    local_discord.clock.advance(24 * 3600 + 60)
+    assert thread.archived
+
+    step2 = await reply_step(alice, step1, "add a red hat", thread=thread, step="Step 2")
+    assert step2.channel_id == thread.id and step2.mentions(alice.user)
+    assert not thread.archived
+    # The post itself reopened it, as on Discord: no request to unarchive it first.
+    assert local_discord.requests_to(PATCH_CHANNEL) == []
+
+
+async def test_steps_a_thread_will_not_take_go_to_its_channel_with_a_note(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    general = local_discord.general
+    step1, thread = await first_step(alice, "make it blue")
+
+    async def next_step(after: Message, instruction: str, step: str) -> Message:
+        reply = await alice.reply(after, instruction)
+        result = await alice.wait_for_message(is_step(step, instruction), after=reply)
+        # In the channel, a reply to the step it continues, mentioning the member.
+        assert result.channel_id == general.id and result.mentions(alice.user)
+        assert result.reference is not None and result.reference["message_id"] == str(after.id)
+        decoded(await alice.download(result.attachments[0]))
+        return result
+
+    # The bot may not post in threads there any more: the step comes to the channel at once.
+    local_discord.revoke_bot_permission(general, Perm.SEND_MESSAGES_IN_THREADS)
+    step2 = await next_step(step1, "add a red hat", "Step 2")
+    assert field(embed_of(step2), "Notes") == (
+        f"I may not post in this edit's thread {thread.mention}, so this step is posted here."
+    )
+    local_discord.restore_bot_permissions(general)
+
+    # A moderator locks the thread: nobody but moderators may post there.
+    await local_discord.moderator().edit_thread(thread, locked=True)
+    locked = f"This edit's thread {thread.mention} is locked, so this step is posted here."
+    step3 = await next_step(step2, "make it night", "Step 3")
+    assert field(embed_of(step3), "Notes") == locked
+
+    # Locked and archived: still not reopened (it cannot be), the chain goes on all the same.
+    await local_discord.moderator().edit_thread(thread, archived=True)
+    step4 = await next_step(step3, "add stars", "Step 4")
+    assert field(embed_of(step4), "Notes") == locked
+    await job_status(bot, job_id_of(step4), JobStatus.DELIVERED)
+    assert history(await details(alice, step4)) == [
+        "1. make it blue",
+        "2. add a red hat",
+        "3. make it night",
+        "4. add stars",
+    ]
+    assert results_in(alice, thread) == []
+    assert thread.locked and thread.archived
