@@ -183,9 +183,14 @@ class DiscordPresenter:
         )
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
-            places = [(await self._destination(job, chain)).channel]
-            if chain is not None and places[0].id != chain.channel_id:
-                places.append(await self._channel(chain.channel_id))
+            places = []
+            if chain is not None and chain.thread_id is not None:
+                # Even a thread the bot may no longer post in: an earlier post may be there.
+                with contextlib.suppress(discord.NotFound):
+                    places.append(await self._channel(chain.thread_id))
+            places.append(
+                await self._channel(chain.channel_id if chain is not None else job.channel_id)
+            )
             for place in places:
                 async for message in place.history(limit=LOOK_BACK_MESSAGES, after=since):
                     if message.author.id == self._bot.user.id and wanted in _custom_ids(message):
