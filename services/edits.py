@@ -55,7 +55,10 @@ class Origin:
     channel_id: int
     guild_id: int | None = None
     nsfw_allowed: bool = False
-    # Largest upload the place accepts, in bytes (the interaction's, or the server's).
+    # Largest upload in bytes the request came with: an interaction's attachment_size_limit
+    # (which can reflect the member's Nitro, for answers to that interaction only) or the
+    # server's. Results are fitted to the limit of the place they are posted in; this can only
+    # lower it.
     upload_limit: int | None = None
     interaction_token: str | None = field(default=None, repr=False)
     token_expires_at: float | None = None

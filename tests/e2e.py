@@ -11,7 +11,7 @@ from typing import Any
 from bot import KontextBot
 from services.simulator import SimulatorConfig, WaveSpeedSimulator, run_simulator
 from tests.images import make_png
-from tests.local_discord import Channel, DiscordDriver, LocalDiscord, Message, User
+from tests.local_discord import Channel, DiscordDriver, LocalDiscord, Message, PremiumType, User
 
 SIM_KEY = "e2e-chains-key"
 
@@ -111,8 +111,11 @@ async def job_status(bot: KontextBot, job_id: int, wanted: str) -> None:
             await asyncio.sleep(0.02)
 
 
-def add_member(local: LocalDiscord, name: str) -> User:
-    user = local.state.add_user(name)
+def add_member(
+    local: LocalDiscord, name: str, *, premium_type: PremiumType = PremiumType.NONE
+) -> User:
+    """A new member of the local guild (`premium_type`: with Nitro)."""
+    user = local.state.add_user(name, premium_type=premium_type)
     local.state.add_member(local.guild, user)
     return user
 
@@ -163,10 +166,12 @@ async def details(driver: DiscordDriver, result: Message) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def shared_simulator(latency_s: float) -> AsyncIterator[WaveSpeedSimulator]:
+async def shared_simulator(
+    latency_s: float, *, max_output_side: int = 256
+) -> AsyncIterator[WaveSpeedSimulator]:
     """One WaveSpeed simulator outside the bot, so it outlives a bot run and can be counted."""
     config = SimulatorConfig(
-        api_keys=frozenset({SIM_KEY}), latency_s=latency_s, max_output_side=256
+        api_keys=frozenset({SIM_KEY}), latency_s=latency_s, max_output_side=max_output_side
     )
     async with run_simulator(config) as sim:
         yield sim

@@ -14,16 +14,30 @@ import pytest
 from services.jobs import NOTHING_MADE_MESSAGE, JobStatus
 from services.simulator import Fault
 from tests.e2e import (
+    add_member,
     against,
+    details,
+    embed_of,
+    field,
+    first_step,
+    history,
     is_step,
     job_id_of,
     job_status,
+    reply_step,
     results_in,
     shared_simulator,
     starts,
 )
 from tests.images import decoded, make_png
-from tests.local_discord import LocalDiscord, RunningBot, start_bot
+from tests.local_discord import (
+    LocalDiscord,
+    LocalDiscordConfig,
+    Message,
+    PremiumType,
+    RunningBot,
+    start_bot,
+)
 from tests.local_discord.models import Perm, count_custom_ids
 
 pytest_plugins = ("tests.local_discord.fixtures",)
@@ -138,3 +152,132 @@ async def test_after_a_restart_a_post_that_landed_is_found_not_posted_again(
         posted = count_custom_ids(local_discord.bot_messages(local_discord.general), RESULT_IDS)
         assert posted == {str(job_id): 1}
         assert ix.original is not None
+
+
+# -- the limits of the place a result is posted in ----------------------------------------------
+
+MiB = 1024 * 1024
+# Per-pixel noise on a 2048 x 2048 PNG: an output over the server's 10 MiB (see the simulator).
+BIG_EDIT = {"image": make_png((2048, 2048)), "prompt": "add heavy film grain"}
+BIG_OPTIONS = {"model": "dev", "output_format": "png"}
+
+
+async def test_a_nitro_members_big_result_is_fitted_to_the_servers_limit(
+    local_discord: LocalDiscord,
+) -> None:
+    async with (
+        shared_simulator(latency_s=0.0, max_output_side=2048) as sim,
+        start_bot(local_discord, settings_overrides=against(sim)) as (alice, bot),
+    ):
+        nina = alice.as_user(add_member(local_discord, "nina", premium_type=PremiumType.NITRO))
+        ix = await nina.slash("edit", **BIG_EDIT, **BIG_OPTIONS)
+        # Her Nitro lets answers to her interaction carry 500 MiB; the bot's own channel
+        # message is held to the server's 10 MiB all the same.
+        assert ix.interaction.attachment_size_limit == 500 * MiB
+        result = await nina.wait_for_message(is_step("Step 1"), timeout=20)
+        await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
+        await ix.response(starts("✅"))
+
+    (prediction,) = sim.predictions.values()
+    assert len(prediction.output_files[0].data) > 10 * MiB, "the test needs an oversized output"
+    assert result.channel_id == local_discord.general.id and result.mentions(nina.user)
+    (attachment,) = result.attachments
+    assert attachment.size <= 10 * MiB
+    assert decoded(await nina.download(attachment)).size == (2048, 2048)
+    assert field(embed_of(result), "Notes") == (
+        "The image: Re-encoded as WebP to fit Discord's 10 MB upload limit."
+    )
+
+
+@pytest.mark.parametrize("local_discord_config", [LocalDiscordConfig(premium_tier=2)])
+async def test_a_result_refused_as_too_large_is_re_encoded_and_posted(
+    local_discord: LocalDiscord,
+) -> None:
+    async with (
+        shared_simulator(latency_s=0.5, max_output_side=2048) as sim,
+        start_bot(local_discord, settings_overrides=against(sim)) as (alice, bot),
+    ):
+        ix = await alice.slash("edit", **BIG_EDIT, **BIG_OPTIONS)
+        assert ix.interaction.attachment_size_limit == 50 * MiB
+        # The server loses its boosts while the bot's gateway is behind: it still believes
+        # in 50 MiB, and only Discord's 413 can tell it otherwise.
+        local_discord.state.set_premium_tier(local_discord.guild, 0, announce=False)
+        result = await alice.wait_for_message(is_step("Step 1"), timeout=20)
+        await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
+
+    refused = local_discord.violations.expect(code=40005)
+    assert "boost tier 0" in refused.detail
+    (prediction,) = sim.predictions.values()
+    assert 10 * MiB < len(prediction.output_files[0].data) < 50 * MiB
+    (attachment,) = result.attachments
+    assert attachment.size <= 10 * MiB
+    assert decoded(await alice.download(attachment)).size == (2048, 2048)
+    assert "Re-encoded as WebP" in field(embed_of(result), "Notes")
+    posted = count_custom_ids(local_discord.bot_messages(local_discord.general), RESULT_IDS)
+    assert posted == {str(job_id_of(result)): 1}
+
+
+# -- threads that are archived or locked --------------------------------------------------------
+
+PATCH_CHANNEL = "PATCH /channels/{channel_id}"
+
+
+async def test_the_next_step_reopens_an_archived_thread_by_posting_in_it(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, _ = running_bot
+    step1, thread = await first_step(alice, "make it blue")
+    # A day without a word: the thread archives itself.
+    local_discord.clock.advance(24 * 3600 + 60)
+    assert thread.archived
+
+    step2 = await reply_step(alice, step1, "add a red hat", thread=thread, step="Step 2")
+    assert step2.channel_id == thread.id and step2.mentions(alice.user)
+    assert not thread.archived
+    # The post itself reopened it, as on Discord: no request to unarchive it first.
+    assert local_discord.requests_to(PATCH_CHANNEL) == []
+
+
+async def test_steps_a_thread_will_not_take_go_to_its_channel_with_a_note(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    general = local_discord.general
+    step1, thread = await first_step(alice, "make it blue")
+
+    async def next_step(after: Message, instruction: str, step: str) -> Message:
+        reply = await alice.reply(after, instruction)
+        result = await alice.wait_for_message(is_step(step, instruction), after=reply)
+        # In the channel, a reply to the step it continues, mentioning the member.
+        assert result.channel_id == general.id and result.mentions(alice.user)
+        assert result.reference is not None and result.reference["message_id"] == str(after.id)
+        decoded(await alice.download(result.attachments[0]))
+        return result
+
+    # The bot may not post in threads there any more: the step comes to the channel at once.
+    local_discord.revoke_bot_permission(general, Perm.SEND_MESSAGES_IN_THREADS)
+    step2 = await next_step(step1, "add a red hat", "Step 2")
+    assert field(embed_of(step2), "Notes") == (
+        f"I may not post in this edit's thread {thread.mention}, so this step is posted here."
+    )
+    local_discord.restore_bot_permissions(general)
+
+    # A moderator locks the thread: nobody but moderators may post there.
+    await local_discord.moderator().edit_thread(thread, locked=True)
+    locked = f"This edit's thread {thread.mention} is locked, so this step is posted here."
+    step3 = await next_step(step2, "make it night", "Step 3")
+    assert field(embed_of(step3), "Notes") == locked
+
+    # Locked and archived: still not reopened (it cannot be), the chain goes on all the same.
+    await local_discord.moderator().edit_thread(thread, archived=True)
+    step4 = await next_step(step3, "add stars", "Step 4")
+    assert field(embed_of(step4), "Notes") == locked
+    await job_status(bot, job_id_of(step4), JobStatus.DELIVERED)
+    assert history(await details(alice, step4)) == [
+        "1. make it blue",
+        "2. add a red hat",
+        "3. make it night",
+        "4. add stars",
+    ]
+    assert results_in(alice, thread) == []
+    assert thread.locked and thread.archived

@@ -33,11 +33,13 @@ from tests.local_discord import (
     Message,
     MessageFlag,
     Perm,
+    PremiumType,
     RunningBot,
     bot_process,
     count_custom_ids,
     start_bot,
 )
+from tests.local_discord.models import MiB
 from tests.local_discord.probe_cog import ProbeCog
 
 pytest_plugins = ("tests.local_discord.fixtures",)
@@ -550,7 +552,7 @@ async def test_limits_the_spec_is_silent_on(
     assert "name: Must be 100 or fewer" in local_discord.violations.expect(kind="schema").detail
 
 
-async def test_posting_in_an_auto_archived_thread_is_refused(
+async def test_a_message_to_an_auto_archived_thread_reopens_it(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
     alice, bot = running_bot
@@ -565,13 +567,109 @@ async def test_posting_in_an_auto_archived_thread_is_refused(
     )
     local_discord.clock.advance(61 * 60)
     assert (await updated)[1].archived
+    # As on Discord, a message to an archived (unlocked) thread is posted and reopens it
+    # (discord.py dropped the archived thread from its cache: it hears of it as a join).
+    reopened = asyncio.ensure_future(
+        bot.wait_for("thread_join", check=lambda joined: joined.id == thread.id, timeout=5)
+    )
+    message = await thread.send("still here?")
+    assert not (await reopened).archived
+    local_thread = local_discord.state.channels[thread.id]
+    assert not local_thread.archived
+    assert local_discord.state.messages[message.id].channel_id == thread.id
+    # An archived thread takes no edits, though: only a new message reopens it.
+    await local_discord.moderator().edit_thread(local_thread, archived=True)
     with pytest.raises(discord.HTTPException) as raised:
-        await thread.send("still here?")
+        await message.edit(content="edited")
     assert raised.value.code == 50083
-    local_discord.violations.expect(code=50083)
-    # Unarchiving first is the way.
-    await thread.edit(archived=False)
-    await thread.send("back again")
+    local_discord.violations.expect(code=50083, match="editing")
+
+
+async def test_a_locked_thread_refuses_the_bot_and_members_without_manage_threads(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    answer = await (await alice.slash("probe-thread", name="heated")).response()
+    inside = await alice.wait_for_message(where=answer)
+    local_thread = local_discord.state.channels[answer.id]
+    with pytest.raises(PermissionError):
+        await alice.edit_thread(local_thread, locked=True)  # alice is no moderator
+    updated = asyncio.ensure_future(
+        bot.wait_for("thread_update", check=lambda _, after: after.id == answer.id, timeout=5)
+    )
+    await local_discord.moderator().edit_thread(local_thread, locked=True)
+    thread = (await updated)[1]
+    assert thread.locked and not thread.archived
+
+    # Open but locked: nothing new from the bot, nor from alice; the moderator may.
+    with pytest.raises(discord.Forbidden) as raised:
+        await thread.send("may I?")
+    assert raised.value.code == 50083
+    assert "locked" in local_discord.violations.expect(code=50083).detail
+    with pytest.raises(discord.Forbidden):
+        await thread.get_partial_message(inside.id).edit(content="edited")
+    local_discord.violations.expect(code=50083, match="editing")
+    with pytest.raises(PermissionError):
+        await alice.in_channel(local_thread).say("me neither?")
+    await local_discord.moderator(local_thread).say("mods only")
+
+    # Archived and locked: the bot, its creator, may not reopen it either.
+    await local_discord.moderator().edit_thread(local_thread, archived=True)
+    with pytest.raises(discord.Forbidden) as raised:
+        await thread.edit(archived=False)
+    assert raised.value.code == 50013
+    local_discord.violations.expect(code=50013, match="unarchiving a locked thread")
+    with pytest.raises(discord.Forbidden) as raised:
+        await thread.send("and now?")
+    assert raised.value.code == 50083
+    assert "archived and locked" in local_discord.violations.expect(code=50083).detail
+    with pytest.raises(discord.Forbidden):
+        await thread.get_partial_message(inside.id).delete()
+    local_discord.violations.expect(code=50083, match="deleting")
+    assert local_thread.archived and local_thread.locked
+    assert [m.content for m in alice.messages(local_thread)] == [inside.content, "mods only"]
+
+    # With Manage Threads the bot may write there (and its message reopens the thread).
+    local_discord.state.set_member_permissions(
+        local_discord.guild,
+        local_discord.bot_user,
+        local_discord.config.bot_permissions | Perm.MANAGE_THREADS,
+    )
+    await thread.send("moderating")
+    assert not local_thread.archived and local_thread.locked
+
+
+async def test_nitro_raises_an_interactions_limit_but_never_the_bots_own_messages(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    nina = local_discord.state.add_user("nina", premium_type=PremiumType.NITRO)
+    local_discord.state.add_member(local_discord.guild, nina)
+    big = bytes(11 * MiB)  # over the server's 10 MiB, well within Nitro's 500 MiB
+
+    # An answer to her interaction may carry it...
+    ix = await alice.as_user(nina).slash("probe-echo", image=("big.bin", big), prompt="big")
+    assert ix.interaction.attachment_size_limit == 500 * MiB
+    echoed = await ix.followup(timeout=10)
+    assert echoed.attachments[0].size == len(big)
+    # ...alice's (no Nitro) gets the server's limit...
+    plain = await alice.slash("probe-ping")
+    assert plain.interaction.attachment_size_limit == 10 * MiB
+
+    # ...and the bot's own channel message is held to the server's limit whoever asked.
+    channel = bot.get_channel(local_discord.general.id)
+    assert isinstance(channel, discord.TextChannel) and channel.guild.filesize_limit == 10 * MiB
+    with pytest.raises(discord.HTTPException) as raised:
+        await channel.send(file=discord.File(io.BytesIO(big), "big.bin"))
+    assert (raised.value.status, raised.value.code) == (413, 40005)
+    assert "boost tier 0" in local_discord.violations.expect(code=40005).detail
+
+    # Boosts raise it for every message there; GUILD_UPDATE tells the bot.
+    updated = asyncio.ensure_future(bot.wait_for("guild_update", timeout=5))
+    local_discord.state.set_premium_tier(local_discord.guild, 2)
+    assert (await updated)[1].filesize_limit == 50 * MiB
+    posted = await channel.send(file=discord.File(io.BytesIO(big), "big.bin"))
+    assert posted.attachments[0].size == len(big)
 
 
 # -- more of the REST surface ------------------------------------------------------------------

@@ -203,6 +203,16 @@ def test_edit_obeys_a_colour_word() -> None:
     assert blue > red + 40
 
 
+def test_edit_with_grain_is_a_large_png_yet_deterministic() -> None:
+    flat = solid((90, 120, 200), (512, 512))
+    raw = 512 * 512 * 3
+    grainy = render_edit(flat, "add heavy film grain", 3, fmt="png")
+    assert len(grainy) > 0.8 * raw  # noise barely compresses
+    assert render_edit(flat, "add heavy film grain", 3, fmt="png") == grainy
+    assert render_edit(flat, "add heavy film grain", 4, fmt="png") != grainy
+    assert len(render_edit(flat, "make it blue", 3, fmt="png")) < 0.2 * raw
+
+
 def test_edit_prints_the_instruction_on_a_dark_banner() -> None:
     white = solid((255, 255, 255), (600, 400))
     with_text = decode(render_edit(white, "make it black and white", 1, fmt="png"))

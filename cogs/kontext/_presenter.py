@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -42,6 +43,20 @@ THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 LOOK_BACK_MESSAGES = 50
 
 Messageable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
+# What a bot may upload per file by server boost level (a bot has no Nitro). An upload Discord
+# refuses as too large is fitted again to the next limit down, and below the last one linked.
+SERVER_UPLOAD_LIMITS = (100 * 1024 * 1024, 50 * 1024 * 1024, DEFAULT_UPLOAD_LIMIT)
+REQUEST_ENTITY_TOO_LARGE = 40005
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a result is posted: the channel or thread, the step it replies to, and what
+    members are told about the choice."""
+
+    channel: Messageable
+    reference: discord.MessageReference | None = None
+    notes: tuple[str, ...] = ()
 
 
 class DiscordPresenter:
@@ -100,24 +115,15 @@ class DiscordPresenter:
         """Post the job's images as its chain's newest step, starting the thread if needed.
 
         With a `nonce`, Discord keeps only the first post of it (for a few minutes), so a post
-        repeated after a lost answer does not show the result twice.
+        repeated after a lost answer does not show the result twice. An upload Discord refuses
+        as too large is fitted again to a smaller limit, and at last linked: a paid image is
+        never lost to it.
         """
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
-            destination, reference = await self._destination(job, chain)
-            files, notes = await self._attachments(job, outputs, destination)
-            embed = render.result_embed(
-                job, simulated=self._simulated, notes=notes, undo_of=undo_of
-            )
-            message = await destination.send(
-                content=render.mention(job.requester_id),
-                embed=embed,
-                files=files,
-                view=result_view(job.id),
-                allowed_mentions=_only(job.requester_id),
-                reference=reference,  # type: ignore[arg-type]
-                nonce=nonce,  # type: ignore[arg-type]
-            )
+            place = await self._destination(job, chain)
+            message = await self._send_fitted(job, outputs, place, nonce=nonce, undo_of=undo_of)
+        destination = place.channel
         thread_id = None
         if (
             chain is not None
@@ -128,11 +134,51 @@ class DiscordPresenter:
             thread_id = thread.id if thread is not None else None
         return PostedResult(message.id, destination.id, message.jump_url, thread_id)
 
+    async def _send_fitted(
+        self,
+        job: JobRecord,
+        outputs: Sequence[JobImage],
+        place: _Place,
+        *,
+        nonce: str | None,
+        undo_of: int | None,
+    ) -> discord.Message:
+        """Send the result card with the images fitted to the place's upload limit; if Discord
+        refuses them as too large anyway (its limit changed before the bot heard of it), fit
+        them to the next limit down, and below the last one link them."""
+        limit: int | None = _upload_limit(job, place.channel)
+        while True:
+            files, notes = await self._attachments(job, outputs, limit)
+            embed = render.result_embed(
+                job, simulated=self._simulated, notes=[*place.notes, *notes], undo_of=undo_of
+            )
+            try:
+                return await place.channel.send(
+                    content=render.mention(job.requester_id),
+                    embed=embed,
+                    files=files,
+                    view=result_view(job.id),
+                    allowed_mentions=_only(job.requester_id),
+                    reference=place.reference,  # type: ignore[arg-type]
+                    nonce=nonce,  # type: ignore[arg-type]
+                )
+            except discord.HTTPException as exc:
+                if exc.code != REQUEST_ENTITY_TOO_LARGE or not files:
+                    raise
+                smaller = _smaller_limit(limit)
+                log.warning(
+                    "job %d: Discord refused its images as too large for %s bytes each; %s",
+                    job.id,
+                    limit,
+                    f"fitting them to {smaller}" if smaller else "linking them instead",
+                )
+                limit = smaller
+
     async def find_result(self, job: JobRecord) -> PostedResult | None:
         """The job's result message, if an earlier post of it reached Discord.
 
         Looked for where it would be: the chain's thread, or the channel (where the post that
-        started the thread is).
+        started the thread is, and where a step goes when the bot may not post in the thread).
         """
         wanted = result_view(job.id).children[0].custom_id  # type: ignore[attr-defined]
         since = discord.Object(
@@ -142,10 +188,14 @@ class DiscordPresenter:
         )
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
-            destination, _ = await self._destination(job, chain, reopen=False)
-            places = [destination]
+            places = []
             if chain is not None and chain.thread_id is not None:
-                places.append(await self._channel(chain.channel_id))
+                # Even a thread the bot may no longer post in: an earlier post may be there.
+                with contextlib.suppress(discord.NotFound):
+                    places.append(await self._channel(chain.thread_id))
+            places.append(
+                await self._channel(chain.channel_id if chain is not None else job.channel_id)
+            )
             for place in places:
                 async for message in place.history(limit=LOOK_BACK_MESSAGES, after=since):
                     if message.author.id == self._bot.user.id and wanted in _custom_ids(message):
@@ -158,25 +208,68 @@ class DiscordPresenter:
                         )
         return None
 
-    async def _destination(
-        self, job: JobRecord, chain: Any, *, reopen: bool = True
-    ) -> tuple[Messageable, discord.MessageReference | None]:
+    async def _destination(self, job: JobRecord, chain: Any) -> _Place:
+        """Where the job's result goes: its chain's thread, else the chain's channel.
+
+        A message to an archived thread reopens it (Discord does that itself), so an archived
+        thread is posted to as it is. A locked thread takes messages only from moderators, and
+        a thread may be gone or closed to the bot: then the step goes to the thread's channel,
+        as a reply to the step it continues, with a note saying why.
+        """
         if chain is not None and chain.thread_id is not None:
-            thread = await self._channel(chain.thread_id)
-            if reopen and isinstance(thread, discord.Thread) and thread.archived:
-                # Archived threads refuse messages until they are opened again.
-                await thread.edit(archived=False)
-            return thread, None
+            thread, why = await self._usable_thread(chain.thread_id)
+            if thread is not None:
+                return _Place(thread)
+            channel = await self._channel(chain.channel_id)
+            log.info(
+                "job %d: posted in channel %d instead of its thread (%s)", job.id, channel.id, why
+            )
+            return _Place(channel, await self._reply_to(job, channel), (why,))
         channel = await self._channel(chain.channel_id if chain is not None else job.channel_id)
-        reference = None
-        if job.parent_id is not None:
-            # No thread here (a DM, a forum post, no permission): the chain goes on as replies.
-            posted = await self._edits.result_messages(job.parent_id)
-            if posted:
-                reference = discord.MessageReference(
-                    message_id=posted[-1][1], channel_id=posted[-1][0], fail_if_not_exists=False
-                )
-        return channel, reference
+        # No thread here (a DM, a forum post, no permission): the chain goes on as replies.
+        return _Place(channel, await self._reply_to(job, channel))
+
+    async def _usable_thread(self, thread_id: int) -> tuple[discord.Thread | None, str]:
+        """The chain's thread if the bot may post in it; else None and the reason, for members."""
+        try:
+            thread = await self._channel(thread_id)
+        except discord.NotFound:
+            return None, "This edit's thread is gone, so this step is posted here."
+        if not isinstance(thread, discord.Thread):
+            return None, "This edit's thread is gone, so this step is posted here."
+        me = thread.guild.me
+        try:
+            allowed = thread.permissions_for(me) if me is not None else None
+        except discord.ClientException:
+            allowed = None
+        if allowed is None:
+            # Its channel (or the bot's member) is not cached: nothing to go by but trying.
+            return thread, ""
+        if thread.locked and not allowed.manage_threads:
+            return (
+                None,
+                f"This edit's thread {thread.mention} is locked, so this step is posted here.",
+            )
+        if not allowed.send_messages_in_threads:
+            return None, (
+                f"I may not post in this edit's thread {thread.mention}, so this step is "
+                "posted here."
+            )
+        return thread, ""
+
+    async def _reply_to(
+        self, job: JobRecord, channel: Messageable
+    ) -> discord.MessageReference | None:
+        """The newest message in `channel` showing the step this job continues, if any."""
+        if job.parent_id is None:
+            return None
+        posted = [m for m in await self._edits.result_messages(job.parent_id) if m[0] == channel.id]
+        if not posted:
+            return None
+        channel_id, message_id = posted[-1]
+        return discord.MessageReference(
+            message_id=message_id, channel_id=channel_id, fail_if_not_exists=False
+        )
 
     async def _start_thread(
         self, message: discord.Message, job: JobRecord
@@ -194,11 +287,10 @@ class DiscordPresenter:
             return None
 
     async def _attachments(
-        self, job: JobRecord, outputs: Sequence[JobImage], destination: Messageable
+        self, job: JobRecord, outputs: Sequence[JobImage], limit: int | None
     ) -> tuple[list[discord.File], list[str]]:
-        guild = getattr(destination, "guild", None)
-        limit = job.upload_limit or (guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT)
-        per_file = min(limit, REQUEST_LIMIT // max(1, len(outputs)))
+        """The job's images as files of at most `limit` bytes each (None: links only)."""
+        per_file = None if limit is None else min(limit, REQUEST_LIMIT // max(1, len(outputs)))
         files: list[discord.File] = []
         notes: list[str] = []
         for number, output in enumerate(outputs, start=1):
@@ -209,7 +301,9 @@ class DiscordPresenter:
                     "this channel is not age-restricted."
                 )
                 continue
-            fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
+            fitted = None
+            if per_file is not None:
+                fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
             if fitted is None:
                 where = (
                     f" [Open it here]({output.source_url}) (kept for 7 days)."
@@ -289,6 +383,23 @@ class DiscordPresenter:
         if channel is None:
             channel = await self._bot.fetch_channel(channel_id)
         return channel
+
+
+def _upload_limit(job: JobRecord, channel: Messageable) -> int:
+    """The largest file the bot may post in `channel`: its server's limit (by boost level),
+    Discord's default outside servers. The job's own limit comes from the member's
+    interaction and may reflect their Nitro, which only answers to that interaction may use:
+    it can lower this, never raise it."""
+    guild = getattr(channel, "guild", None)
+    place = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+    return min(place, job.upload_limit) if job.upload_limit else place
+
+
+def _smaller_limit(limit: int | None) -> int | None:
+    """The next upload limit to try after Discord refused `limit` as too large (None: link)."""
+    if limit is None:
+        return None
+    return next((smaller for smaller in SERVER_UPLOAD_LIMITS if smaller < limit), None)
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

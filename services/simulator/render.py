@@ -542,7 +542,7 @@ def _gradient(size: Size, start: RGB, end: RGB, rng: random.Random) -> Image.Ima
 # ---------------------------------------------------------------------------------------------
 
 ColourStyle = Literal["hue", "tint", "swap", "invert", "grey", "sepia", "named"]
-TextureStyle = Literal["posterize", "outline", "pixelate", "contrast", "blur", "none"]
+TextureStyle = Literal["posterize", "outline", "pixelate", "contrast", "blur", "grain", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,10 +565,14 @@ _TEXTURE_WORDS: tuple[tuple[str, TextureStyle], ...] = (
     (r"pixel\w*|8[\s-]*bit|mosaic|retro\s+game", "pixelate"),
     (r"blur\w*|soft|dreamy|bokeh|fog|foggy|haze|hazy|out\s+of\s+focus", "blur"),
     (r"sharp\w*|vivid|vibrant|dramatic|hdr|contrast\w*", "contrast"),
+    # Per-pixel noise barely compresses: the way to ask for an output of many megabytes.
+    (r"grain\w*|film\s+grain|nois[ey]\w*|static", "grain"),
 )
 _TEXTURE_KEYWORDS = tuple(
     (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), style) for words, style in _TEXTURE_WORDS
 )
+# How much of a "grain" texture is noise: enough that a 2048 x 2048 PNG is over 10 MiB.
+_GRAIN_STRENGTH = 0.35
 _HASH_COLOURS: tuple[ColourStyle, ...] = ("hue", "hue", "tint", "swap", "invert", "sepia")
 _HASH_TEXTURES: tuple[TextureStyle, ...] = ("posterize", "outline", "pixelate", "contrast")
 
@@ -665,6 +669,12 @@ def _apply_texture(picture: Image.Image, style: TextureStyle, rng: random.Random
         return small.resize(picture.size, Image.Resampling.NEAREST)
     if style == "blur":
         return picture.filter(ImageFilter.GaussianBlur(max(1.0, short / 120)))
+    if style == "grain":
+        # From the seeded RNG, so the bytes stay deterministic.
+        noise = Image.frombytes(
+            "RGB", picture.size, rng.randbytes(picture.width * picture.height * 3)
+        )
+        return Image.blend(picture.convert("RGB"), noise, _GRAIN_STRENGTH)
     if style == "contrast":
         punchy = ImageEnhance.Contrast(picture).enhance(1.6)
         return ImageEnhance.Color(punchy).enhance(1.5).filter(ImageFilter.SHARPEN)

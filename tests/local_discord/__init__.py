@@ -18,6 +18,7 @@ from .models import (
     Message,
     MessageFlag,
     Perm,
+    PremiumType,
     User,
     count_custom_ids,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Message",
     "MessageFlag",
     "Perm",
+    "PremiumType",
     "RunningBot",
     "Upload",
     "User",

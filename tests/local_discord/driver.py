@@ -124,8 +124,11 @@ class DiscordDriver:
 
     @property
     def _upload_limit(self) -> int:
+        """The `attachment_size_limit` of this member's interactions: the place's limit, or
+        their own Nitro's when that is larger. It holds for answers to the interaction only."""
         guild = self.state.guilds.get(self.channel.guild_id or 0)
-        return guild.upload_limit if guild else self.discord.config.dm_upload_limit
+        place = guild.upload_limit if guild else self.discord.config.dm_upload_limit
+        return max(place, self.user.nitro_upload_limit)
 
     async def _bot_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Events sent before the bot identified would be lost; wait for its session."""
@@ -285,10 +288,13 @@ class DiscordDriver:
         await self._bot_connected()
         channel = self.state.channels[reference.channel_id] if reference else self.channel
         needed = Perm.SEND_MESSAGES_IN_THREADS if channel.is_thread else Perm.SEND_MESSAGES
-        if not self.state.permissions(self.user, channel) & needed:
+        permissions = self.state.permissions(self.user, channel)
+        if not permissions & needed:
             raise PermissionError(f"{self.user.username} may not post in {channel.name}")
+        if channel.is_thread and channel.locked and not permissions & Perm.MANAGE_THREADS:
+            raise PermissionError(f"{channel.name} is locked: only moderators may post in it")
         if channel.is_thread and channel.archived:
-            # A member's message unarchives the thread, as in the Discord client.
+            # A message unarchives the thread, as Discord does.
             self.state.update_thread(channel, archived=False)
         attachments = [
             self.state.upload(channel.id, u.filename, u.data, content_type=u.content_type)
@@ -329,6 +335,23 @@ class DiscordDriver:
         await self._bot_connected()
         parent = self.state.channels[message.channel_id] if message else self.channel
         return self.state.start_thread(parent, name, self.user, message=message)
+
+    async def edit_thread(
+        self, thread: Channel, *, archived: bool | None = None, locked: bool | None = None
+    ) -> Channel:
+        """Archive or lock a thread (or undo either), as this member would in the Discord
+        client: locking, and anything on someone else's thread, needs Manage Threads (a
+        moderator: `local_discord.moderator()`). THREAD_UPDATE tells the bot."""
+        await self._bot_connected()
+        if not thread.is_thread:
+            raise ValueError(f"channel {thread.id} is not a thread")
+        moderator = bool(self.state.permissions(self.user, thread) & Perm.MANAGE_THREADS)
+        if not moderator and (
+            locked is not None or thread.locked or thread.owner_id != self.user.id
+        ):
+            raise PermissionError(f"{self.user.username} may not do that without Manage Threads")
+        changes = {k: v for k, v in (("archived", archived), ("locked", locked)) if v is not None}
+        return self.state.update_thread(thread, **changes)
 
     # -- reading -----------------------------------------------------------------------------
 

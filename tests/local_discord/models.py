@@ -119,12 +119,39 @@ class MessageFlag(enum.IntFlag):
 UPLOAD_LIMIT_BY_TIER = {0: 10 * MiB, 1: 10 * MiB, 2: 50 * MiB, 3: 100 * MiB}
 
 
+class PremiumType(enum.IntEnum):
+    """A user's Nitro plan (Discord's `premium_type`); bots never have one."""
+
+    NONE = 0
+    NITRO_CLASSIC = 1
+    NITRO = 2
+    NITRO_BASIC = 3
+
+
+# What a user's own Nitro lets them upload per file. It reaches a bot only as the
+# `attachment_size_limit` of that user's interactions, and only answers to those interactions
+# may use it: the bot's own channel and thread messages are held to the server's limit.
+NITRO_UPLOAD_LIMIT = {
+    PremiumType.NONE: 0,
+    PremiumType.NITRO_CLASSIC: 50 * MiB,
+    PremiumType.NITRO: 500 * MiB,
+    PremiumType.NITRO_BASIC: 50 * MiB,
+}
+
+
 @dataclass(eq=False)
 class User:
     id: int
     username: str
     bot: bool = False
     global_name: str | None = None
+    # Never in the user's payload (bots cannot read it); see NITRO_UPLOAD_LIMIT.
+    premium_type: PremiumType = PremiumType.NONE
+
+    @property
+    def nitro_upload_limit(self) -> int:
+        """The per-file limit the user's Nitro gives them (0 without Nitro)."""
+        return NITRO_UPLOAD_LIMIT[self.premium_type]
 
     @property
     def mention(self) -> str:

@@ -286,6 +286,33 @@ def guild_create_payload(state: DiscordState, guild: Guild) -> dict[str, Any]:
     }
 
 
+# What GUILD_CREATE carries beyond the guild object itself (GUILD_UPDATE has none of it).
+_GUILD_CREATE_ONLY = (
+    "joined_at",
+    "large",
+    "lazy",
+    "unavailable",
+    "member_count",
+    "members",
+    "channels",
+    "threads",
+    "voice_states",
+    "presences",
+    "stage_instances",
+    "guild_scheduled_events",
+    "soundboard_sounds",
+    "embedded_activities",
+)
+
+
+def guild_update_payload(state: DiscordState, guild: Guild) -> dict[str, Any]:
+    """GUILD_UPDATE: the guild object, without GUILD_CREATE's extra fields."""
+    data = guild_create_payload(state, guild)
+    for key in _GUILD_CREATE_ONLY:
+        data.pop(key, None)
+    return data
+
+
 def interaction_payload(state: DiscordState, interaction: Interaction) -> dict[str, Any]:
     """INTERACTION_CREATE with everything discord.py 2.7 reads from it."""
     channel = state.channels[interaction.channel_id]

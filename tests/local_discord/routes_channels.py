@@ -45,25 +45,64 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
-def upload_limit(call: Call, channel: Channel) -> int:
+def upload_limit(call: Call, channel: Channel) -> tuple[int, str]:
+    """The per-file limit of the bot's own messages here, and where it comes from. A bot has
+    no Nitro: a member's larger `attachment_size_limit` applies to answers to their
+    interactions, never to channel or thread messages."""
     guild = call.state.guilds.get(channel.guild_id) if channel.guild_id else None
-    return guild.upload_limit if guild else call.discord.config.dm_upload_limit
+    if guild is None:
+        return call.discord.config.dm_upload_limit, "a DM"
+    return guild.upload_limit, f"this server (boost tier {guild.premium_tier})"
 
 
 def require_send(call: Call, channel: Channel) -> None:
-    """Sending needs the right permission and, in a thread, the thread to be open."""
-    if channel.is_thread:
-        call.require(channel, Perm.SEND_MESSAGES_IN_THREADS, "sending in a thread")
-        if channel.archived:
-            raise DiscordError(
-                400,
-                ARCHIVED_THREAD,
-                "Thread is archived",
-                violation=True,
-                detail=f"thread {channel.id} is archived; unarchive it first",
-            )
-    else:
+    """Sending needs the right permission and, in a thread, one the bot may write in.
+
+    As Discord documents: a message to an archived thread unarchives it, unless the thread is
+    locked; a locked thread (archived or not) takes messages only from members with Manage
+    Threads, and refuses everyone else with 403 50083. The unarchiving is the poster's
+    (`reopen_for_post`), once the message is sure to be posted.
+    """
+    if not channel.is_thread:
         call.require(channel, Perm.SEND_MESSAGES, "sending a message")
+        return
+    call.require(channel, Perm.SEND_MESSAGES_IN_THREADS, "sending in a thread")
+    require_unlocked(call, channel, "sending a message")
+
+
+def reopen_for_post(call: Call, channel: Channel) -> None:
+    """A message posted to an archived (unlocked) thread unarchives it; THREAD_UPDATE says so."""
+    if channel.is_thread and channel.archived:
+        log.info("thread %s unarchived by a message posted in it", channel.id)
+        call.state.update_thread(channel, archived=False)
+
+
+def require_unlocked(call: Call, channel: Channel, what: str) -> None:
+    """In a locked thread only members with Manage Threads create or edit messages."""
+    if not channel.is_thread or not channel.locked:
+        return
+    if call.state.permissions(call.state.bot_user, channel) & Perm.MANAGE_THREADS:
+        return
+    state = "archived and locked" if channel.archived else "locked"
+    raise DiscordError(
+        403,
+        ARCHIVED_THREAD,
+        "Thread is archived",
+        violation=True,
+        detail=f"{what}: thread {channel.id} is {state}; only Manage Threads may write in it",
+    )
+
+
+def require_active(call: Call, channel: Channel, what: str) -> None:
+    """Archived threads take no edits (a message sent there would reopen it instead)."""
+    if channel.is_thread and channel.archived:
+        raise DiscordError(
+            400,
+            ARCHIVED_THREAD,
+            "Thread is archived",
+            violation=True,
+            detail=f"{what}: thread {channel.id} is archived",
+        )
 
 
 @routes.add("GET", "/channels/{channel_id}")
@@ -84,6 +123,10 @@ async def modify_channel(call: Call) -> web.Response:
         return json_response(channel_payload(call.state, channel))
     if channel.owner_id != call.state.bot_user.id or "locked" in body:
         call.require(channel, Perm.MANAGE_THREADS, "editing someone else's thread")
+    if channel.locked and body.get("archived") is False:
+        # "Threads that have locked set to true can only be unarchived by a user with the
+        # MANAGE_THREADS permission", its creator included (Discord's threads topic).
+        call.require(channel, Perm.MANAGE_THREADS, "unarchiving a locked thread")
     if "name" in body:
         errors = check_thread_name(body["name"])
         if errors:
@@ -204,7 +247,7 @@ async def create_message(call: Call) -> web.Response:
     check_not_empty(body, call.files)
     if call.files:
         call.require(channel, Perm.ATTACH_FILES, "attaching files")
-        check_files(call.files, upload_limit(call, channel), "this channel")
+        check_files(call.files, *upload_limit(call, channel))
     reference, replied_author = _reference(call, channel, body.get("message_reference"))
     nonce = body.get("nonce")
     if nonce is not None and body.get("enforce_nonce"):
@@ -212,6 +255,7 @@ async def create_message(call: Call) -> web.Response:
         if earlier is not None:
             return json_response(call.message_json(earlier, with_nonce=True))
     fields = content_fields(body)
+    reopen_for_post(call, channel)
     message = call.state.post_message(
         channel,
         call.state.bot_user,
@@ -306,10 +350,12 @@ async def edit_message(call: Call) -> web.Response:
             "Cannot edit a message authored by another user",
             violation=True,
         )
+    require_unlocked(call, channel, "editing a message")
+    require_active(call, channel, "editing a message")
     body: dict[str, Any] = call.body or {}
     check_limits(body)
     if call.files:
-        check_files(call.files, upload_limit(call, channel), "this channel")
+        check_files(call.files, *upload_limit(call, channel))
     edit_fields(call, message, body)
     return json_response(call.message_json(message))
 
@@ -354,6 +400,9 @@ async def delete_message(call: Call) -> web.Response:
     message = call.message(channel)
     if message.author.id != call.state.bot_user.id:
         call.require(channel, Perm.MANAGE_MESSAGES, "deleting someone else's message")
+    if channel.archived:
+        # Deleting is the one thing archived threads allow, unless they are locked too.
+        require_unlocked(call, channel, "deleting a message")
     call.state.delete_message(message)
     return no_content()
 

@@ -170,6 +170,11 @@ class LocalDiscord:
         """A driver acting as `user` (default alice) in `channel` (default #general)."""
         return DiscordDriver(self, user or self.user, channel or self.general)
 
+    def moderator(self, channel: Channel | None = None) -> DiscordDriver:
+        """A driver for the server's owner, who may do what moderators do (lock and archive
+        threads, delete anyone's messages), in `channel` (default #general)."""
+        return self.driver(self.state.owner, channel)
+
     def fail_message_posts(
         self,
         channel: Channel,

@@ -24,6 +24,7 @@ from .cdn import Cdn
 from .clock import Clock, Snowflakes
 from .models import (
     ALL_PERMISSIONS,
+    UPLOAD_LIMIT_BY_TIER,
     Attachment,
     Channel,
     ChannelType,
@@ -38,10 +39,11 @@ from .models import (
     OverwriteType,
     Perm,
     Pings,
+    PremiumType,
     Role,
     User,
 )
-from .payloads import channel_payload, interaction_payload, message_payload
+from .payloads import channel_payload, guild_update_payload, interaction_payload, message_payload
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,19 @@ class DiscordState:
 
     # -- the world -----------------------------------------------------------------------
 
-    def add_user(self, username: str, *, bot: bool = False) -> User:
-        user = User(self.ids.next(), username, bot=bot, global_name=username.title())
+    def add_user(
+        self, username: str, *, bot: bool = False, premium_type: PremiumType = PremiumType.NONE
+    ) -> User:
+        """A user; `premium_type` gives them Nitro (bots cannot have it)."""
+        if bot and premium_type is not PremiumType.NONE:
+            raise ValueError("bots have no Nitro")
+        user = User(
+            self.ids.next(),
+            username,
+            bot=bot,
+            global_name=username.title(),
+            premium_type=premium_type,
+        )
         self.users[user.id] = user
         return user
 
@@ -145,6 +158,18 @@ class DiscordState:
         self.guilds[guild_id] = guild
         self.add_member(guild, owner)
         return guild
+
+    def set_premium_tier(self, guild: Guild, tier: int, *, announce: bool = True) -> None:
+        """The server's boost level changes, and with it the upload limit of every message
+        posted there. `announce=False` holds back GUILD_UPDATE, as when the bot's gateway is
+        behind: its cached limit is then stale and Discord alone knows the new one."""
+        if tier not in UPLOAD_LIMIT_BY_TIER:
+            raise ValueError(f"no boost tier {tier}")
+        guild.premium_tier = tier
+        if announce:
+            self.dispatch("GUILD_UPDATE", guild_update_payload(self, guild))
+        else:
+            self.changed()
 
     def add_role(
         self,
