@@ -28,8 +28,9 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
+from services.bundle import Services
 from services.edits import EditService
-from services.intake import Intake, open_intake
+from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -93,12 +94,17 @@ class KontextBot(commands.Bot):
         self._resources = AsyncExitStack()
         self.http_session: aiohttp.ClientSession | None = None
         self.wavespeed: WaveSpeedClient | None = None
-        self.intake: Intake | None = None
         # Opened before the bot (a store that cannot be used stops start-up in one line) and
         # closed by whoever opened it.
         self.repository = repository
-        self.jobs: JobService | None = None
-        self.edits: EditService | None = None
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        """What the extensions use: built once in `setup_hook`, before they load."""
+        if self._services is None:
+            raise RuntimeError("the services are built in setup_hook")
+        return self._services
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never text commands here ("@Bot make it blue" is an instruction for
@@ -106,21 +112,27 @@ class KontextBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         # First in, last out: the image pool outlives everything that queues work on it.
-        self.intake = await self._resources.enter_async_context(open_intake(self.settings.limits))
+        intake = await self._resources.enter_async_context(open_intake(self.settings.limits))
         self.http_session = await self._resources.enter_async_context(
             create_session(self.settings.wavespeed)
         )
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
-        self.jobs = JobService(
+        jobs = JobService(
             self.repository,
             self.wavespeed,
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
         )
-        self.edits = EditService(self.repository, self.jobs, self.wavespeed, self.intake)
+        self._services = Services(
+            edits=EditService(self.repository, jobs, self.wavespeed, intake),
+            jobs=jobs,
+            intake=intake,
+            simulated=self.wavespeed.simulated,
+            clock=self.clock,
+        )
         for name in [*extension_names(), *self._extra_extensions]:
             try:
                 await self.load_extension(name)

@@ -2,8 +2,9 @@
 
 from discord.ext import commands
 
+from .._host import services_of
 from ._cog import KontextCog
 
 
 async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(KontextCog(bot))
+    await bot.add_cog(KontextCog(bot, services_of(bot)))

@@ -17,6 +17,7 @@ from discord import app_commands
 from discord.app_commands import Range
 from discord.ext import commands
 
+from services.bundle import Services
 from services.edits import EditService, Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
 from services.intake import Intake
@@ -104,17 +105,13 @@ async def read_attachment(attachment: discord.Attachment) -> bytes:
 class KontextCog(commands.Cog, name="Kontext"):
     """FLUX.1 Kontext image editing."""
 
-    def __init__(self, bot: Any) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
-        self.edits: EditService = bot.edits
-        self.jobs: JobService = bot.jobs
-        self.intake: Intake = bot.intake
-        self.presenter = DiscordPresenter(
-            bot,
-            self.edits,
-            simulated=bot.wavespeed.simulated,
-            clock=bot.clock,
-        )
+        self.services = services
+        self.edits: EditService = services.edits
+        self.jobs: JobService = services.jobs
+        self.intake: Intake = services.intake
+        self.presenter = DiscordPresenter(bot, services)
         self.edit_menu = app_commands.ContextMenu(name=MENU_NAME, callback=self.edit_menu_callback)
         # Whether Discord shows the bot other members' messages (the Message Content intent;
         # start-up fails if it is asked for and not granted).
@@ -314,7 +311,7 @@ class KontextCog(commands.Cog, name="Kontext"):
             details = await self.edits.details(job_id)
             await interaction.response.send_message(
                 embed=render.details_embed(
-                    details.job, details.history, simulated=self.bot.wavespeed.simulated
+                    details.job, details.history, simulated=self.services.simulated
                 ),
                 ephemeral=True,
             )

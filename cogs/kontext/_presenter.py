@@ -15,14 +15,14 @@ import contextlib
 import datetime as dt
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 import discord
 
-from services.edits import EditService
+from services.bundle import Services
 from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
 from services.storage import JobImage, JobRecord, PostedResult
@@ -60,18 +60,12 @@ class _Place:
 
 
 class DiscordPresenter:
-    def __init__(
-        self,
-        bot: Any,
-        edits: EditService,
-        *,
-        simulated: bool,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, bot: Any, services: Services) -> None:
         self._bot = bot
-        self._edits = edits
-        self._simulated = simulated
-        self._clock = clock
+        self._edits = services.edits
+        self._intake = services.intake
+        self._simulated = services.simulated
+        self._clock = services.clock
 
     # --- Progress -------------------------------------------------------------------------------
 
@@ -303,7 +297,7 @@ class DiscordPresenter:
                 continue
             fitted = None
             if per_file is not None:
-                fitted = await fit_to_limit(output.image.data, per_file, intake=self._bot.intake)
+                fitted = await fit_to_limit(output.image.data, per_file, intake=self._intake)
             if fitted is None:
                 where = (
                     f" [Open it here]({output.source_url}) (kept for 7 days)."

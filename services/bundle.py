@@ -1,0 +1,24 @@
+"""What the bot builds once at start-up and hands to its features, typed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .edits import EditService
+from .intake import Intake
+from .jobs import JobService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The services a feature may use; built in the bot's `setup_hook`, closed by the bot."""
+
+    edits: EditService
+    jobs: JobService
+    # The image pool: attachments are read, and large images reworked, under its admission.
+    intake: Intake
+    # True when images come from the built-in WaveSpeed simulator (a dry run, nothing billed).
+    simulated: bool
+    # What token expiry is measured on (tests move it ahead).
+    clock: Callable[[], float]
