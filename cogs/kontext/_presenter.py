@@ -29,7 +29,7 @@ from services.storage import JobImage, JobRecord, PostedResult
 
 from .._markdown import literal
 from . import _render as render
-from ._views import cancel_view, result_view, retry_view
+from ._actions import cancel_view, result_view, retry_view
 
 log = logging.getLogger(__name__)
 
