@@ -503,7 +503,7 @@ async def test_invalid_body_is_a_schema_error_with_its_path(
     assert error.code == 50035 and "data.embeds.0.title" in str(error)
 
 
-async def test_expired_token_is_unknown_webhook(
+async def test_expired_token_is_invalid_webhook_token(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
     alice, bot = running_bot
@@ -511,10 +511,20 @@ async def test_expired_token_is_unknown_webhook(
     assert await ix.acknowledged() is CallbackType.DEFERRED_CHANNEL_MESSAGE
     local_discord.clock.advance(15 * 60 + 1)
     probe(bot).release.set()
-    violation = await local_discord.violations.wait_for(code=10015)
-    assert "15 min" in violation.detail
+    violation = await local_discord.violations.wait_for(code=50027)
+    assert violation.status == 401 and "15 min" in violation.detail
     await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
-    assert probe(bot).errors[0].code == 10015
+    error = probe(bot).errors[0]
+    assert (error.status, error.code, error.text) == (401, 50027, "Invalid Webhook Token")
+
+
+async def test_a_token_discord_never_issued_is_unknown_webhook(
+    local_discord: LocalDiscord,
+) -> None:
+    path = f"/webhooks/{local_discord.application_id}/no-such-token/messages/@original"
+    status, body = await rest(local_discord, "PATCH", path, body={"content": "hello"})
+    assert (status, body["code"], body["message"]) == (404, 10015, "Unknown Webhook")
+    local_discord.violations.expect(code=10015)
 
 
 async def test_content_over_2000_characters_is_refused(
