@@ -1,8 +1,9 @@
 """End-to-end: a finished image reaches its member exactly once, whatever Discord does.
 
 Rate limits and a lost Send Messages permission on the result post, a failure after the
-interaction token died (told privately, never in the channel), a submit whose answer a proxy
-swallowed (looked up, then Retry), and a restart with a post that may have landed.
+interaction token died (told privately, never in the channel), a token Discord ended sooner
+than the bot counted (dropped at its first 401), a submit whose answer a proxy swallowed
+(looked up, then Retry), and a restart with a post that may have landed.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from tests.e2e import (
     starts,
 )
 from tests.images import decoded, make_png
-from tests.local_discord import LocalDiscord, RunningBot, start_bot
+from tests.local_discord import LocalDiscord, LocalDiscordConfig, RunningBot, start_bot
 from tests.local_discord.models import Perm, count_custom_ids
 
 pytest_plugins = ("tests.local_discord.fixtures",)
 
 RESULT_IDS = r"kontext:details:(\d+)"
+# Every route of an interaction's webhook (its followups, edits of `@original`...).
+WEBHOOK = ("POST /webhooks/", "GET /webhooks/", "PATCH /webhooks/", "DELETE /webhooks/")
 
 
 @pytest.mark.parametrize("bot_settings_overrides", [{"simulator": {"latency_s": 0.5}}])
@@ -76,6 +79,45 @@ async def test_a_failure_after_the_token_died_is_told_privately(
     # Nothing public: the channel has no word of it.
     public = local_discord.bot_messages(local_discord.general)
     assert public == [], public
+
+
+@pytest.mark.parametrize(
+    ("local_discord_config", "bot_settings_overrides"),
+    [
+        (
+            # Discord ends the token 10 minutes in while the bot counts 15, as when the bot's
+            # clock runs behind Discord's: the bot can only learn it from Discord's answer.
+            LocalDiscordConfig(token_lifetime_s=10 * 60),
+            {"simulator": {"latency_s": 2.0}, "jobs": {"status_edit_gap_s": 0.2}},
+        )
+    ],
+)
+@pytest.mark.parametrize("prompt", ["make it blue", "[moderate] make it blue"])
+async def test_a_token_discord_ended_early_is_not_used_again_after_its_401(
+    running_bot: RunningBot, local_discord: LocalDiscord, prompt: str
+) -> None:
+    alice, bot = running_bot
+    ix = await alice.slash("edit", image=make_png(), prompt=prompt)
+    await ix.response(starts("🎨"))
+    local_discord.clock.advance(11 * 60)
+    # The generating clock moves on, and its edit meets Discord's 401.
+    refused = await local_discord.violations.wait_for(code=50027, timeout=10)
+    assert refused.status == 401
+
+    if prompt.startswith("[moderate]"):
+        # The failure goes by DM at once, not through the token first.
+        told = await alice.dm().wait_for_message(starts("❌"), timeout=10)
+        assert "content filter" in told.content
+        assert local_discord.bot_messages(local_discord.general) == []
+    else:
+        result = await alice.wait_for_message(is_step("Step 1", prompt), timeout=10)
+        await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
+    through_token = [r for r in local_discord.rest.requests if r.route.startswith(WEBHOOK)]
+    # Nothing more went through the token after Discord refused it: no later status, no
+    # "Done", no failure report.
+    assert through_token[-1].status == 401
+    assert [r.status for r in through_token].count(401) == 1
+    assert ix.original is not None and ix.original.content.startswith("🎨")
 
 
 async def test_a_swallowed_submit_is_looked_up_then_retry_sends_it_again(
