@@ -1,13 +1,15 @@
 """End-to-end: a finished image reaches its member exactly once, whatever Discord does.
 
-Rate limits and a lost Send Messages permission on the result post, a failure after the
-interaction token died (told privately, never in the channel), a token Discord ended sooner
-than the bot counted (dropped at its first 401), a submit whose answer a proxy swallowed
-(looked up, then Retry), and a restart with a post that may have landed.
+Rate limits and a lost Send Messages permission on the result post, eight results at once in
+one channel under Discord's own limits, a failure after the interaction token died (told
+privately, never in the channel), a token Discord ended sooner than the bot counted (dropped
+at its first 401), a submit whose answer a proxy swallowed (looked up, then Retry), and a
+restart with a post that may have landed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,9 @@ import pytest
 from services.jobs import NOTHING_MADE_MESSAGE, JobStatus
 from services.simulator import Fault
 from tests.e2e import (
+    add_member,
     against,
+    embed_of,
     is_step,
     job_id_of,
     job_status,
@@ -30,6 +34,7 @@ from tests.local_discord.models import Perm, count_custom_ids
 pytest_plugins = ("tests.local_discord.fixtures",)
 
 RESULT_IDS = r"kontext:details:(\d+)"
+CHANNEL_POST = "POST /channels/{channel_id}/messages"
 # Every route of an interaction's webhook (its followups, edits of `@original`...).
 WEBHOOK = ("POST /webhooks/", "GET /webhooks/", "PATCH /webhooks/", "DELETE /webhooks/")
 
@@ -59,6 +64,43 @@ async def test_a_result_waits_out_rate_limits_and_a_lost_permission_then_lands_o
     assert posted == {str(job_id_of(result)): 1}
     while local_discord.violations.find(code=50013):
         local_discord.violations.expect(code=50013)
+
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides",
+    # Eight slots: every image is made at once, so the eight results are ready together.
+    [{"simulator": {"latency_s": 0.2}, "jobs": {"max_concurrent": 8}}],
+)
+async def test_eight_edits_at_once_in_one_channel_are_posted_once_each_under_its_limit(
+    running_bot: RunningBot, local_discord: LocalDiscord
+) -> None:
+    alice, bot = running_bot
+    members = [alice, *(alice.as_user(add_member(local_discord, f"m{n}")) for n in range(7))]
+    commands = await asyncio.gather(
+        *(
+            member.slash("edit", image=make_png(), prompt=f"make it shade {number}")
+            for number, member in enumerate(members)
+        )
+    )
+    # Eight posts against Discord's 5 per 5 s in the channel: the last ones wait for the reset.
+    await asyncio.gather(*(ix.response(starts("✅"), timeout=30) for ix in commands))
+
+    general = local_discord.general
+    results = results_in(alice, general)
+    assert sorted(embed_of(r)["description"] for r in results) == sorted(
+        f"make it shade {n}" for n in range(8)
+    )
+    for result in results:
+        await job_status(bot, job_id_of(result), JobStatus.DELIVERED)
+    posted = count_custom_ids(local_discord.bot_messages(general), RESULT_IDS)
+    assert sorted(posted.values()) == [1] * 8, posted
+    posts = local_discord.requests_to(CHANNEL_POST)
+    assert [p.status for p in posts] == [200] * 8
+    # The channel's bucket ran out on the way (the limit shaped the run), and the bot waited
+    # for its reset instead of being told to: not one 429, on any route.
+    assert 0 in [p.remaining for p in posts]
+    assert local_discord.rate_limits.hits == []
+    assert not local_discord.violations.find(kind="rate_limit")
 
 
 @pytest.mark.parametrize(
