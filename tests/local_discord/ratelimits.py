@@ -52,9 +52,11 @@ class RouteLimit:
     bucket: str | None = None
 
 
-# Discord publishes the principle, not a table: these are its documented examples (5 messages
-# per 5 s per channel) and what its X-RateLimit-* headers say for the routes this bot uses,
-# rounded to the strict side. A route missing here still counts toward the global limit.
+# Discord publishes the principle, not a table. The channel limit is its own example (5
+# messages per 5 s per channel); the others are what bots are commonly answered in the
+# X-RateLimit-* headers of these routes, taken at the strict end, since a stand-in may be
+# stricter than Discord but never looser. A route missing here still counts toward the global
+# limit.
 _REACTION = RouteLimit(1, 0.25, bucket="reactions")
 _THREAD_START = RouteLimit(5, 5.0, bucket="thread starts")
 # Followups and edits through an interaction's token: one bucket per token.
