@@ -35,12 +35,14 @@ from tests.local_discord import (
     Perm,
     PremiumType,
     RunningBot,
+    ViolationLog,
     bot_process,
     count_custom_ids,
     start_bot,
 )
 from tests.local_discord.models import MiB
 from tests.local_discord.probe_cog import ProbeCog
+from tests.local_discord.ratelimits import RateLimits
 
 pytest_plugins = ("tests.local_discord.fixtures",)
 
@@ -461,6 +463,106 @@ async def test_coming_back_before_retry_after_is_a_violation(local_discord: Loca
     assert "before retry_after" in violation.detail
 
 
+async def test_a_client_that_ignores_the_channel_limit_and_retry_after_is_caught(
+    local_discord: LocalDiscord,
+) -> None:
+    """Discord's limits are on without asking: a careless client posts as fast as it can, then
+    comes straight back after its 429."""
+    headers = {"Authorization": f"Bot {local_discord.token}"}
+    answers: list[tuple[int, Any, dict[str, Any]]] = []
+    async with aiohttp.ClientSession() as session:
+        for number in range(7):
+            url = local_discord.api_base_url + post_path(local_discord.general)
+            async with session.post(url, headers=headers, json={"content": f"{number}"}) as got:
+                answers.append((got.status, got.headers, await got.json()))
+        # Another channel is another bucket.
+        url = local_discord.api_base_url + post_path(local_discord.images)
+        async with session.post(url, headers=headers, json={"content": "elsewhere"}) as got:
+            assert got.status == 200 and got.headers["X-RateLimit-Remaining"] == "4"
+
+    assert [status for status, _, _ in answers] == [200] * 5 + [429, 429]
+    accepted = [h for status, h, _ in answers if status == 200]
+    assert [h["X-RateLimit-Remaining"] for h in accepted] == ["4", "3", "2", "1", "0"]
+    assert {h["X-RateLimit-Limit"] for h in accepted} == {"5"}
+    assert len({h["X-RateLimit-Bucket"] for h in accepted}) == 1
+    assert all(0 < float(h["X-RateLimit-Reset-After"]) <= 5 for h in accepted)
+    _, limited, body = answers[5]
+    assert set(body) == {"message", "retry_after", "global", "code"}
+    assert body["global"] is False and 0 < body["retry_after"] <= 5
+    assert limited["Via"] and limited["X-RateLimit-Scope"] == "user"
+    assert limited["X-RateLimit-Remaining"] == "0" and "X-RateLimit-Global" not in limited
+    assert limited["X-RateLimit-Bucket"] == accepted[0]["X-RateLimit-Bucket"]
+    assert int(limited["Retry-After"]) >= body["retry_after"]
+    assert len(local_discord.bot_messages(local_discord.general)) == 5
+    # The 429 alone is Discord doing its job; coming back before retry_after is the client's
+    # fault.
+    violation = local_discord.violations.expect(kind="rate_limit")
+    assert "before retry_after" in violation.detail
+    assert len(local_discord.rate_limits.hits) == 2
+
+
+INTERACTION_CALLBACK = "POST /interactions/{interaction_id}/{interaction_token}/callback"
+ORIGINAL_EDIT = "PATCH /webhooks/{webhook_id}/{webhook_token}/messages/@original"
+REACTION = "PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me"
+UNREACTION = "DELETE /channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me"
+
+
+def test_discords_global_limit_spares_interaction_endpoints() -> None:
+    now = [1000.0]
+    violations = ViolationLog()
+    limits = RateLimits(violations, clock=lambda: now[0])
+    answers = [limits.check("GET /users/@me", "") for _ in range(51)]
+    assert [a.limited for a in answers] == [False] * 50 + [True]
+    hit = answers[-1]
+    assert hit.body()["global"] is True and hit.retry_after is not None
+    assert hit.headers["X-RateLimit-Global"] == "true"
+    assert hit.headers["X-RateLimit-Scope"] == "global" and hit.headers["Via"]
+    # Interactions are answered whatever the bot's other traffic, as on Discord.
+    assert not limits.check(INTERACTION_CALLBACK, "1").limited
+    assert not limits.check(FOLLOWUP, "app+token").limited
+    assert not violations
+    # Every other route waits out the global retry_after.
+    assert limits.check(CHANNEL_POST, "7").limited
+    assert violations.expect(kind="rate_limit").route == CHANNEL_POST
+    now[0] += 1.0
+    assert not limits.check("GET /users/@me", "").limited
+
+
+def test_routes_of_one_bucket_share_its_count_for_each_major_parameter() -> None:
+    now = [1000.0]
+    limits = RateLimits(ViolationLog(), clock=lambda: now[0])
+    # An interaction's followups and edits: one bucket per token.
+    token = [limits.check(r, "app+a") for r in [FOLLOWUP, ORIGINAL_EDIT] * 3]
+    assert [a.remaining for a in token[:5]] == [4, 3, 2, 1, 0] and token[5].limited
+    assert len({a.headers["X-RateLimit-Bucket"] for a in token}) == 1
+    assert limits.check(ORIGINAL_EDIT, "app+b").remaining == 4
+    # Reactions: one a quarter second per channel, adding and removing alike.
+    assert not limits.check(REACTION, "7").limited
+    assert limits.check(UNREACTION, "7").limited
+    assert not limits.check(REACTION, "8").limited
+    now[0] += 0.25
+    assert not limits.check(UNREACTION, "7").limited
+    # A forced 429 names the route's own bucket, or discord.py would think the route moved.
+    posted = limits.check(CHANNEL_POST, "7")
+    limits.fail_next(CHANNEL_POST)
+    forced = limits.check(CHANNEL_POST, "7")
+    assert forced.limited
+    assert forced.headers["X-RateLimit-Bucket"] == posted.headers["X-RateLimit-Bucket"]
+
+
+async def test_a_test_turns_rate_limits_off_only_by_saying_why() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        LocalDiscordConfig(rate_limits_off=" ")
+    config = LocalDiscordConfig(rate_limits_off="counts requests, not pacing")
+    async with LocalDiscord(config) as local:
+        for number in range(7):
+            status, _ = await rest(
+                local, "POST", post_path(local.general), body={"content": f"{number}"}
+            )
+            assert status == 200
+        assert local.rate_limits.hits == [] and not local.violations
+
+
 # -- the rules a naive bot breaks --------------------------------------------------------------
 
 
@@ -500,7 +602,7 @@ async def test_invalid_body_is_a_schema_error_with_its_path(
     assert error.code == 50035 and "data.embeds.0.title" in str(error)
 
 
-async def test_expired_token_is_unknown_webhook(
+async def test_expired_token_is_invalid_webhook_token(
     running_bot: RunningBot, local_discord: LocalDiscord
 ) -> None:
     alice, bot = running_bot
@@ -508,10 +610,20 @@ async def test_expired_token_is_unknown_webhook(
     assert await ix.acknowledged() is CallbackType.DEFERRED_CHANNEL_MESSAGE
     local_discord.clock.advance(15 * 60 + 1)
     probe(bot).release.set()
-    violation = await local_discord.violations.wait_for(code=10015)
-    assert "15 min" in violation.detail
+    violation = await local_discord.violations.wait_for(code=50027)
+    assert violation.status == 401 and "15 min" in violation.detail
     await local_discord.state.wait_until(lambda: probe(bot).errors, timeout=5, what="the error")
-    assert probe(bot).errors[0].code == 10015
+    error = probe(bot).errors[0]
+    assert (error.status, error.code, error.text) == (401, 50027, "Invalid Webhook Token")
+
+
+async def test_a_token_discord_never_issued_is_unknown_webhook(
+    local_discord: LocalDiscord,
+) -> None:
+    path = f"/webhooks/{local_discord.application_id}/no-such-token/messages/@original"
+    status, body = await rest(local_discord, "PATCH", path, body={"content": "hello"})
+    assert (status, body["code"], body["message"]) == (404, 10015, "Unknown Webhook")
+    local_discord.violations.expect(code=10015)
 
 
 async def test_content_over_2000_characters_is_refused(
@@ -798,29 +910,37 @@ async def rest(
     files: dict[str, bytes] | None = None,
     params: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """One request as the bot, JSON or (with `files`) multipart with payload_json."""
+    """One request as the bot, JSON or (with `files`) multipart with payload_json.
+
+    A 429 is waited out as a client must, but on the local Discord's clock: these tests run
+    no bot, so moving it ahead by `retry_after` is the wait, without the seconds."""
     headers = {"Authorization": f"Bot {local.token}"}
-    data: aiohttp.FormData | None = None
-    if files is not None:
-        data = aiohttp.FormData(quote_fields=False)
-        data.add_field("payload_json", json.dumps(body or {}), content_type="application/json")
-        for index, (name, content) in enumerate(files.items()):
-            data.add_field(f"files[{index}]", content, filename=name, content_type="image/png")
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            method,
-            local.api_base_url + path,
-            headers=headers,
-            params=params,
-            json=body if files is None else None,
-            data=data,
-        ) as response,
-    ):
-        text = await response.text()
-        if response.content_type != "application/json":
-            return response.status, text or None
-        return response.status, json.loads(text)
+    for _ in range(3):
+        data: aiohttp.FormData | None = None
+        if files is not None:
+            data = aiohttp.FormData(quote_fields=False)
+            data.add_field("payload_json", json.dumps(body or {}), content_type="application/json")
+            for index, (name, content) in enumerate(files.items()):
+                data.add_field(f"files[{index}]", content, filename=name, content_type="image/png")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                method,
+                local.api_base_url + path,
+                headers=headers,
+                params=params,
+                json=body if files is None else None,
+                data=data,
+            ) as response,
+        ):
+            text = await response.text()
+            if response.content_type != "application/json":
+                return response.status, text or None
+            answer = json.loads(text)
+            if response.status != 429:
+                return response.status, answer
+        local.clock.advance(answer["retry_after"])
+    raise AssertionError(f"{method} {path} still rate limited after three waits")
 
 
 def post_path(channel: Channel) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import io
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,9 +39,13 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 REQUEST_LIMIT = 25 * 1024 * 1024 - 512 * 1024
 # A token that is about to die is treated as dead: a request started now may land too late.
 TOKEN_MARGIN_S = 30
+# Discord's code for a webhook (here: an interaction token) it does not know.
+UNKNOWN_WEBHOOK = 10015
 THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 # After a restart, a result that may have been posted is looked for among this many messages.
 LOOK_BACK_MESSAGES = 50
+# How many interaction tokens Discord refused are remembered; a token matters for 15 minutes.
+REFUSED_TOKEN_MEMORY = 10_000
 
 Messageable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
 # What a bot may upload per file by server boost level (a bot has no Nitro). An upload Discord
@@ -66,6 +71,10 @@ class DiscordPresenter:
         self._intake = services.intake
         self._simulated = services.simulated
         self._clock = services.clock
+        # Tokens Discord called dead before our count of their 15 minutes ran out (our clock
+        # behind Discord's): never used again, since every further 401 is one more toward
+        # Discord's limit on invalid requests, and the member is better told some other way.
+        self._refused_tokens: OrderedDict[str, None] = OrderedDict()
 
     # --- Progress -------------------------------------------------------------------------------
 
@@ -89,7 +98,15 @@ class DiscordPresenter:
         if job.status_channel_id is None:
             if not self._token_alive(job):
                 return False
-            await self._webhook(job).edit_message(job.status_message_id, content=content, view=view)
+            try:
+                await self._webhook(job).edit_message(
+                    job.status_message_id, content=content, view=view
+                )
+            except discord.HTTPException as exc:
+                if not _token_refused(exc):
+                    raise
+                self._refuse_token(job)
+                return False
             return True
         channel = await self._channel(job.status_channel_id)
         message = channel.get_partial_message(job.status_message_id)
@@ -364,7 +381,15 @@ class DiscordPresenter:
             job.interaction_token
             and job.token_expires_at
             and self._clock() < job.token_expires_at - TOKEN_MARGIN_S
+            and job.interaction_token not in self._refused_tokens
         )
+
+    def _refuse_token(self, job: JobRecord) -> None:
+        assert job.interaction_token is not None
+        log.info("job %d: Discord ended its interaction token early; not used again", job.id)
+        self._refused_tokens[job.interaction_token] = None
+        while len(self._refused_tokens) > REFUSED_TOKEN_MEMORY:
+            self._refused_tokens.popitem(last=False)
 
     def _webhook(self, job: JobRecord) -> discord.Webhook:
         assert job.interaction_token is not None
@@ -402,6 +427,13 @@ def _custom_ids(message: discord.Message) -> set[str]:
         for row in message.components
         for child in getattr(row, "children", [])
     }
+
+
+def _token_refused(exc: discord.HTTPException) -> bool:
+    """Discord's word that an interaction token is dead: 401 50027 Invalid Webhook Token once
+    its 15 minutes are over (by Discord's clock), 404 10015 Unknown Webhook for one it no
+    longer knows at all."""
+    return exc.status == 401 or (exc.status == 404 and exc.code == UNKNOWN_WEBHOOK)
 
 
 def _only(user_id: int) -> discord.AllowedMentions:

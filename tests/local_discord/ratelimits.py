@@ -1,9 +1,16 @@
-"""Rate limits a test can switch on: per route bucket, global, or "the next N requests".
+"""Discord's rate limits: on from the start, as on Discord, plus 429s a test forces.
+
+By default a bot gets what Discord gives it (`DISCORD_ROUTE_LIMITS`, `DISCORD_GLOBAL_LIMIT`):
+50 requests a second in all (interaction endpoints exempt), 5 messages per 5 s per channel,
+and a bucket of its own for each route that has one, counted per major parameter (the channel,
+the guild, the interaction's token). A test changes one bucket with `limit_route`, the global
+limit with `limit_global`, forces "the next N requests" with `fail_next`, and only a test that
+says why (`LocalDiscordConfig.rate_limits_off`) runs without any.
 
 Answers are what discord.py needs to honour them: status 429, a JSON body with `retry_after`
 and `global`, a `Via` header (without it discord.py assumes a Cloudflare ban and gives up) and
-the X-RateLimit-* headers. A client that comes back before `retry_after` has passed is recorded
-as a violation: that is the whole point of the header.
+the X-RateLimit-* headers, on every answer of a bucketed route. A client that comes back before
+`retry_after` has passed is recorded as a violation: that is the whole point of the header.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .rules import Violation, ViolationLog
@@ -28,6 +36,50 @@ GLOBAL_EXEMPT_PREFIXES = (
     "PATCH /webhooks/",
     "DELETE /webhooks/",
 )
+
+
+# Discord's documented limit on all of a bot's requests, per second.
+DISCORD_GLOBAL_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class RouteLimit:
+    """`limit` requests per `per` seconds for each major parameter; routes that name the same
+    `bucket` share one (one `X-RateLimit-Bucket`, one count), as Discord's buckets do."""
+
+    limit: int
+    per: float
+    bucket: str | None = None
+
+
+# Discord publishes the principle, not a table. The channel limit is its own example (5
+# messages per 5 s per channel); the others are what bots are commonly answered in the
+# X-RateLimit-* headers of these routes, taken at the strict end, since a stand-in may be
+# stricter than Discord but never looser. A route missing here still counts toward the global
+# limit.
+_REACTION = RouteLimit(1, 0.25, bucket="reactions")
+_THREAD_START = RouteLimit(5, 5.0, bucket="thread starts")
+# Followups and edits through an interaction's token: one bucket per token.
+_INTERACTION_WEBHOOK = RouteLimit(5, 2.0, bucket="interaction webhook")
+DISCORD_ROUTE_LIMITS: dict[str, RouteLimit] = {
+    "POST /channels/{channel_id}/messages": RouteLimit(5, 5.0),
+    "PATCH /channels/{channel_id}/messages/{message_id}": RouteLimit(5, 5.0),
+    "DELETE /channels/{channel_id}/messages/{message_id}": RouteLimit(5, 1.0),
+    "GET /channels/{channel_id}/messages": RouteLimit(5, 5.0),
+    "PATCH /channels/{channel_id}": RouteLimit(5, 5.0),
+    "POST /channels/{channel_id}/messages/{message_id}/threads": _THREAD_START,
+    "POST /channels/{channel_id}/threads": _THREAD_START,
+    "PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me": _REACTION,
+    "DELETE /channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me": _REACTION,
+    "POST /webhooks/{webhook_id}/{webhook_token}": _INTERACTION_WEBHOOK,
+    **{
+        f"{method} /webhooks/{{webhook_id}}/{{webhook_token}}/messages/{target}": (
+            _INTERACTION_WEBHOOK
+        )
+        for method in ("GET", "PATCH", "DELETE")
+        for target in ("@original", "{message_id}")
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +99,8 @@ class Decision:
     headers: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     is_global: bool = False
+    # What is left of the route's bucket after this request (None: the route has none).
+    remaining: int | None = None
 
     @property
     def limited(self) -> bool:
@@ -80,22 +134,50 @@ class _Forced:
 
 
 class RateLimits:
-    """Off by default; `limit_route`, `limit_global` and `fail_next` switch limits on."""
+    """Discord's limits (unless `discord_limits=False`); `limit_route`, `limit_global` and
+    `fail_next` change them, `off` drops them all."""
 
-    def __init__(self, violations: ViolationLog) -> None:
+    def __init__(
+        self,
+        violations: ViolationLog,
+        *,
+        discord_limits: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._violations = violations
+        # The local Discord's clock: a test that jumps it ahead finds windows over, as they
+        # would be that much later.
+        self._clock = clock
         self._routes: dict[str, _Bucket] = {}
+        self._named: dict[str, _Bucket] = {}
+        # Counts per (bucket hash, major parameter): routes sharing a bucket share its count.
         self._windows: dict[tuple[str, str], _Bucket] = {}
         self._global: _Bucket | None = None
         self._global_window = _Bucket(0, 0.0)
         self._forced: list[_Forced] = []
         self._blocked_until: dict[tuple[str, str], float] = {}
         self.hits: list[RateLimitHit] = []
+        if discord_limits:
+            self.use_discord_limits()
 
-    def limit_route(self, route: str, *, limit: int, per: float) -> None:
+    def use_discord_limits(self) -> None:
+        """Discord's buckets and global limit, as a fresh local Discord has them."""
+        self.limit_global(limit=DISCORD_GLOBAL_LIMIT)
+        for route, rule in DISCORD_ROUTE_LIMITS.items():
+            self.limit_route(route, limit=rule.limit, per=rule.per, bucket=rule.bucket)
+
+    def limit_route(self, route: str, *, limit: int, per: float, bucket: str | None = None) -> None:
         """At most `limit` requests per `per` seconds on `route` (e.g. "POST
-        /channels/{channel_id}/messages"), counted per major parameter like Discord's buckets."""
-        self._routes[route] = _Bucket(limit, per)
+        /channels/{channel_id}/messages"), counted per major parameter like Discord's buckets.
+        Routes given the same `bucket` name share one bucket (the last limit given wins)."""
+        if bucket is None:
+            self._routes[route] = _Bucket(limit, per)
+            return
+        shared = self._named.get(bucket)
+        if shared is None:
+            shared = self._named[bucket] = _Bucket(limit, per)
+        shared.limit, shared.per = limit, per
+        self._routes[route] = shared
 
     def limit_global(self, *, limit: int, per: float = 1.0) -> None:
         self._global = _Bucket(limit, per)
@@ -123,19 +205,27 @@ class RateLimits:
 
     def off(self) -> None:
         self._routes.clear()
+        self._named.clear()
         self._windows.clear()
         self._global = None
         self._forced.clear()
 
     def check(self, route: str, major: str) -> Decision:
-        now = time.monotonic()
+        now = self._clock()
         early = self._early(route, major, now)
         if early is not None:
             return early
         forced = self._take_forced(route, major)
         if forced is not None:
+            # Under the route's own bucket, if it has one: a stray hash would make discord.py
+            # think the route moved to another bucket.
             return self._limited(
-                route, major, now, forced.retry_after, forced.is_global, bucket=None
+                route,
+                major,
+                now,
+                forced.retry_after,
+                forced.is_global,
+                bucket=self._routes.get(route),
             )
         if self._global is not None and not route.startswith(GLOBAL_EXEMPT_PREFIXES):
             window = self._global_window
@@ -151,19 +241,27 @@ class RateLimits:
         if template is None:
             return Decision()
         bucket = self._windows.setdefault(
-            (route, major), _Bucket(template.limit, template.per, hash=template.hash)
+            (template.hash, major), _Bucket(template.limit, template.per, hash=template.hash)
         )
+        # A limit changed since this window began applies from its next request on.
+        bucket.limit, bucket.per = template.limit, template.per
         if now >= bucket.window_start + bucket.per:
             bucket.window_start, bucket.count = now, 0
         bucket.count += 1
         reset_after = bucket.window_start + bucket.per - now
         if bucket.count > bucket.limit:
             return self._limited(route, major, now, reset_after, False, bucket=bucket)
-        return Decision(headers=_bucket_headers(bucket, bucket.limit - bucket.count, reset_after))
+        remaining = bucket.limit - bucket.count
+        return Decision(
+            headers=_bucket_headers(bucket, remaining, reset_after), remaining=remaining
+        )
 
     def _early(self, route: str, major: str, now: float) -> Decision | None:
         """A request during a retry_after window it was told about: a violation."""
-        for key in ((route, major), ("*", "*")):
+        keys = [(route, major)]
+        if not route.startswith(GLOBAL_EXEMPT_PREFIXES):
+            keys.append(("*", "*"))
+        for key in keys:
             until = self._blocked_until.get(key)
             if until is None:
                 continue

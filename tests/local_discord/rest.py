@@ -80,6 +80,8 @@ class RequestRecord:
     body: Any = None
     files: list[UploadedFile] = field(default_factory=list)
     status: int = 0
+    # X-RateLimit-Remaining of the answer: 0 means the client must wait for the bucket's reset.
+    remaining: int | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class RestApi:
         self.requests.append(record)
         major = _major(params)
         decision = discord.rate_limits.check(route.name, major)
+        record.remaining = decision.remaining
         if decision.limited:
             record.status = 429
             return json_response(decision.body(), 429, decision.headers)

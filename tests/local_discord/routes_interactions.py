@@ -1,9 +1,10 @@
 """REST routes for interactions: the callback, webhook followups and `@original`.
 
 The two clocks of an interaction are enforced here: the callback must come within 3 s of the
-interaction (else 10062 Unknown interaction), and the token works for 15 minutes (else 10015
-Unknown Webhook). Both are measured on the test's clock, so `discord.clock.advance(15 * 60)`
-expires a token at once.
+interaction (else 10062 Unknown interaction), and the token works for 15 minutes (after that
+401, 50027 Invalid Webhook Token; a token Discord never issued is 404, 10015 Unknown Webhook).
+Both are measured on the test's clock, so `discord.clock.advance(15 * 60)` expires a token at
+once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .routes_channels import edit_fields
 from .rules import (
     ALREADY_ACKNOWLEDGED,
     INVALID_FORM_BODY,
+    INVALID_WEBHOOK_TOKEN,
     UNKNOWN_INTERACTION,
     UNKNOWN_MESSAGE,
     UNKNOWN_WEBHOOK,
@@ -243,9 +245,9 @@ def _webhook(call: Call) -> Interaction:
     lifetime = call.discord.config.token_lifetime_s
     if age > lifetime:
         raise DiscordError(
-            404,
-            UNKNOWN_WEBHOOK,
-            "Unknown Webhook",
+            401,
+            INVALID_WEBHOOK_TOKEN,
+            "Invalid Webhook Token",
             violation=True,
             detail=f"interaction token used {age / 60:.1f} min after the "
             f"interaction; tokens live {lifetime / 60:g} min",
