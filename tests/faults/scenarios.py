@@ -230,6 +230,10 @@ def scenarios() -> list[Scenario]:
             "one member's prediction never finishes, beside other members' jobs",
             no_action,
             bot_env=lambda t: {"JOBS_JOB_DEADLINE_S": str(t.stuck_deadline_s)},
+            # WaveSpeed ends a sync-mode wait on its own clock (the simulator's default is
+            # 30 s); held to the deadline here, the stuck job is given up at its deadline
+            # rather than when the wait ends, so the small run does not sit out 30 s.
+            simulator_args=lambda t: ["--sync-wait", str(t.stuck_deadline_s)],
             stuck=True,
         ),
     ]
