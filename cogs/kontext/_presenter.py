@@ -65,7 +65,7 @@ class _Place:
 
 
 class DiscordPresenter:
-    def __init__(self, bot: Any, services: Services) -> None:
+    def __init__(self, bot: discord.Client, services: Services) -> None:
         self._bot = bot
         self._edits = services.edits
         self._intake = services.intake
@@ -207,9 +207,11 @@ class DiscordPresenter:
             places.append(
                 await self._channel(chain.channel_id if chain is not None else job.channel_id)
             )
+            me = self._bot.user
+            assert me is not None, "results are looked for once the bot is logged in"
             for place in places:
                 async for message in place.history(limit=LOOK_BACK_MESSAGES, after=since):
-                    if message.author.id == self._bot.user.id and wanted in _custom_ids(message):
+                    if message.author.id == me.id and wanted in _custom_ids(message):
                         thread = message.thread
                         return PostedResult(
                             message.id,
@@ -369,7 +371,10 @@ class DiscordPresenter:
             log.info("job %d: status message not editable (%s); sending a DM", job.id, exc)
         user = self._bot.get_user(job.requester_id) or await self._bot.fetch_user(job.requester_id)
         try:
-            await user.send(f"❌ {message}", view=view)
+            if view is None:
+                await user.send(f"❌ {message}")
+            else:
+                await user.send(f"❌ {message}", view=view)
         except discord.HTTPException as exc:
             # Direct messages closed: the log is all that is left.
             log.warning("job %d: could not tell the requester (%s): %s", job.id, exc, message)
@@ -393,6 +398,7 @@ class DiscordPresenter:
 
     def _webhook(self, job: JobRecord) -> discord.Webhook:
         assert job.interaction_token is not None
+        assert self._bot.application_id is not None, "known once the bot is logged in"
         return discord.Webhook.partial(
             self._bot.application_id, job.interaction_token, client=self._bot
         )
