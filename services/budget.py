@@ -160,10 +160,9 @@ def check_hold(
     cap = limits.member_daily_images
     if cap is not None and spent.member_day_images + images > cap:
         left_images = max(0, cap - spent.member_day_images)
-        asked = "1 image" if images == 1 else f"{images} images"
         raise BudgetExceededError(
-            f"Your daily limit of {cap} images here is used up ({left_images} left, not enough "
-            f"for {asked}); {resets_text(now, monthly=False)}."
+            f"Your daily limit of {_images(cap)} here is used up ({left_images} left, not "
+            f"enough for {_images(images)}); {resets_text(now, monthly=False)}."
         )
 
 
