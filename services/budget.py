@@ -146,15 +146,15 @@ def check_hold(
     """Raise BudgetExceededError naming the first limit `cost` (and `images`) would pass."""
     what = f"this {usd(cost)} request"
     checks = (
-        ("This server's daily budget", limits.server_daily, spent.server_day, False),
-        ("This server's monthly budget", limits.server_monthly, spent.server_month, True),
-        ("Your daily budget here", limits.member_daily, spent.member_day, False),
+        ("This server's daily budget of {}", limits.server_daily, spent.server_day, False),
+        ("This server's monthly budget of {}", limits.server_monthly, spent.server_month, True),
+        ("Your daily budget of {} here", limits.member_daily, spent.member_day, False),
     )
     for name, limit, used, monthly in checks:
         if limit is not None and used + cost > limit:
             left = max(0, limit - used)
             raise BudgetExceededError(
-                f"{name} of {usd(limit)} is used up ({usd(left)} left, not enough for {what}); "
+                f"{name.format(usd(limit))} is used up ({usd(left)} left, not enough for {what}); "
                 f"{resets_text(now, monthly=monthly)}."
             )
     cap = limits.member_daily_images
