@@ -39,7 +39,7 @@ def from_micros(micros: int) -> Decimal:
 
 
 def usd(micros: int) -> str:
-    """ "$0.04", "$1.00", "$0.025": cents always, more digits only where the amount has them."""
+    """Money as members read it: $0.04, $1.00, $0.025 (more than cents only where needed)."""
     amount = from_micros(micros)
     text = (
         f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount.normalize():f}"

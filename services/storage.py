@@ -508,6 +508,11 @@ class Repository:
         unknown = set(values) - set(_JOB_COLUMNS) | ({"id", "turn"} & set(values))
         if unknown:
             raise ValueError(f"not job columns: {sorted(unknown)}")
+        if hold is not None and (hold.member_id, hold.guild_id) != (
+            values["requester_id"],
+            values.get("guild_id"),
+        ):
+            raise ValueError("a hold is for the job's own member and server")
         async with self._unit_of_work() as db:
             if hold is not None:
                 hold.check(
