@@ -28,6 +28,7 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
+from services.budget import BudgetPolicy, Budgets
 from services.bundle import Services
 from services.edits import EditService
 from services.intake import open_intake
@@ -119,16 +120,19 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
+        budgets = Budgets(self.repository, BudgetPolicy(self.settings.budget), self.clock)
         jobs = JobService(
             self.repository,
             self.wavespeed,
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
+            budgets=budgets,
         )
         self._services = Services(
             edits=EditService(self.repository, jobs, self.wavespeed, intake),
             jobs=jobs,
+            budgets=budgets,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .budget import Budgets
 from .edits import EditService
 from .intake import Intake
 from .jobs import JobService
@@ -16,6 +17,8 @@ class Services:
 
     edits: EditService
     jobs: JobService
+    # Prices and budgets: what members have spent and may still spend.
+    budgets: Budgets
     # The image pool: attachments are read, and large images reworked, under its admission.
     intake: Intake
     # True when images come from the built-in WaveSpeed simulator (a dry run, nothing billed).

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from .breaker import CircuitBreaker
+from .budget import Budgets
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .settings import JobSettings
@@ -217,8 +218,11 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self._repository = repository
+        # Prices each job and holds it against the budgets as it is stored; None: no budgets.
+        self._budgets = budgets
         self._webhooks = webhooks
         self._client = client
         self._settings = settings
@@ -318,7 +322,9 @@ class JobService:
     # --- Taking jobs ----------------------------------------------------------------------------
 
     async def enqueue(self, new: NewJob) -> JobRecord:
-        """Store the job and its images and queue it. Nothing is spent until it starts."""
+        """Store the job and its images and queue it, its price held against the budgets in
+        the same transaction. Nothing is spent until it starts; BudgetExceededError when it
+        does not fit a budget (nothing is stored)."""
         if self._closing:
             raise ShuttingDownError()
         # NewJob's own fields are job columns by the same names; the rest are derived.
@@ -327,9 +333,15 @@ class JobService:
             for f in fields(new)
             if f.name not in ("model", "inputs", "new_chain")
         }
+        hold = (
+            self._budgets.hold_for(new.model, new.params, new.guild_id, new.requester_id)
+            if self._budgets is not None
+            else None
+        )
         job = await self._repository.create_job(
             inputs=new.inputs,
             new_chain=new.new_chain,
+            hold=hold,
             **columns,
             model_path=new.model.path,
             prompt=str(new.params.get("prompt") or ""),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -177,6 +178,17 @@ class LimitSettings(_Section):
     image_preparations: int = Field(default=2, ge=1)
 
 
+class BudgetSettings(_Section):
+    """What may be spent, in US dollars (exact decimals); unset is no cap. Daily budgets reset at
+    00:00 UTC, monthly ones on the 1st."""
+
+    server_daily_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
+    server_monthly_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
+    # A member's own caps, counted per server.
+    member_daily_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
+    member_daily_images: int | None = Field(default=None, ge=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -196,6 +208,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
     limits: LimitSettings = LimitSettings()
+    budget: BudgetSettings = BudgetSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

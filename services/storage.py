@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import decimal
 import enum
 import hashlib
 import json
@@ -22,7 +23,7 @@ import logging
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,7 +160,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_member ON jobs(requester_id, turn);
     CREATE UNIQUE INDEX jobs_by_prediction ON jobs(prediction_id) WHERE prediction_id IS NOT NULL
     """,
+    # 3: the budget ledger. One row per priced job: its price held when it was stored, settled
+    # at its cost once made, released (counting nothing) when it failed or was cancelled.
+    # Amounts are integer millionths of a dollar.
+    """
+    CREATE TABLE budget_holds (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+        guild_id INTEGER,
+        member_id INTEGER NOT NULL,
+        amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),
+        images INTEGER NOT NULL CHECK (images >= 0),
+        state TEXT NOT NULL CHECK (state IN ('held', 'settled', 'released')),
+        created_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX budget_by_guild ON budget_holds(guild_id, created_at);
+    CREATE INDEX budget_by_member ON budget_holds(member_id, guild_id, created_at)
+    """,
 )
+
+# A hold is released (it counts nothing) when its job ends in one of these.
+_RELEASING = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +267,32 @@ class JobRecord:
     result_message_id: int | None = None
     result_channel_id: int | None = None
     updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spending:
+    """What the ledger counts (held and settled, not released), in micro-dollars."""
+
+    server_day: int = 0
+    server_month: int = 0
+    member_day: int = 0
+    member_month: int = 0
+    member_day_images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetHold:
+    """A new job's hold: taken in `create_job` if `check` (given what is spent) does not raise."""
+
+    guild_id: int | None
+    member_id: int
+    amount_micros: int
+    images: int
+    # Where the current day and month began (UTC), and when the hold is taken.
+    day_start: float
+    month_start: float
+    at: float
+    check: Callable[[Spending], None] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,9 +489,14 @@ class Repository:
         *,
         inputs: Sequence[NewImage] = (),
         new_chain: bool = False,
+        hold: BudgetHold | None = None,
         **values: Any,
     ) -> JobRecord:
         """Store a queued job with its input images (and its new chain) in one transaction.
+
+        With a `hold`, what is spent is read and checked, and the hold taken, in that same
+        transaction: a refused check stores nothing, and two jobs can never both pass a budget
+        only one of them fits.
 
         Its fair-queue turn is the member's previous turn plus one, but never a turn already
         served: so members alternate, and a place once given is never taken by a later job of
@@ -456,7 +508,22 @@ class Repository:
         unknown = set(values) - set(_JOB_COLUMNS) | ({"id", "turn"} & set(values))
         if unknown:
             raise ValueError(f"not job columns: {sorted(unknown)}")
+        if hold is not None and (hold.member_id, hold.guild_id) != (
+            values["requester_id"],
+            values.get("guild_id"),
+        ):
+            raise ValueError("a hold is for the job's own member and server")
         async with self._unit_of_work() as db:
+            if hold is not None:
+                hold.check(
+                    await self._spent(
+                        db,
+                        hold.guild_id,
+                        hold.member_id,
+                        day_start=hold.day_start,
+                        month_start=hold.month_start,
+                    )
+                )
             if new_chain:
                 cursor = await db.execute(
                     "INSERT INTO chains (guild_id, channel_id, owner_id, created_at)"
@@ -482,6 +549,19 @@ class Repository:
             job_id = cursor.lastrowid
             assert job_id is not None
             await self._set_job_images(db, job_id, "input", inputs)
+            if hold is not None:
+                await db.execute(
+                    "INSERT INTO budget_holds (job_id, guild_id, member_id, amount_micros,"
+                    " images, state, created_at) VALUES (?,?,?,?,?,'held',?)",
+                    (
+                        job_id,
+                        hold.guild_id,
+                        hold.member_id,
+                        hold.amount_micros,
+                        hold.images,
+                        hold.at,
+                    ),
+                )
         return await self.job(job_id)
 
     async def transition(
@@ -512,7 +592,71 @@ class Repository:
                 return None
             if outputs is not None:
                 await self._set_job_images(db, job_id, "output", outputs)
+            await self._end_hold(db, job_id, to_status, values["updated_at"])
         return await self.job(job_id)
+
+    # --- The budget ledger ----------------------------------------------------------------------
+
+    @staticmethod
+    async def _end_hold(db: aiosqlite.Connection, job_id: int, status: str, now: float) -> None:
+        """Settle a job's hold at its cost once made; release it when it failed or was
+        cancelled. Inside the transition's transaction; a hold already ended stays as it is."""
+        if status in _RELEASING:
+            await db.execute(
+                "UPDATE budget_holds SET state = 'released', ended_at = ?"
+                " WHERE job_id = ? AND state = 'held'",
+                (now, job_id),
+            )
+        elif status == JobStatus.SUCCEEDED:
+            async with db.execute("SELECT cost FROM jobs WHERE id = ?", (job_id,)) as cursor:
+                row = await cursor.fetchone()
+            cost = None if row is None or row["cost"] is None else _micros(row["cost"])
+            await db.execute(
+                "UPDATE budget_holds SET state = 'settled', ended_at = ?,"
+                " amount_micros = COALESCE(?, amount_micros) WHERE job_id = ? AND state = 'held'",
+                (now, cost, job_id),
+            )
+
+    @staticmethod
+    async def _spent(
+        db: aiosqlite.Connection,
+        guild_id: int | None,
+        member_id: int,
+        *,
+        day_start: float,
+        month_start: float,
+    ) -> Spending:
+        async with db.execute(
+            "SELECT"
+            " COALESCE(SUM(CASE WHEN created_at >= ? THEN amount_micros END), 0),"
+            " COALESCE(SUM(amount_micros), 0),"
+            " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN amount_micros END), 0),"
+            " COALESCE(SUM(CASE WHEN member_id = ? THEN amount_micros END), 0),"
+            " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN images END), 0)"
+            " FROM budget_holds WHERE guild_id IS ? AND created_at >= ? AND state != 'released'",
+            (
+                day_start,
+                member_id,
+                day_start,
+                member_id,
+                member_id,
+                day_start,
+                guild_id,
+                month_start,
+            ),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return Spending(*(int(value) for value in row))
+
+    async def spending(
+        self, guild_id: int | None, member_id: int, *, day_start: float, month_start: float
+    ) -> Spending:
+        """What the ledger counts for this server and member since the given day and month."""
+        async with self._lock:
+            return await self._spent(
+                self._db, guild_id, member_id, day_start=day_start, month_start=month_start
+            )
 
     async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
         """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's
@@ -707,6 +851,14 @@ class Repository:
     async def forget_message(self, message_id: int) -> None:
         async with self._unit_of_work() as db:
             await db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+
+
+def _micros(cost: str) -> int:
+    """A job's cost column (a Decimal string in dollars) in micro-dollars, exactly."""
+    micros = decimal.Decimal(cost) * 1_000_000
+    if micros != micros.to_integral_value():
+        raise ValueError(f"cost {cost} is finer than a millionth of a dollar")
+    return int(micros)
 
 
 def _starting_statuses() -> str:

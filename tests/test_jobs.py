@@ -10,10 +10,12 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from services.budget import BudgetPolicy, Budgets
 from services.jobs import (
     CRASHED_MESSAGE,
     NOTHING_MADE_MESSAGE,
@@ -26,11 +28,11 @@ from services.jobs import (
     Stage,
     WebhookMode,
 )
-from services.settings import JobSettings
+from services.settings import BudgetSettings, JobSettings
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
 from services.status import Lane, RequestBudget
 from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
-from services.wavespeed import WaveSpeedClient, model_for_path
+from services.wavespeed import KontextError, WaveSpeedClient, model_for_path
 from services.wavespeed.webhooks import WebhookInbox, serve_inbox
 from tests.conftest import API_KEY
 from tests.images import make_png
@@ -577,6 +579,32 @@ async def test_a_proxy_error_on_submit_is_looked_up_then_reported_with_retry(
     assert presenter.failures[job.id] == NOTHING_MADE_MESSAGE and job.id in presenter.retry_offered
     assert simulator.request_counts["submit"] == 1 and simulator.request_counts["history"] >= 1
     assert simulator.predictions == {}
+
+
+async def test_a_lost_submit_that_made_nothing_gives_its_hold_back_and_a_made_one_keeps_it(
+    repository: Repository,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
+) -> None:
+    budgets = Budgets(repository, BudgetPolicy(BudgetSettings(member_daily_usd="0.04")), time.time)
+    service = JobService(repository, make_client(), JobSettings(**FAST), budgets=budgets)
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        # A 502 from a proxy: looked up, found nowhere, so nothing was made or charged.
+        simulator.inject(Fault.BAD_GATEWAY)
+        lost = await service.enqueue(edit())
+        await presenter.wait_for(lambda: lost.id in presenter.failures)
+        assert presenter.failures[lost.id] == NOTHING_MADE_MESSAGE
+        # Its $0.04 is free again: a new job fits, is made, and keeps the budget spent.
+        made = await service.enqueue(edit())
+        await presenter.wait_for(lambda: made.id in presenter.delivered)
+        assert (await budgets.usage(None, ALICE)).spent.member_day == 40_000
+        with pytest.raises(KontextError, match=r"Your daily budget of \$0\.04 here is used up"):
+            await service.enqueue(edit())
+    finally:
+        await service.stop()
+    assert simulator.billed_total == Decimal("0.04")
 
 
 async def test_a_crashed_job_is_logged_its_member_told_and_the_rest_go_on(

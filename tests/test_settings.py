@@ -17,7 +17,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("DISCORD_", "WAVESPEED_", "SIMULATOR_", "LOGGING_", "KONTEXT_")):
+        if name.startswith(
+            ("DISCORD_", "WAVESPEED_", "SIMULATOR_", "LOGGING_", "KONTEXT_", "BUDGET_")
+        ):
             monkeypatch.delenv(name)
 
 
