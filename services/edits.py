@@ -33,6 +33,8 @@ from .wavespeed import (
 log = logging.getLogger(__name__)
 
 IMAGE_FIELDS = {"image", "images"}
+# How many of a member's results `/kontext history` lists.
+HISTORY_LENGTH = 8
 
 
 class NotAllowedError(KontextError):
@@ -244,6 +246,12 @@ class EditService:
 
     async def job(self, job_id: int) -> JobRecord:
         return await self._repository.job(job_id)
+
+    async def recent_results(
+        self, member_id: int, guild_id: int | None, *, limit: int = HISTORY_LENGTH
+    ) -> list[JobRecord]:
+        """A member's newest results here (their message and channel are recorded)."""
+        return await self._repository.delivered_to(member_id, guild_id, limit=limit)
 
     async def chain(self, chain_id: int) -> Chain:
         return await self._repository.chain(chain_id)

@@ -723,6 +723,21 @@ class Repository:
             raise LookupError(f"job {job_id}")
         return _job_from_row(row)
 
+    async def delivered_to(
+        self, member_id: int, guild_id: int | None, *, limit: int
+    ) -> list[JobRecord]:
+        """A member's newest delivered results in one server (or in DMs), newest first."""
+        where = "guild_id = ?" if guild_id is not None else "guild_id IS NULL"
+        params: list[Any] = [member_id, JobStatus.DELIVERED]
+        if guild_id is not None:
+            params.append(guild_id)
+        rows = await self._fetchall(
+            f"{_SELECT_JOB} WHERE requester_id = ? AND status = ? AND {where}"
+            " AND result_message_id IS NOT NULL ORDER BY delivered_at DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_job_from_row(row) for row in rows]
+
     async def jobs_with_status(self, statuses: Iterable[str]) -> list[JobRecord]:
         wanted = list(statuses)
         rows = await self._fetchall(

@@ -82,3 +82,22 @@ async def test_a_members_daily_image_cap_counts_every_image(
     bob = alice.stranger
     theirs = await bob.slash("imagine", prompt="a harbour at dawn", count=2)
     await theirs.response(starts("✅"), timeout=10)
+
+    # Each member's history lists their own results, with links to them, privately.
+    listed = await (await alice.slash("kontext history")).response()
+    assert listed.ephemeral
+    (line,) = listed.content.splitlines()
+    (result,) = [m for m in alice.messages(local_discord.general) if is_step("Step 1")(m)][:1]
+    assert "a lighthouse at dusk" in line
+    assert line.endswith(f"/channels/{local_discord.guild.id}/{result.channel_id}/{result.id}"), (
+        line
+    )
+    nothing = await (await alice.stranger.slash("kontext history")).response()
+    assert "harbour" in nothing.content and "lighthouse" not in nothing.content
+
+
+async def test_history_says_so_when_there_is_nothing_yet(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    answer = await (await alice.slash("kontext history")).response()
+    assert answer.ephemeral
+    assert answer.content == "You have no results here yet: try `/edit` or `/imagine`."
