@@ -18,24 +18,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from .money import from_micros, to_micros
 from .settings import BudgetSettings
 from .storage import BudgetHold, Repository, Spending
 from .wavespeed import KontextError, ModelSpec
-
-# Amounts are stored and summed as integer micro-dollars: every catalog price is exact in them.
-MICROS_PER_USD = 1_000_000
-
-
-def to_micros(usd: Decimal) -> int:
-    """Dollars to integer micro-dollars; refuses an amount finer than that (never rounds)."""
-    micros = usd * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise ValueError(f"{usd} is finer than a millionth of a dollar")
-    return int(micros)
-
-
-def from_micros(micros: int) -> Decimal:
-    return Decimal(micros) / MICROS_PER_USD
+from .wavespeed.catalog import price_for
 
 
 def usd(micros: int) -> str:
@@ -52,9 +39,8 @@ def price_of(spec: ModelSpec, params: Mapping[str, Any]) -> tuple[int, int]:
 
     A model without a published price is held at nothing (its images still count)."""
     images = int(params.get("num_images") or 1)
-    if spec.price is None:
-        return 0, images
-    return to_micros(spec.price * (images if spec.per_image else 1)), images
+    price = price_for(spec, images)
+    return (0 if price is None else to_micros(price)), images
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import decimal
 import enum
 import hashlib
 import json
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiosqlite
+
+from .money import to_micros
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +611,7 @@ class Repository:
         elif status == JobStatus.SUCCEEDED:
             async with db.execute("SELECT cost FROM jobs WHERE id = ?", (job_id,)) as cursor:
                 row = await cursor.fetchone()
-            cost = None if row is None or row["cost"] is None else _micros(row["cost"])
+            cost = None if row is None or row["cost"] is None else to_micros(row["cost"])
             await db.execute(
                 "UPDATE budget_holds SET state = 'settled', ended_at = ?,"
                 " amount_micros = COALESCE(?, amount_micros) WHERE job_id = ? AND state = 'held'",
@@ -727,14 +728,10 @@ class Repository:
         self, member_id: int, guild_id: int | None, *, limit: int
     ) -> list[JobRecord]:
         """A member's newest delivered results in one server (or in DMs), newest first."""
-        where = "guild_id = ?" if guild_id is not None else "guild_id IS NULL"
-        params: list[Any] = [member_id, JobStatus.DELIVERED]
-        if guild_id is not None:
-            params.append(guild_id)
         rows = await self._fetchall(
-            f"{_SELECT_JOB} WHERE requester_id = ? AND status = ? AND {where}"
+            f"{_SELECT_JOB} WHERE requester_id = ? AND status = ? AND guild_id IS ?"
             " AND result_message_id IS NOT NULL ORDER BY delivered_at DESC, id DESC LIMIT ?",
-            [*params, limit],
+            (member_id, JobStatus.DELIVERED, guild_id, limit),
         )
         return [_job_from_row(row) for row in rows]
 
@@ -866,14 +863,6 @@ class Repository:
     async def forget_message(self, message_id: int) -> None:
         async with self._unit_of_work() as db:
             await db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
-
-
-def _micros(cost: str) -> int:
-    """A job's cost column (a Decimal string in dollars) in micro-dollars, exactly."""
-    micros = decimal.Decimal(cost) * 1_000_000
-    if micros != micros.to_integral_value():
-        raise ValueError(f"cost {cost} is finer than a millionth of a dollar")
-    return int(micros)
 
 
 def _starting_statuses() -> str:

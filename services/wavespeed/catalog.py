@@ -544,6 +544,12 @@ def validate_request(spec: ModelSpec, params: dict[str, Any]) -> KontextRequest:
 
 def estimate_cost(spec: ModelSpec, request: KontextRequest) -> Decimal | None:
     """What WaveSpeed will charge for `request`, in US dollars; None where no price is known."""
+    return price_for(spec, request.output_count())
+
+
+def price_for(spec: ModelSpec, images: int) -> Decimal | None:
+    """What WaveSpeed charges for a job of `spec` making `images` images; None where no price
+    is known. Per-image models charge each image, the others the request."""
     if spec.price is None:
         return None
-    return spec.price * (request.output_count() if spec.per_image else 1)
+    return spec.price * (images if spec.per_image else 1)
