@@ -20,9 +20,11 @@ import contextlib
 import enum
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Generic, TypeVar
+
+from .recent import RecentSet
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class StatusUpdater(Generic[P]):
         self._pending: dict[int, tuple[P, bool]] = {}
         self._last: dict[int, tuple[float, P]] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._ended: OrderedDict[int, None] = OrderedDict()
+        self._ended: RecentSet[int] = RecentSet(ENDED_MEMORY)
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -177,9 +179,7 @@ class StatusUpdater(Generic[P]):
     async def end(self, key: int) -> None:
         """Before a job's ending is sent: drop its pending status, refuse later ones, let an
         edit in flight land first, then take a priority slot of the budget."""
-        self._ended[key] = None
-        while len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+        self._ended.add(key)
         self._pending.pop(key, None)
         self._last.pop(key, None)
         in_flight = self._in_flight.get(key)

@@ -12,10 +12,9 @@ mention, the Edit button).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import discord
 
+from services.recent import RecentSet
 from services.wavespeed import KontextError
 
 MENU_NAME = "Edit with Kontext"
@@ -59,15 +58,8 @@ class HintOnce:
     """Remembers who was told where, so a member gets a hint once per channel or thread."""
 
     def __init__(self, limit: int = HINTS_REMEMBERED) -> None:
-        self._limit = limit
-        self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._told: RecentSet[tuple[int, int]] = RecentSet(limit)
 
     def first_time(self, place_id: int, member_id: int) -> bool:
         """True the first time for this place and member (and records it)."""
-        key = (place_id, member_id)
-        if key in self._told:
-            return False
-        self._told[key] = None
-        if len(self._told) > self._limit:
-            self._told.popitem(last=False)
-        return True
+        return self._told.add((place_id, member_id))

@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import io
 import logging
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import discord
 from services.bundle import Services
 from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
+from services.recent import RecentSet
 from services.storage import JobImage, JobRecord, PostedResult
 
 from .._markdown import literal
@@ -74,7 +74,7 @@ class DiscordPresenter:
         # Tokens Discord called dead before our count of their 15 minutes ran out (our clock
         # behind Discord's): never used again, since every further 401 is one more toward
         # Discord's limit on invalid requests, and the member is better told some other way.
-        self._refused_tokens: OrderedDict[str, None] = OrderedDict()
+        self._refused_tokens: RecentSet[str] = RecentSet(REFUSED_TOKEN_MEMORY)
 
     # --- Progress -------------------------------------------------------------------------------
 
@@ -392,9 +392,7 @@ class DiscordPresenter:
     def _refuse_token(self, job: JobRecord) -> None:
         assert job.interaction_token is not None
         log.info("job %d: Discord ended its interaction token early; not used again", job.id)
-        self._refused_tokens[job.interaction_token] = None
-        while len(self._refused_tokens) > REFUSED_TOKEN_MEMORY:
-            self._refused_tokens.popitem(last=False)
+        self._refused_tokens.add(job.interaction_token)
 
     def _webhook(self, job: JobRecord) -> discord.Webhook:
         assert job.interaction_token is not None
