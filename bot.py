@@ -28,11 +28,13 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
-from services.budget import BudgetPolicy, Budgets
+from services.budget import Budgets
 from services.bundle import Services
+from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
 from services.storage import Repository, StoreError
@@ -120,19 +122,23 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
-        budgets = Budgets(self.repository, BudgetPolicy(self.settings.budget), self.clock)
+        community = Community(
+            self.repository,
+            ServerRules.defaults(self.settings.defaults, self.settings.budget),
+            Budgets(self.repository, self.clock),
+            self.clock,
+        )
         jobs = JobService(
             self.repository,
             self.wavespeed,
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
-            budgets=budgets,
         )
         self._services = Services(
-            edits=EditService(self.repository, jobs, self.wavespeed, intake),
+            edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
             jobs=jobs,
-            budgets=budgets,
+            community=community,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

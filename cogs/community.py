@@ -21,14 +21,14 @@ class Community(commands.GroupCog, group_name="kontext"):
     """Kontext Bot's budgets and usage."""
 
     def __init__(self, services: Services) -> None:
-        self.budgets = services.budgets
+        self.community = services.community
         self.edits = services.edits
         super().__init__()
 
     @app_commands.command(name="usage")
     async def usage(self, interaction: discord.Interaction) -> None:
         """What you have spent on images today and this month, and what is left."""
-        usage = await self.budgets.usage(interaction.guild_id, interaction.user.id)
+        usage = await self.community.usage(interaction.guild_id, interaction.user.id)
         await interaction.response.send_message(usage.text(), ephemeral=True)
 
     @app_commands.command(name="history")

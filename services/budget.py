@@ -7,7 +7,7 @@ released when it fails or is cancelled (`Repository.transition`). So the ledger 
 the store says, and survives restarts. Amounts are integer millionths of a dollar, never floats.
 
 Daily budgets reset at 00:00 UTC, monthly ones on the 1st at 00:00 UTC. The limits that apply in
-a server come from one place, `BudgetPolicy.limits_for`, so per-server settings can plug in there.
+a server are part of its rules (services/rules.py, `BudgetLimits.of`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from .money import from_micros, to_micros
-from .settings import BudgetSettings
+from .rules import BudgetSettings
 from .storage import BudgetHold, Repository, Spending
 from .wavespeed import KontextError, ModelSpec
 from .wavespeed.catalog import price_for
@@ -52,26 +52,15 @@ class BudgetLimits:
     member_daily: int | None = None
     member_daily_images: int | None = None
 
-
-class BudgetPolicy:
-    """Where limits come from: the settings today, per-server settings later."""
-
-    def __init__(self, settings: BudgetSettings) -> None:
-        self._defaults = BudgetLimits(
-            server_daily=_micros_or_none(settings.server_daily_usd),
-            server_monthly=_micros_or_none(settings.server_monthly_usd),
-            member_daily=_micros_or_none(settings.member_daily_usd),
-            member_daily_images=settings.member_daily_images,
+    @classmethod
+    def of(cls, budget: BudgetSettings, *, server: bool = True) -> BudgetLimits:
+        """The caps of these settings; outside a server (a direct message) only a member's."""
+        return cls(
+            server_daily=_micros_or_none(budget.server_daily_usd) if server else None,
+            server_monthly=_micros_or_none(budget.server_monthly_usd) if server else None,
+            member_daily=_micros_or_none(budget.member_daily_usd),
+            member_daily_images=budget.member_daily_images,
         )
-
-    def limits_for(self, guild_id: int | None) -> BudgetLimits:
-        """The limits for a job in this server (None: a direct message, no server caps)."""
-        if guild_id is None:
-            return BudgetLimits(
-                member_daily=self._defaults.member_daily,
-                member_daily_images=self._defaults.member_daily_images,
-            )
-        return self._defaults
 
 
 def _micros_or_none(amount: Decimal | None) -> int | None:
@@ -195,23 +184,33 @@ def _images(count: int) -> str:
 class Budgets:
     """Prices jobs and holds them against the limits; tells members what they have spent."""
 
-    def __init__(
-        self, repository: Repository, policy: BudgetPolicy, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, repository: Repository, clock: Callable[[], float]) -> None:
         self._repository = repository
-        self._policy = policy
         self._clock = clock
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
     def hold_for(
-        self, spec: ModelSpec, params: Mapping[str, Any], guild_id: int | None, member_id: int
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, Any],
+        guild_id: int | None,
+        member_id: int,
+        limits: BudgetLimits,
+        *,
+        also: Callable[[Spending, dt.datetime], None] | None = None,
     ) -> BudgetHold:
-        """The hold a new job takes, checked against the limits inside `create_job`."""
+        """The hold a new job takes, checked against `limits` inside `create_job` (with `also`,
+        another check on the same reading of the ledger, such as a cooldown)."""
         now = self._now()
         cost, images = price_of(spec, params)
-        limits = self._policy.limits_for(guild_id)
+
+        def check(spent: Spending) -> None:
+            if also is not None:
+                also(spent, now)
+            check_hold(limits, spent, cost, images, now)
+
         return BudgetHold(
             guild_id=guild_id,
             member_id=member_id,
@@ -220,10 +219,10 @@ class Budgets:
             day_start=day_start(now).timestamp(),
             month_start=month_start(now).timestamp(),
             at=now.timestamp(),
-            check=lambda spent: check_hold(limits, spent, cost, images, now),
+            check=check,
         )
 
-    async def usage(self, guild_id: int | None, member_id: int) -> Usage:
+    async def usage(self, guild_id: int | None, member_id: int, limits: BudgetLimits) -> Usage:
         now = self._now()
         spent = await self._repository.spending(
             guild_id,
@@ -231,4 +230,4 @@ class Budgets:
             day_start=day_start(now).timestamp(),
             month_start=month_start(now).timestamp(),
         )
-        return Usage(self._policy.limits_for(guild_id), spent, now)
+        return Usage(limits, spent, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .budget import Budgets
+from .community import Community
 from .edits import EditService
 from .intake import Intake
 from .jobs import JobService
@@ -17,8 +17,8 @@ class Services:
 
     edits: EditService
     jobs: JobService
-    # Prices and budgets: what members have spent and may still spend.
-    budgets: Budgets
+    # Each server's rules (who may spend what, where, on which models) and its members' spending.
+    community: Community
     # The image pool: attachments are read, and large images reworked, under its admission.
     intake: Intake
     # True when images come from the built-in WaveSpeed simulator (a dry run, nothing billed).

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .community import Community
 from .images import PreparedImage, prepare_input, prepare_inputs
 from .intake import Intake
 from .jobs import JobService, NewJob
+from .origin import Origin
 from .prompts import check_prompt
 from .storage import Chain, JobImage, JobRecord, NewImage, PostedResult, Repository, StoredImage
 from .wavespeed import (
-    DEFAULT_FAMILY,
     InvalidInputError,
     KontextError,
     KontextRequest,
@@ -50,28 +51,6 @@ class ResultGoneError(KontextError):
 
 
 @dataclass(frozen=True, slots=True)
-class Origin:
-    """Who asked, and where: what the chat surface knows about a request."""
-
-    member_id: int
-    channel_id: int
-    guild_id: int | None = None
-    nsfw_allowed: bool = False
-    # Largest upload in bytes the request came with: an interaction's attachment_size_limit
-    # (which can reflect the member's Nitro, for answers to that interaction only) or the
-    # server's. Results are fitted to the limit of the place they are posted in; this can only
-    # lower it.
-    upload_limit: int | None = None
-    interaction_token: str | None = field(default=None, repr=False)
-    token_expires_at: float | None = None
-    # Manage Messages there: moderators may act on anyone's results.
-    can_manage: bool = False
-    # Where the job's progress is shown (see JobRecord.status_message_id).
-    status_message_id: int | None = None
-    status_channel_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Details:
     job: JobRecord
     # The chain's steps from the first to this one.
@@ -80,12 +59,19 @@ class Details:
 
 class EditService:
     def __init__(
-        self, repository: Repository, jobs: JobService, client: WaveSpeedClient, intake: Intake
+        self,
+        repository: Repository,
+        jobs: JobService,
+        client: WaveSpeedClient,
+        intake: Intake,
+        community: Community,
     ) -> None:
         self._repository = repository
         self._jobs = jobs
         self._client = client
         self._intake = intake
+        # Every job passes its server's rules on its way into the queue (`_enqueue`).
+        self._community = community
 
     # --- Starting a chain -----------------------------------------------------------------------
 
@@ -96,12 +82,12 @@ class EditService:
         prompt: str,
         *,
         filename: str | None = None,
-        model: str = DEFAULT_FAMILY,
+        model: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Edit a member's image: the first step of a new chain."""
         prompt = check_prompt(prompt)
-        spec = pick_model(model, ModelKind.EDIT)
+        spec = await self._pick(origin, model, ModelKind.EDIT)
         prepared = await prepare_input(image, filename=filename, intake=self._intake)
         request = self._prepare(spec, prompt, [prepared], options)
         return await self._start_chain(origin, "edit", spec, request, [prepared])
@@ -111,12 +97,12 @@ class EditService:
         origin: Origin,
         prompt: str,
         *,
-        model: str = DEFAULT_FAMILY,
+        model: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Make images from text: the first step of a new chain."""
         prompt = check_prompt(prompt)
-        spec = pick_model(model, ModelKind.TEXT_TO_IMAGE)
+        spec = await self._pick(origin, model, ModelKind.TEXT_TO_IMAGE)
         request = self._prepare(spec, prompt, [], options)
         return await self._start_chain(origin, "imagine", spec, request, [])
 
@@ -126,12 +112,12 @@ class EditService:
         images: Sequence[tuple[bytes, str | None]],
         prompt: str,
         *,
-        model: str = DEFAULT_FAMILY,
+        model: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Compose several images into one: the first step of a new chain."""
         prompt = check_prompt(prompt)
-        spec = pick_model(model, ModelKind.MULTI)
+        spec = await self._pick(origin, model, ModelKind.MULTI)
         prepared = await prepare_inputs(
             images, minimum=2, maximum=spec.max_input_images, intake=self._intake
         )
@@ -160,17 +146,15 @@ class EditService:
         if not self._may_change(origin, parent, await self._chain(parent)):
             # Someone else's result: they remix it in a chain of their own.
             return await self._start_chain(origin, "edit", spec, request, [prepared])
-        return await self._jobs.enqueue(
-            self._new_job(
-                origin,
-                "edit",
-                spec,
-                request,
-                [prepared],
-                chain_id=parent.chain_id,
-                parent_id=parent.id,
-                step=parent.step + 1,
-            )
+        return await self._enqueue(
+            origin,
+            "edit",
+            spec,
+            request,
+            [prepared],
+            chain_id=parent.chain_id,
+            parent_id=parent.id,
+            step=parent.step + 1,
         )
 
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord:
@@ -183,17 +167,15 @@ class EditService:
         ]
         options = {k: v for k, v in original.params.items() if k not in {"prompt", "seed"}}
         request = self._prepare(spec, original.prompt, prepared, options)
-        return await self._jobs.enqueue(
-            self._new_job(
-                origin,
-                "reroll",
-                spec,
-                request,
-                prepared,
-                chain_id=original.chain_id,
-                parent_id=original.parent_id,
-                step=original.step,
-            )
+        return await self._enqueue(
+            origin,
+            "reroll",
+            spec,
+            request,
+            prepared,
+            chain_id=original.chain_id,
+            parent_id=original.parent_id,
+            step=original.step,
         )
 
     async def undo(self, origin: Origin, job_id: int) -> tuple[JobRecord, list[JobImage]]:
@@ -218,18 +200,16 @@ class EditService:
         inputs = [_prepared(e.image) for e in await self._repository.job_images(job_id, "input")]
         options = {k: v for k, v in original.params.items() if k != "prompt"}
         request = self._prepare(spec, original.prompt, inputs, options)
-        return await self._jobs.enqueue(
-            self._new_job(
-                origin,
-                original.action,
-                spec,
-                request,
-                inputs,
-                new_chain=original.chain_id is None,
-                chain_id=original.chain_id,
-                parent_id=original.parent_id,
-                step=original.step,
-            )
+        return await self._enqueue(
+            origin,
+            original.action,
+            spec,
+            request,
+            inputs,
+            new_chain=original.chain_id is None,
+            chain_id=original.chain_id,
+            parent_id=original.parent_id,
+            step=original.step,
         )
 
     async def check_may_change(self, origin: Origin, job_id: int) -> JobRecord:
@@ -300,11 +280,15 @@ class EditService:
         request: KontextRequest,
         inputs: Sequence[PreparedImage],
     ) -> JobRecord:
-        return await self._jobs.enqueue(
-            self._new_job(origin, action, spec, request, inputs, new_chain=True)
-        )
+        return await self._enqueue(origin, action, spec, request, inputs, new_chain=True)
 
-    def _new_job(
+    async def _pick(self, origin: Origin, model: str | None, kind: ModelKind) -> ModelSpec:
+        """The model the member named, or their server's default."""
+        if model is None:
+            model = (await self._community.rules(origin.guild_id)).default_model
+        return pick_model(model, kind)
+
+    async def _enqueue(
         self,
         origin: Origin,
         action: str,
@@ -316,26 +300,32 @@ class EditService:
         chain_id: int | None = None,
         parent_id: int | None = None,
         step: int = 1,
-    ) -> NewJob:
-        params = request.model_dump(mode="json", exclude_none=True, exclude=IMAGE_FIELDS)
-        return NewJob(
-            action=action,
-            requester_id=origin.member_id,
-            channel_id=origin.channel_id,
-            guild_id=origin.guild_id,
-            model=spec,
-            params=params,
-            inputs=[NewImage(i.data, i.content_type, i.width, i.height) for i in inputs],
-            new_chain=new_chain,
-            chain_id=chain_id,
-            parent_id=parent_id,
-            step=step,
-            interaction_token=origin.interaction_token,
-            token_expires_at=origin.token_expires_at,
-            upload_limit=origin.upload_limit,
-            nsfw_allowed=origin.nsfw_allowed,
-            status_message_id=origin.status_message_id,
-            status_channel_id=origin.status_channel_id,
+    ) -> JobRecord:
+        """Every new job's way into the queue: through its server's rules (which may refuse
+        it), its price held against the budgets as it is stored."""
+        admission = await self._community.admit(origin, spec, request)
+        params = admission.request.model_dump(mode="json", exclude_none=True, exclude=IMAGE_FIELDS)
+        return await self._jobs.enqueue(
+            NewJob(
+                action=action,
+                requester_id=origin.member_id,
+                channel_id=origin.channel_id,
+                guild_id=origin.guild_id,
+                model=spec,
+                params=params,
+                inputs=[NewImage(i.data, i.content_type, i.width, i.height) for i in inputs],
+                new_chain=new_chain,
+                chain_id=chain_id,
+                parent_id=parent_id,
+                step=step,
+                interaction_token=origin.interaction_token,
+                token_expires_at=origin.token_expires_at,
+                upload_limit=origin.upload_limit,
+                nsfw_allowed=admission.nsfw_allowed,
+                status_message_id=origin.status_message_id,
+                status_channel_id=origin.status_channel_id,
+                hold=admission.hold,
+            )
         )
 
     async def _chain(self, job: JobRecord) -> Chain | None:

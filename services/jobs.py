@@ -39,12 +39,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from .breaker import CircuitBreaker
-from .budget import Budgets
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
 from .storage import (
+    BudgetHold,
     JobImage,
     JobRecord,
     JobStatus,
@@ -179,6 +179,8 @@ class NewJob:
     nsfw_allowed: bool = False
     status_message_id: int | None = None
     status_channel_id: int | None = None
+    # Its price, held against the budgets as it is stored (services/community.py); None: free.
+    hold: BudgetHold | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +220,8 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
-        budgets: Budgets | None = None,
     ) -> None:
         self._repository = repository
-        # Prices each job and holds it against the budgets as it is stored; None: no budgets.
-        self._budgets = budgets
         self._webhooks = webhooks
         self._client = client
         self._settings = settings
@@ -331,17 +330,12 @@ class JobService:
         columns = {
             f.name: getattr(new, f.name)
             for f in fields(new)
-            if f.name not in ("model", "inputs", "new_chain")
+            if f.name not in ("model", "inputs", "new_chain", "hold")
         }
-        hold = (
-            self._budgets.hold_for(new.model, new.params, new.guild_id, new.requester_id)
-            if self._budgets is not None
-            else None
-        )
         job = await self._repository.create_job(
             inputs=new.inputs,
             new_chain=new.new_chain,
-            hold=hold,
+            hold=new.hold,
             **columns,
             model_path=new.model.path,
             prompt=str(new.params.get("prompt") or ""),

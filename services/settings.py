@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .rules import BudgetSettings, DefaultRules
 
 CONFIG_ENV = "KONTEXT_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
@@ -178,17 +179,6 @@ class LimitSettings(_Section):
     image_preparations: int = Field(default=2, ge=1)
 
 
-class BudgetSettings(_Section):
-    """What may be spent, in US dollars (exact decimals); unset is no cap. Daily budgets reset at
-    00:00 UTC, monthly ones on the 1st."""
-
-    server_daily_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
-    server_monthly_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
-    # A member's own caps, counted per server.
-    member_daily_usd: Decimal | None = Field(default=None, ge=0, decimal_places=6)
-    member_daily_images: int | None = Field(default=None, ge=0)
-
-
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -209,6 +199,8 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     limits: LimitSettings = LimitSettings()
     budget: BudgetSettings = BudgetSettings()
+    # What a server has until its admins change it with /kontext-admin.
+    defaults: DefaultRules = DefaultRules()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -178,6 +178,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX budget_by_guild ON budget_holds(guild_id, created_at);
     CREATE INDEX budget_by_member ON budget_holds(member_id, guild_id, created_at)
     """,
+    # 4: community controls. A server's rules as its admins changed them (only the changed
+    # fields, as JSON: the rest follow the config's defaults), its bans, and the notes sent to
+    # its log channel (each once per period: a budget at 80 % today, a low WaveSpeed balance).
+    """
+    CREATE TABLE server_rules (
+        guild_id INTEGER PRIMARY KEY,
+        changes TEXT NOT NULL,
+        changed_by INTEGER NOT NULL,
+        changed_at REAL NOT NULL
+    );
+    CREATE TABLE server_bans (
+        guild_id INTEGER NOT NULL,
+        member_id INTEGER NOT NULL,
+        banned_by INTEGER NOT NULL,
+        banned_at REAL NOT NULL,
+        PRIMARY KEY (guild_id, member_id)
+    );
+    CREATE TABLE server_notes (
+        guild_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        period_start REAL NOT NULL,
+        sent_at REAL NOT NULL,
+        PRIMARY KEY (guild_id, kind, period_start)
+    )
+    """,
 )
 
 # A hold is released (it counts nothing) when its job ends in one of these.
@@ -279,6 +304,18 @@ class Spending:
     member_day: int = 0
     member_month: int = 0
     member_day_images: int = 0
+    # When the member's newest job here that was not given back was stored (for cooldowns).
+    member_last_at: float | None = None
+
+
+class SpendingRow(NamedTuple):
+    """One member's spending on one model in a server (`Repository.server_spending`)."""
+
+    member_id: int
+    model_path: str
+    amount_micros: int
+    images: int
+    jobs: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,7 +670,9 @@ class Repository:
             " COALESCE(SUM(amount_micros), 0),"
             " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN amount_micros END), 0),"
             " COALESCE(SUM(CASE WHEN member_id = ? THEN amount_micros END), 0),"
-            " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN images END), 0)"
+            " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN images END), 0),"
+            " (SELECT MAX(created_at) FROM budget_holds WHERE member_id = ? AND guild_id IS ?"
+            "  AND state != 'released')"
             " FROM budget_holds WHERE guild_id IS ? AND created_at >= ? AND state != 'released'",
             (
                 day_start,
@@ -642,13 +681,23 @@ class Repository:
                 member_id,
                 member_id,
                 day_start,
+                member_id,
+                guild_id,
                 guild_id,
                 month_start,
             ),
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
-        return Spending(*(int(value) for value in row))
+        server_day, server_month, member_day, member_month, member_day_images, last_at = row
+        return Spending(
+            server_day=int(server_day),
+            server_month=int(server_month),
+            member_day=int(member_day),
+            member_month=int(member_month),
+            member_day_images=int(member_day_images),
+            member_last_at=last_at,
+        )
 
     async def spending(
         self, guild_id: int | None, member_id: int, *, day_start: float, month_start: float
@@ -658,6 +707,81 @@ class Repository:
             return await self._spent(
                 self._db, guild_id, member_id, day_start=day_start, month_start=month_start
             )
+
+    async def server_spending(self, guild_id: int, *, since: float) -> list[SpendingRow]:
+        """What a server's ledger counts since `since`, by member and model, largest first."""
+        rows = await self._fetchall(
+            "SELECT h.member_id, j.model_path, SUM(h.amount_micros), SUM(h.images), COUNT(*)"
+            " FROM budget_holds h JOIN jobs j ON j.id = h.job_id"
+            " WHERE h.guild_id = ? AND h.created_at >= ? AND h.state != 'released'"
+            " GROUP BY h.member_id, j.model_path ORDER BY SUM(h.amount_micros) DESC",
+            (guild_id, since),
+        )
+        return [SpendingRow(*(row[i] for i in range(5))) for row in rows]
+
+    # --- Community controls ---------------------------------------------------------------------
+
+    async def server_rule_changes(self, guild_id: int) -> dict[str, Any]:
+        """The rules a server's admins changed (field -> value as JSON), or nothing."""
+        row = await self._fetchone(
+            "SELECT changes FROM server_rules WHERE guild_id = ?", (guild_id,)
+        )
+        return dict(json.loads(row["changes"])) if row else {}
+
+    async def set_server_rule_changes(
+        self, guild_id: int, changes: dict[str, Any], *, by: int, at: float
+    ) -> None:
+        """Store a server's changed rules (all of them: this replaces what was stored)."""
+        async with self._unit_of_work() as db:
+            await db.execute(
+                "INSERT INTO server_rules (guild_id, changes, changed_by, changed_at)"
+                " VALUES (?,?,?,?) ON CONFLICT (guild_id) DO UPDATE SET"
+                " changes = excluded.changes, changed_by = excluded.changed_by,"
+                " changed_at = excluded.changed_at",
+                (guild_id, json.dumps(changes, sort_keys=True), by, at),
+            )
+
+    async def ban(self, guild_id: int, member_id: int, *, by: int, at: float) -> bool:
+        """Ban a member from the bot in a server; False if they already were."""
+        async with self._unit_of_work() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO server_bans (guild_id, member_id, banned_by, banned_at)"
+                " VALUES (?,?,?,?)",
+                (guild_id, member_id, by, at),
+            )
+            return cursor.rowcount == 1
+
+    async def unban(self, guild_id: int, member_id: int) -> bool:
+        """Lift a ban; False if the member was not banned."""
+        async with self._unit_of_work() as db:
+            cursor = await db.execute(
+                "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
+                (guild_id, member_id),
+            )
+            return cursor.rowcount == 1
+
+    async def is_banned(self, guild_id: int, member_id: int) -> bool:
+        row = await self._fetchone(
+            "SELECT 1 FROM server_bans WHERE guild_id = ? AND member_id = ?", (guild_id, member_id)
+        )
+        return row is not None
+
+    async def banned(self, guild_id: int) -> list[int]:
+        rows = await self._fetchall(
+            "SELECT member_id FROM server_bans WHERE guild_id = ? ORDER BY banned_at", (guild_id,)
+        )
+        return [int(row[0]) for row in rows]
+
+    async def claim_note(self, guild_id: int, kind: str, *, period_start: float, at: float) -> bool:
+        """True the first time a note of `kind` is claimed for this server and period: so a
+        note is sent once, even when two jobs cross the line together or the bot restarts."""
+        async with self._unit_of_work() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO server_notes (guild_id, kind, period_start, sent_at)"
+                " VALUES (?,?,?,?)",
+                (guild_id, kind, period_start, at),
+            )
+            return cursor.rowcount == 1
 
     async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
         """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's

@@ -4,8 +4,10 @@ transaction, settled at cost, released on failure and cancel, and kept across re
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,8 +16,8 @@ from hypothesis import strategies as st
 from services.budget import (
     BudgetExceededError,
     BudgetLimits,
-    BudgetPolicy,
     Budgets,
+    Usage,
     check_hold,
     from_micros,
     next_month,
@@ -24,8 +26,8 @@ from services.budget import (
     usd,
 )
 from services.settings import BudgetSettings, load_settings
-from services.storage import JobStatus, Repository, Spending
-from services.wavespeed import model_for_path
+from services.storage import BudgetHold, JobStatus, Repository, Spending
+from services.wavespeed import ModelSpec, model_for_path
 
 # 2026-03-31 19:00 UTC: five hours before the daily reset, the last day of a month.
 NOW = dt.datetime(2026, 3, 31, 19, 0, tzinfo=dt.UTC)
@@ -46,8 +48,26 @@ def job_values(member: int = ALICE, guild: int | None = GUILD) -> dict[str, obje
     }
 
 
-def budgets_on(repository: Repository, **limits: str | int) -> Budgets:
-    return Budgets(repository, BudgetPolicy(BudgetSettings(**limits)), NOW.timestamp)
+class Ledger:
+    """The budgets of a server with these limits."""
+
+    def __init__(
+        self, repository: Repository, clock: Callable[[], float], **limits: str | int
+    ) -> None:
+        self.budgets = Budgets(repository, clock)
+        self.limits = BudgetLimits.of(BudgetSettings.model_validate(limits))
+
+    def hold_for(
+        self, spec: ModelSpec, params: dict[str, Any], guild: int | None, member: int
+    ) -> BudgetHold:
+        return self.budgets.hold_for(spec, params, guild, member, self.limits)
+
+    async def usage(self, guild: int | None, member: int) -> Usage:
+        return await self.budgets.usage(guild, member, self.limits)
+
+
+def budgets_on(repository: Repository, **limits: str | int) -> Ledger:
+    return Ledger(repository, NOW.timestamp, **limits)
 
 
 # --- Arithmetic ---------------------------------------------------------------------------------
@@ -124,9 +144,9 @@ def test_the_member_image_cap_counts_images() -> None:
 
 
 def test_a_direct_message_has_no_server_caps_but_keeps_the_members() -> None:
-    policy = BudgetPolicy(BudgetSettings(server_daily_usd="1", member_daily_usd="0.5"))
-    assert policy.limits_for(None) == BudgetLimits(member_daily=500_000)
-    assert policy.limits_for(GUILD).server_daily == 1_000_000
+    budget = BudgetSettings(server_daily_usd=Decimal("1"), member_daily_usd=Decimal("0.5"))
+    assert BudgetLimits.of(budget, server=False) == BudgetLimits(member_daily=500_000)
+    assert BudgetLimits.of(budget).server_daily == 1_000_000
 
 
 def test_budget_settings_come_from_the_file_and_the_environment(
@@ -198,10 +218,8 @@ async def test_yesterdays_spending_does_not_count_today_but_counts_this_month(
 ) -> None:
     repository = await Repository.open(tmp_path / "jobs.sqlite3")
     try:
-        yesterday = Budgets(
-            repository,
-            BudgetPolicy(BudgetSettings(server_daily_usd="0.04")),
-            (NOW - dt.timedelta(days=1)).timestamp,
+        yesterday = Ledger(
+            repository, (NOW - dt.timedelta(days=1)).timestamp, server_daily_usd="0.04"
         )
         await repository.create_job(hold=yesterday.hold_for(PRO, {}, GUILD, ALICE), **job_values())
         today = budgets_on(repository, server_daily_usd="0.04")

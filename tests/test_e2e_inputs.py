@@ -457,8 +457,8 @@ async def test_nsfw_result_is_withheld_outside_age_restricted_channels(
     check_result_card(result, alice)
     assert result.attachments == []
     assert embed_fields(result)["Notes"] == (
-        "The image was withheld: the image service flagged it as NSFW, and this channel is "
-        "not age-restricted."
+        "The image was withheld: the image service flagged it as NSFW, and this server does "
+        "not show such images in this channel."
     )
     (prediction,) = simulator.predictions.values()
     assert prediction.has_nsfw_contents == [True]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from services.budget import BudgetPolicy, Budgets
+from services.budget import BudgetLimits, Budgets
 from services.jobs import (
     CRASHED_MESSAGE,
     NOTHING_MADE_MESSAGE,
@@ -28,7 +28,7 @@ from services.jobs import (
     Stage,
     WebhookMode,
 )
-from services.settings import BudgetSettings, JobSettings
+from services.settings import JobSettings
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
 from services.status import Lane, RequestBudget
 from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
@@ -586,22 +586,30 @@ async def test_a_lost_submit_that_made_nothing_gives_its_hold_back_and_a_made_on
     make_client: Callable[..., WaveSpeedClient],
     simulator: WaveSpeedSimulator,
 ) -> None:
-    budgets = Budgets(repository, BudgetPolicy(BudgetSettings(member_daily_usd="0.04")), time.time)
-    service = JobService(repository, make_client(), JobSettings(**FAST), budgets=budgets)
+    budgets = Budgets(repository, time.time)
+    limits = BudgetLimits(member_daily=40_000)
+    service = JobService(repository, make_client(), JobSettings(**FAST))
+
+    def edit_held() -> NewJob:
+        job = edit()
+        return dataclasses.replace(
+            job, hold=budgets.hold_for(job.model, job.params, None, ALICE, limits)
+        )
+
     presenter = RecordingPresenter()
     await service.start(presenter)
     try:
         # A 502 from a proxy: looked up, found nowhere, so nothing was made or charged.
         simulator.inject(Fault.BAD_GATEWAY)
-        lost = await service.enqueue(edit())
+        lost = await service.enqueue(edit_held())
         await presenter.wait_for(lambda: lost.id in presenter.failures)
         assert presenter.failures[lost.id] == NOTHING_MADE_MESSAGE
         # Its $0.04 is free again: a new job fits, is made, and keeps the budget spent.
-        made = await service.enqueue(edit())
+        made = await service.enqueue(edit_held())
         await presenter.wait_for(lambda: made.id in presenter.delivered)
-        assert (await budgets.usage(None, ALICE)).spent.member_day == 40_000
+        assert (await budgets.usage(None, ALICE, limits)).spent.member_day == 40_000
         with pytest.raises(KontextError, match=r"Your daily budget of \$0\.04 here is used up"):
-            await service.enqueue(edit())
+            await service.enqueue(edit_held())
     finally:
         await service.stop()
     assert simulator.billed_total == Decimal("0.04")

@@ -7,20 +7,15 @@ from discord.app_commands import Choice
 from services.wavespeed.catalog import (
     ASPECT_RATIOS,
     CHOICES,
-    DEFAULT_FAMILY,
     ModelKind,
     families_offering,
 )
 
 
 def model_choices(kind: ModelKind) -> list[Choice[str]]:
-    """The models a member may pick for `kind` of work, the default marked."""
+    """The models a member may pick for `kind` of work (a server may offer fewer)."""
     return [
-        Choice(
-            name=family.display_name + (" (default)" if family is DEFAULT_FAMILY else ""),
-            value=family.value,
-        )
-        for family in families_offering(kind)
+        Choice(name=family.display_name, value=family.value) for family in families_offering(kind)
     ]
 
 
@@ -34,4 +29,3 @@ SAFETY_CHOICES = [
     Choice(name=f"{level}{_SAFETY_WORDS.get(level, '')}", value=level)
     for level in map(int, CHOICES["safety_tolerance"])
 ]
-DEFAULT_MODEL = DEFAULT_FAMILY.value

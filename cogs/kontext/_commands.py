@@ -17,7 +17,6 @@ from services.prompts import MAX_PROMPT_CHARS
 from ._choices import (
     ASPECT_RATIO_CHOICES,
     COMBINE_MODELS,
-    DEFAULT_MODEL,
     EDIT_MODELS,
     FORMAT_CHOICES,
     IMAGINE_MODELS,
@@ -50,7 +49,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
     @app_commands.describe(
         image="The image to edit",
         prompt="What to change, e.g. 'make it a watercolor'",
-        model="Which Kontext model (default: Pro)",
+        model="Which Kontext model (default: this server's, Pro unless changed)",
         guidance="How closely to follow the instruction (Pro/Max 1-10, Dev 1-20)",
         seed="Same seed + same instruction = same image",
         safety_tolerance="Content filter: 1 strictest, 5 most permissive (Pro, Max)",
@@ -68,7 +67,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
         interaction: discord.Interaction,
         image: discord.Attachment,
         prompt: Prompt,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         guidance: Range[float, 0.0, 20.0] | None = None,
         seed: Range[int, -1, 9_999_999_999] | None = None,
         safety_tolerance: int | None = None,
@@ -101,7 +100,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
     @app_commands.command(name="imagine")
     @app_commands.describe(
         prompt="What to make",
-        model="Kontext Pro (default) or Max",
+        model="Kontext Pro or Max (default: this server's, Pro unless changed)",
         aspect_ratio="Shape of the image (default 1:1)",
         count="How many images, 1-4",
         seed="Same seed + same prompt = same image",
@@ -114,7 +113,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
         self,
         interaction: discord.Interaction,
         prompt: Prompt,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         aspect_ratio: str | None = None,
         count: Range[int, 1, 4] = 1,
         seed: Range[int, -1, 2_147_483_647] | None = None,
@@ -140,7 +139,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
         image3="Third image (optional)",
         image4="Fourth image (optional)",
         image5="Fifth image (optional; Pro and Max)",
-        model="Which Kontext model (default: Pro)",
+        model="Which Kontext model (default: this server's, Pro unless changed)",
         aspect_ratio="Shape of the result",
     )
     @app_commands.choices(model=COMBINE_MODELS, aspect_ratio=ASPECT_RATIO_CHOICES)
@@ -153,7 +152,7 @@ class KontextCommands(commands.Cog, name="Kontext"):
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
         image5: discord.Attachment | None = None,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         aspect_ratio: str | None = None,
     ) -> None:
         """Combine several images into one."""

@@ -10,8 +10,8 @@ from typing import Any
 import discord
 
 from services.bundle import Services
-from services.edits import Origin
 from services.images import MAX_INPUT_BYTES, ImageTooLargeError
+from services.origin import Origin
 from services.storage import JobRecord
 from services.wavespeed import InvalidInputError, KontextError
 
@@ -89,12 +89,27 @@ def origin_of(interaction: discord.Interaction, *, status_message_id: int | None
         member_id=interaction.user.id,
         channel_id=interaction.channel_id or 0,
         guild_id=interaction.guild_id,
-        nsfw_allowed=is_nsfw(interaction.channel),
+        parent_channel_id=parent_of(interaction.channel),
+        role_ids=roles_of(interaction.user),
+        age_restricted=is_nsfw(interaction.channel),
         upload_limit=interaction.filesize_limit,
         interaction_token=interaction.token,
         token_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_S,
         can_manage=interaction.permissions.manage_messages,
         status_message_id=status_message_id,
+    )
+
+
+def parent_of(channel: Any) -> int | None:
+    """A thread's parent channel (None for anything else)."""
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+
+def roles_of(user: discord.User | discord.Member) -> frozenset[int]:
+    return (
+        frozenset(role.id for role in user.roles)
+        if isinstance(user, discord.Member)
+        else frozenset()
     )
 
 

@@ -311,7 +311,7 @@ class DiscordPresenter:
             if output.nsfw and not job.nsfw_allowed:
                 notes.append(
                     f"{label} was withheld: the image service flagged it as NSFW, and "
-                    "this channel is not age-restricted."
+                    "this server does not show such images in this channel."
                 )
                 continue
             fitted = None

@@ -11,13 +11,13 @@ import discord
 from discord.ext import commands
 
 from services.bundle import Services
-from services.edits import Origin
+from services.origin import Origin
 from services.prompts import check_prompt
 from services.storage import JobRecord
 from services.wavespeed import KontextError
 
 from .._errors import message_for
-from ._common import NoImageError, edit_message_image, images_of, is_nsfw
+from ._common import NoImageError, edit_message_image, images_of, is_nsfw, parent_of, roles_of
 from ._content import HiddenImageError, HintOnce, UnreadMessageError, content_hidden
 from ._presenter import DEFAULT_UPLOAD_LIMIT
 
@@ -179,7 +179,9 @@ def origin_of_message(message: discord.Message, status: discord.Message) -> Orig
         member_id=author.id,
         channel_id=channel.id,
         guild_id=guild.id if guild else None,
-        nsfw_allowed=is_nsfw(channel),
+        parent_channel_id=parent_of(channel),
+        role_ids=roles_of(author),
+        age_restricted=is_nsfw(channel),
         upload_limit=guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT,
         can_manage=bool(can_manage),
         status_message_id=status.id,

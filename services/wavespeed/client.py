@@ -23,13 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from ..settings import WaveSpeedSettings
 from .catalog import KontextRequest, ModelSpec, estimate_cost, model_for_path, validate_request
 from .errors import (
     AuthenticationError,
@@ -54,6 +53,9 @@ from .media import (
 )
 from .protocol import Code, Envelope, ListedPrediction, Prediction, Status
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+
+if TYPE_CHECKING:
+    from ..settings import WaveSpeedSettings
 
 log = logging.getLogger(__name__)
 
