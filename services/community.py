@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -242,10 +243,10 @@ def _cooldown(seconds: int) -> Callable[[Spending, dt.datetime], None] | None:
 
 
 def _seconds(value: float) -> str:
-    whole = max(1, round(value))
-    if whole < 120:
-        return f"{whole} s"
-    return f"{whole // 60} min {whole % 60} s" if whole % 60 else f"{whole // 60} min"
+    """A wait as members read it: seconds up to two minutes, then whole minutes (rounded up,
+    so a member who waits that long is never refused again)."""
+    whole = max(1, math.ceil(value))
+    return f"{whole} s" if whole < 120 else f"{math.ceil(whole / 60)} min"
 
 
 def _explain(exc: ValidationError) -> str:

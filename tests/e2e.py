@@ -185,3 +185,20 @@ def against(sim: WaveSpeedSimulator, **sections: Any) -> dict[str, Any]:
 
 def prompts_in_submit_order(sim: WaveSpeedSimulator) -> list[str]:
     return [p.request["prompt"] for p in sim.predictions.values()]
+
+
+# A status line of the bot's, not its last word on a job.
+STATUS_ICONS = ("⏳", "🧰", "🎨", "📤")
+
+
+async def answer_to(driver: DiscordDriver, message: Message) -> Message:
+    """The bot's reply to `message` once it says more than a status line (an error, help)."""
+    return await driver.wait_for_message(
+        lambda m: (
+            (m.reference or {}).get("message_id") == str(message.id)
+            and not m.content.startswith(STATUS_ICONS)
+        ),
+        where=driver.state.channels[message.channel_id],
+        after=message,
+        timeout=10.0,
+    )

@@ -20,7 +20,17 @@ import pytest
 from aiohttp import web
 
 from services.prompts import MAX_PROMPT_CHARS
-from tests.e2e import against, embed_of, history, is_step, shared_simulator, shown, starts
+from tests.e2e import (
+    STATUS_ICONS,
+    against,
+    answer_to,
+    embed_of,
+    history,
+    is_step,
+    shared_simulator,
+    shown,
+    starts,
+)
 from tests.images import make_png
 from tests.local_discord import (
     DiscordDriver,
@@ -44,7 +54,6 @@ NOTHING_VISIBLE = (
     '❌ That prompt has no visible text: say in words what you want, e.g. "make it a watercolor".'
 )
 WAIT = 10.0
-STATUS_ICONS = ("⏳", "🧰", "🎨", "📤")
 
 
 @pytest.fixture
@@ -75,19 +84,6 @@ def replies_to(driver: DiscordDriver, message: Message) -> list[Message]:
         and m.reference
         and m.reference.get("message_id") == str(message.id)
     ]
-
-
-async def answer_to(driver: DiscordDriver, message: Message) -> Message:
-    """The bot's reply to `message` once it says more than a status line (an error, help)."""
-    return await driver.wait_for_message(
-        lambda m: (
-            (m.reference or {}).get("message_id") == str(message.id)
-            and not m.content.startswith(STATUS_ICONS)
-        ),
-        where=driver.state.channels[message.channel_id],
-        after=message,
-        timeout=WAIT,
-    )
 
 
 # -- member text in results, Details, thread names and status lines ----------------------------
