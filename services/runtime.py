@@ -40,6 +40,7 @@ async def wavespeed_client(
         api_keys=frozenset({key}),
         latency_s=settings.simulator.latency_s,
         sync_wait_s=settings.simulator.sync_wait_s,
+        balance=settings.simulator.balance_usd,
     )
     async with run_simulator(
         config, host=settings.simulator.host, port=settings.simulator.port

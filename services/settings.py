@@ -114,6 +114,9 @@ class SimulatorSettings(_Section):
     latency_s: float = Field(default=3.0, ge=0)
     # How long a sync-mode submit waits before answering "still processing" (5004).
     sync_wait_s: float = Field(default=30.0, ge=0)
+    # US dollars the simulated account starts each run with; every simulated image takes its
+    # list price off it, and a request it cannot cover is refused as WaveSpeed refuses one.
+    balance_usd: Decimal = Field(default=Decimal("100.00"), ge=0, allow_inf_nan=False)
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
 

@@ -615,6 +615,43 @@ async def test_a_lost_submit_that_made_nothing_gives_its_hold_back_and_a_made_on
     assert simulator.billed_total == Decimal("0.04")
 
 
+@pytest.mark.parametrize(
+    "simulator_config",
+    [
+        SimulatorConfig(
+            api_keys=frozenset({API_KEY}), latency_s=0, max_output_side=128, balance=Decimal("0.03")
+        )
+    ],
+)
+async def test_an_account_out_of_credit_fails_the_job_in_plain_words_and_holds_nothing(
+    repository: Repository,
+    make_client: Callable[..., WaveSpeedClient],
+    simulator: WaveSpeedSimulator,
+) -> None:
+    budgets = Budgets(repository, BudgetPolicy(BudgetSettings(member_daily_usd="0.04")), time.time)
+    service = JobService(repository, make_client(), JobSettings(**FAST), budgets=budgets)
+    presenter = RecordingPresenter()
+    await service.start(presenter)
+    try:
+        # $0.03 left at WaveSpeed, and an edit costs $0.04: refused, nothing made.
+        refused = await service.enqueue(edit())
+        await presenter.wait_for(lambda: refused.id in presenter.failures)
+        message = presenter.failures[refused.id]
+        assert "WaveSpeed account is out of credit" in message
+        assert "nothing was charged" in message and "server owner" in message
+        assert "top it up" in message and refused.id not in presenter.retry_offered
+        assert await status_of(repository, refused) == JobStatus.FAILED
+        assert simulator.predictions == {} and simulator.billed == []
+        # The member's $0.04 was given back: after a top-up the same budget pays for an edit.
+        assert (await budgets.usage(None, ALICE)).spent.member_day == 0
+        simulator.set_balance("1.00")
+        made = await service.enqueue(edit())
+        await presenter.wait_for(lambda: made.id in presenter.delivered)
+    finally:
+        await service.stop()
+    assert simulator.balance == Decimal("0.96")
+
+
 async def test_a_crashed_job_is_logged_its_member_told_and_the_rest_go_on(
     service: JobService,
     repository: Repository,

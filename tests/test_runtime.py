@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import aiohttp
 import pytest
@@ -10,7 +11,7 @@ from pydantic import SecretStr
 
 from services.runtime import wavespeed_client
 from services.settings import DiscordSettings, Settings, SimulatorSettings, WaveSpeedSettings
-from services.wavespeed import InputImage, model_for_path
+from services.wavespeed import InputImage, InsufficientCreditError, model_for_path
 from tests.images import make_png
 
 
@@ -32,11 +33,27 @@ async def test_without_a_key_the_bot_runs_on_the_simulator(
             spec, client.prepare(spec, prompt="add a hat", image=InputImage(make_png()))
         )
 
+        # The dry run's account starts at [simulator] balance_usd and pays list prices.
+        assert await client.balance() == Decimal("99.96")
+
     assert client.simulated is True
     assert result.simulated is True
     assert result.images
     assert "DRY RUN" in caplog.text
     assert "nothing is billed" in caplog.text
+
+
+async def test_the_dry_run_balance_is_a_setting(http_session: aiohttp.ClientSession) -> None:
+    configured = settings().model_copy(
+        update={"simulator": SimulatorSettings(latency_s=0, balance_usd="0.01")}
+    )
+    async with wavespeed_client(configured, http_session) as client:
+        assert await client.balance() == Decimal("0.01")
+        spec = model_for_path("flux-kontext-pro")
+        with pytest.raises(InsufficientCreditError):
+            await client.generate(
+                spec, client.prepare(spec, prompt="add a hat", image=InputImage(make_png()))
+            )
 
 
 async def test_with_a_key_the_real_service_is_used(

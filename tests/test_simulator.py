@@ -343,6 +343,7 @@ async def test_missing_or_wrong_keys_get_401(
         ("POST", "/api/v3/wavespeed-ai/flux-kontext-pro"),
         ("GET", "/api/v3/predictions/abc/result"),
         ("GET", "/api/v3/balance"),
+        ("GET", "/api/v3/account/balance"),
     ]:
         async with session.request(
             method, f"{sim.base_url}{path}", headers=headers, json={}
@@ -984,6 +985,53 @@ async def test_completed_predictions_are_billed_and_an_empty_balance_answers_402
     )
     assert (await api.wait(failed["id"]))["status"] == "failed"
     assert len(api.sim.billed) == 2 and api.sim.billed_total == Decimal("0.08")
+
+
+async def test_the_balance_goes_down_by_exactly_what_is_billed(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    api = Api(session, await start_sim(balance=Decimal("100.00")))
+    for path in ("/api/v3/balance", "/api/v3/account/balance"):
+        status, answer = await api.call("GET", path)
+        assert (status, answer["code"], answer["message"]) == (200, 200, "success")
+        assert answer["data"] == {"balance": 100.0}
+    done = await api.wait(
+        (await api.created("flux-kontext-dev", {"prompt": "x", "num_images": 3}))["id"]
+    )
+    assert [(e.id, e.cost) for e in api.sim.billed] == [(done["id"], Decimal("0.075"))]
+    assert api.sim.balance == Decimal("99.925")
+    assert (await api.call("GET", "/api/v3/account/balance"))[1]["data"]["balance"] == 99.925
+
+
+async def test_a_submit_the_balance_cannot_cover_is_refused_and_nothing_is_made(
+    start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    api = Api(session, await start_sim(balance=Decimal("100.00")))
+    # Set from the test side, as a top-up (or a spent account) would change it.
+    async with session.post(f"{api.base}/_simulator/balance", json={"balance": "0.07"}) as reply:
+        assert reply.status == 200 and (await reply.json())["data"] == {"balance": 0.07}
+    status, answer = await api.submit("flux-kontext-max", body_for(MODELS[0]))
+    assert (status, answer["code"], answer["data"]) == (402, 402, None)
+    assert answer["message"].startswith("Insufficient balance")
+    assert api.sim.predictions == {} and api.sim.billed == []
+    assert api.sim.balance == Decimal("0.07")
+    # What is left still covers a cheaper job, which then leaves exactly the difference.
+    done = await api.wait((await api.created("flux-kontext-pro", body_for(MODELS[0])))["id"])
+    assert done["status"] == "completed" and api.sim.balance == Decimal("0.03")
+    api.sim.set_balance(None)
+    assert (await api.submit("flux-kontext-max", body_for(MODELS[0])))[0] == 200
+
+
+async def test_setting_the_balance_takes_an_amount_or_null_only(api: Api) -> None:
+    assert api.sim.base_url is not None
+    for bad in ({}, {"balance": True}, {"balance": "lots"}, {"balance": -1}, {"balance": "NaN"}):
+        async with api.session.post(f"{api.base}/_simulator/balance", json=bad) as reply:
+            answer = await reply.json()
+        assert (reply.status, answer["code"]) == (400, 1401), bad
+    with pytest.raises(ValueError, match="non-negative"):
+        api.sim.set_balance(Decimal("-0.01"))
+    with pytest.raises(ValueError, match="non-negative"):
+        SimulatorConfig(balance=Decimal(-1))
 
 
 async def test_exactly_one_prediction_billed_per_completed_job(api: Api) -> None:

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
 from services.wavespeed import (
@@ -30,7 +32,8 @@ from services.wavespeed import (
     WebhookInbox,
     model_for_path,
 )
-from tests.conftest import API_KEY
+from services.wavespeed.protocol import Balance
+from tests.conftest import API_KEY, fast_settings
 from tests.images import decoded, make_png
 
 RED = InputImage(make_png(colour=(220, 30, 30)))
@@ -389,6 +392,26 @@ async def test_resume_after_restart_finishes_without_resubmitting(
 
 @pytest.mark.parametrize(
     "simulator_config",
+    [SimulatorConfig(api_keys=frozenset({API_KEY}), latency_s=0, balance=Decimal("100.00"))],
+)
+async def test_the_balance_goes_down_by_exactly_the_price_of_a_job(
+    client: WaveSpeedClient, simulator: WaveSpeedSimulator
+) -> None:
+    assert await client.balance() == Decimal("100.00")
+    spec = model_for_path("flux-kontext-dev")
+    result = await client.generate(
+        spec, client.prepare(spec, prompt="add rain", image=RED, num_images=3)
+    )
+
+    assert result.cost == Decimal("0.075")
+    assert [entry.cost for entry in simulator.billed] == [Decimal("0.075")]
+    assert await client.balance() == Decimal("99.925")
+    # Reading the balance is free and made nothing.
+    assert len(simulator.predictions) == 1
+
+
+@pytest.mark.parametrize(
+    "simulator_config",
     [SimulatorConfig(api_keys=frozenset({API_KEY}), latency_s=0, balance=Decimal("0.05"))],
 )
 async def test_out_of_credit(client: WaveSpeedClient, simulator: WaveSpeedSimulator) -> None:
@@ -396,8 +419,64 @@ async def test_out_of_credit(client: WaveSpeedClient, simulator: WaveSpeedSimula
     assert await client.balance() == Decimal("0.05")
     with pytest.raises(InsufficientCreditError) as caught:
         await client.generate(spec, client.prepare(spec, prompt="hat", image=RED))
-    assert "top it up" in caught.value.user_message
-    assert simulator.billed == []
+    error = caught.value
+    assert error.own_words and error.prediction_id is None
+    assert "WaveSpeed account is out of credit" in error.user_message
+    assert "server owner needs to top it up" in error.user_message
+    # WaveSpeed's own words are kept for the logs, not shown to the member.
+    assert error.detail is not None and error.detail.startswith("Insufficient balance")
+    # Refused outright: sent once, nothing made, nothing billed, the balance untouched.
+    assert simulator.request_counts["submit"] == 1
+    assert simulator.predictions == {} and simulator.billed == []
+    assert await client.balance() == Decimal("0.05")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"balance": 12.5}, Decimal("12.5")),
+        ({"balance": 0.1}, Decimal("0.1")),  # exactly, not the float's binary fraction
+        ({"balance": "7.25"}, Decimal("7.25")),
+        ({"balance": 3, "currency": "USD"}, Decimal(3)),
+    ],
+)
+def test_a_balance_is_read_from_a_number_or_a_string(data: object, expected: Decimal) -> None:
+    assert Balance.model_validate(data).balance == expected
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"balance": None}, {"balance": True}, {"balance": "lots"}, {"balance": "NaN"}]
+)
+def test_a_balance_that_is_no_amount_is_refused(data: object) -> None:
+    with pytest.raises(ValidationError):
+        Balance.model_validate(data)
+
+
+async def test_an_unreadable_balance_is_a_server_error_not_zero(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    reads = 0
+
+    async def balance(_request: web.Request) -> web.Response:
+        nonlocal reads
+        reads += 1
+        return web.json_response({"code": 200, "message": "success", "data": {"credit": 5}})
+
+    app = web.Application()
+    app.router.add_get("/api/v3/balance", balance)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        client = WaveSpeedClient(http_session, fast_settings(url))
+        with pytest.raises(ServerError):
+            await client.balance()
+    finally:
+        await runner.cleanup()
+    # A malformed answer to a read is retried under the one retry policy before giving up.
+    assert reads > 1
 
 
 class FakeClock:

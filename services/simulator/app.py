@@ -166,6 +166,8 @@ class WaveSpeedSimulator:
         self._slots = TaskSlots(cfg.max_concurrent_per_key)
         self._window = ImageWindow(cfg.images_per_minute_per_key)
         self._charged = Decimal(0)
+        # What the account holds (None: unlimited); a completed task takes its cost off it.
+        self._balance: Decimal | None = cfg.balance
         # Costs of tasks still running: not charged yet, but no longer available to spend.
         self._reserved = Decimal(0)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -233,6 +235,29 @@ class WaveSpeedSimulator:
         """What all completed predictions cost together."""
         return self._charged
 
+    @property
+    def balance(self) -> Decimal:
+        """What GET /api/v3/balance reports now, in US dollars."""
+        return self._remaining()
+
+    def set_balance(self, usd: Decimal | int | str | None) -> None:
+        """Make the account hold `usd` from now on (None: unlimited), like a top-up would.
+
+        Later charges come off it; tasks already running keep their reservation.
+        """
+        if usd is None:
+            self._balance = None
+            log.info("balance set to unlimited")
+            return
+        try:
+            amount = Decimal(usd)
+        except ArithmeticError:
+            raise ValueError(f"a balance is an amount of US dollars, got {usd!r}") from None
+        if not amount.is_finite() or amount < 0:
+            raise ValueError(f"a balance is a finite, non-negative amount, got {usd}")
+        self._balance = amount
+        log.info("balance set to $%s", _money(amount))
+
     # --- Application wiring -------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
@@ -248,11 +273,14 @@ class WaveSpeedSimulator:
         router.add_put("/media/upload/{token}", uploads.put_upload, name="upload.put")
         router.add_get("/media/{token}/{filename}", uploads.download, name="download.media")
         router.add_get("/outputs/{id}/{name}", self._output, name="download.output")
-        router.add_get("/api/v3/balance", self._balance, name="other.balance")
+        router.add_get("/api/v3/balance", self._balance_read, name="other.balance")
+        # One of WaveSpeed's how-to pages names this path for the same read.
+        router.add_get("/api/v3/account/balance", self._balance_read, name="other.balance.account")
         router.add_get("/api/v3/models", self._models, name="other.models")
         router.add_get("/api/v3/webhook/secret", self._secret, name="other.secret")
         router.add_get("/_simulator/state", self._state, name="other.state")
         router.add_post("/_simulator/outage", self._outage, name="other.outage")
+        router.add_post("/_simulator/balance", self._set_balance, name="other.set_balance")
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -538,9 +566,13 @@ class WaveSpeedSimulator:
                 "Too many requests: too many tasks are already waiting for this API key.",
                 {"Retry-After": str(retry)},
             )
-        if self.config.balance is not None:
-            available = self.config.balance - self._charged - self._reserved
+        if self._balance is not None:
+            available = self._balance - self._reserved
             if cost > available:
+                # WaveSpeed documents no code for an empty balance. HTTP 402 Payment Required
+                # says it plainly to any client, and the envelope code repeats the status as it
+                # does for the other account-level refusals here (401, 404, 429). Nothing is
+                # created, so nothing is billed.
                 raise ApiError(
                     402,
                     402,
@@ -611,6 +643,8 @@ class WaveSpeedSimulator:
         if record.status is Status.COMPLETED:
             record.billed_cost = record.cost
             self._charged += record.cost
+            if self._balance is not None:
+                self._balance -= record.cost
             self.billed.append(BilledEntry(record.id, record.model_id, record.cost))
         if not record.status.terminal:
             return
@@ -673,10 +707,12 @@ class WaveSpeedSimulator:
     # --- Account reads ------------------------------------------------------------------------
 
     def _remaining(self) -> Decimal:
-        balance = self.config.balance
-        return (UNLIMITED_BALANCE if balance is None else balance) - self._charged
+        if self._balance is None:
+            return UNLIMITED_BALANCE - self._charged
+        return self._balance
 
-    async def _balance(self, request: web.Request) -> web.Response:
+    async def _balance_read(self, request: web.Request) -> web.Response:
+        """GET /api/v3/balance: free, like WaveSpeed's; a JSON number, as WaveSpeed sends it."""
         self._authorize(request)
         return ok({"balance": float(self._remaining())})
 
@@ -710,6 +746,24 @@ class WaveSpeedSimulator:
         except ValueError as exc:
             raise ApiError(400, Code.INVALID_PARAMETER, f"{exc}.") from None
         return ok({"outage": self._outage_state()})
+
+    async def _set_balance(self, request: web.Request) -> web.Response:
+        """POST /_simulator/balance {"balance": "12.50"}: the account holds that from now on.
+
+        A number or a decimal string (exact); null makes it unlimited.
+        """
+        body = await read_json(request)
+        value = body.get("balance")
+        if "balance" not in body or isinstance(value, bool | dict | list):
+            raise ApiError(
+                400, Code.INVALID_PARAMETER, "balance must be a number, a string or null."
+            )
+        try:
+            # Through str: a JSON number arrives as a float, and 12.3 must mean exactly 12.3.
+            self.set_balance(None if value is None else str(value))
+        except ValueError as exc:
+            raise ApiError(400, Code.INVALID_PARAMETER, f"balance is not valid: {exc}.") from None
+        return ok({"balance": float(self._remaining())})
 
     def _outage_state(self) -> dict[str, Any]:
         remaining = self.outage_remaining_s

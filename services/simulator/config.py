@@ -85,7 +85,8 @@ class SimulatorConfig:
     max_stored_input_bytes: int = 256 * 1024 * 1024
     # Rendered outputs are scaled down (aspect kept) to this long side.
     max_output_side: int = 1024
-    # US dollars; None: unlimited. Submits costing more than is left answer HTTP 402.
+    # US dollars the account starts with; None: unlimited. A completed task's cost comes off it;
+    # a submit costing more than is left (less what running tasks will cost) answers HTTP 402.
     balance: Decimal | None = None
     webhook_secret: str = field(default_factory=_new_webhook_secret)
     # Extra attempts after a failed delivery, the first after webhook_retry_delay_s, then x2.
@@ -133,7 +134,10 @@ class SimulatorConfig:
         if self.api_keys is not None:
             object.__setattr__(self, "api_keys", frozenset(self.api_keys))
         if self.balance is not None:
-            object.__setattr__(self, "balance", Decimal(self.balance))
+            balance = Decimal(self.balance)
+            if not balance.is_finite() or balance < 0:
+                raise ValueError("balance must be a finite, non-negative amount of US dollars")
+            object.__setattr__(self, "balance", balance)
         for name in (
             "latency_s",
             "sync_wait_s",

@@ -51,7 +51,7 @@ from .media import (
     sniff_image_type,
     to_data_uri,
 )
-from .protocol import Code, Envelope, ListedPrediction, Prediction, Status
+from .protocol import Balance, Code, Envelope, ListedPrediction, Prediction, Status
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
@@ -423,9 +423,13 @@ class WaveSpeedClient:
     # --- Account reads -------------------------------------------------------------------------
 
     async def balance(self) -> Decimal:
-        envelope, _ = await self._api("GET", "/api/v3/balance")
-        data = envelope.data if isinstance(envelope.data, dict) else {}
-        return Decimal(str(data.get("balance", "0")))
+        """What the WaveSpeed account holds, in US dollars (a free read).
+
+        Retried like every read; an answer without a readable amount counts as malformed and
+        ends, once the retries run out, as ServerError, never as a made-up zero.
+        """
+        data, _ = await self._api_model(Balance, "GET", "/api/v3/balance")
+        return data.balance
 
     async def webhook_secret(self) -> str:
         envelope, _ = await self._api("GET", "/api/v3/webhook/secret")

@@ -50,10 +50,17 @@ class AuthenticationError(KontextError):
 
 
 class InsufficientCreditError(KontextError):
-    """The account has no credit left for this request."""
+    """The account has no credit left for this request (HTTP 402, or a message saying so).
 
+    WaveSpeed documents no code for it, so its own message goes to `detail` (the logs) and
+    the member reads the bot's words: what happened, that it cost nothing, and who can fix it.
+    Raised by a submit, the request was refused: nothing was made.
+    """
+
+    own_words: ClassVar[bool] = True
     default_message = (
-        "The image service account is out of credit. The server owner needs to top it up."
+        "This bot's WaveSpeed account is out of credit, so nothing was made and nothing was "
+        "charged. The server owner needs to top it up at wavespeed.ai."
     )
 
 

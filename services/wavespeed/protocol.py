@@ -7,6 +7,7 @@ server that adds fields does not break the client.
 from __future__ import annotations
 
 import enum
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -118,6 +119,32 @@ class ListedPrediction(BaseModel):
     @classmethod
     def _null_dict(cls, value: Any) -> Any:
         return {} if value is None else value
+
+
+class Balance(BaseModel):
+    """`data` of `GET /api/v3/balance`: what the account holds, in US dollars.
+
+    Documented as a number; a string ("12.50") is taken too. Read through text, so a JSON
+    number such as 0.1 becomes exactly Decimal("0.1"), not the nearest binary fraction.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    balance: Decimal
+
+    @field_validator("balance", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal:
+        # bool is an int to Python, but `true` is no amount of money.
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("the balance is not a number")
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError("the balance is not a number") from None
+        if not amount.is_finite():
+            raise ValueError("the balance is not a finite number")
+        return amount
 
 
 class Envelope(BaseModel):

@@ -7,6 +7,7 @@ fixtures, `driver.py` for what a test can do and `process.py` to run bot.py as a
 its own against it.
 """
 
+from .command_access import CommandNotAllowedError, CommandOverride, OverrideType
 from .driver import DiscordDriver, Upload
 from .harness import PROBE_EXTENSION, RunningBot, bot_settings, start_bot
 from .interactions import InteractionHandle
@@ -32,6 +33,8 @@ __all__ = [
     "BotProcess",
     "CallbackType",
     "Channel",
+    "CommandNotAllowedError",
+    "CommandOverride",
     "DiscordDriver",
     "InteractionHandle",
     "InteractionType",
@@ -39,6 +42,7 @@ __all__ = [
     "LocalDiscordConfig",
     "Message",
     "MessageFlag",
+    "OverrideType",
     "Perm",
     "PremiumType",
     "RunningBot",

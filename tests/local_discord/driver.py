@@ -24,16 +24,19 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from . import mentions
+from .command_access import CommandNotAllowedError
 from .interactions import InteractionHandle, command_data, modal_submit_data
 from .models import (
     Attachment,
     Channel,
     ChannelType,
+    Command,
     Interaction,
     InteractionType,
     Message,
     MessageType,
     Perm,
+    Role,
     User,
     iter_components,
 )
@@ -112,6 +115,11 @@ class DiscordDriver:
         """This user in their DM with the bot."""
         return self.in_channel(self.state.dm_channel(self.user))
 
+    def give_roles(self, *roles: Role) -> None:
+        """Add `roles` to this member, as a server admin would (GUILD_MEMBER_UPDATE)."""
+        guild = self.state.guilds[self._require_guild()]
+        self.state.add_member_roles(guild, self.user, roles)
+
     def set_permissions(self, permissions: int) -> None:
         """What this member's own role grants (on top of @everyone)."""
         guild = self.state.guilds[self._require_guild()]
@@ -143,6 +151,9 @@ class DiscordDriver:
     async def slash(self, name: str, /, **options: Any) -> InteractionHandle:
         """Run the synced slash command `name` ("group sub" for subcommands) with `options`."""
         await self._bot_connected()
+        command = self.state.find_command(name.split()[0], 1, self.channel.guild_id)
+        if command is not None:  # else command_data says what was synced
+            self._check_may_run(command, self.channel)
         data = command_data(self.state, self.channel, name, options, upload=self._upload_option)
         return self._interact(InteractionType.APPLICATION_COMMAND, data)
 
@@ -152,6 +163,7 @@ class DiscordDriver:
         command = self.state.find_command(name, 3, self.channel.guild_id)
         if command is None:
             raise LookupError(f"no message command {name!r} was synced")
+        self._check_may_run(command, self.state.channels[message.channel_id])
         data: dict[str, Any] = {
             "id": str(command.id),
             "name": command.name,
@@ -219,6 +231,14 @@ class DiscordDriver:
         origin = opened.interaction
         message = self.state.messages.get(origin.message_id) if origin.message_id else None
         return self._interact(InteractionType.MODAL_SUBMIT, data, message=message, parent=origin)
+
+    def _check_may_run(self, command: Command, channel: Channel) -> None:
+        """Refuse what the Discord client would not even offer this member there: a command
+        closed to DMs, one needing permissions they lack, one an override denies them."""
+        reason = self.state.command_refusal(self.user, channel, command)
+        if reason is not None:
+            log.info("refused before reaching the bot: %s", reason)
+            raise CommandNotAllowedError(reason)
 
     def _interact(
         self,

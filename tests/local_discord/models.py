@@ -25,6 +25,7 @@ class Perm(enum.IntFlag):
     CREATE_INSTANT_INVITE = 1 << 0
     ADMINISTRATOR = 1 << 3
     MANAGE_CHANNELS = 1 << 4
+    MANAGE_GUILD = 1 << 5
     ADD_REACTIONS = 1 << 6
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
@@ -424,7 +425,9 @@ class Command:
         # Context menus have no description; Discord echoes an empty string.
         data["description"] = data.get("description") or ""
         data.setdefault("options", [])
-        data.setdefault("default_member_permissions", None)
+        # A bitfield: the bot may send it as a number, Discord echoes it as a string.
+        permissions = data.get("default_member_permissions")
+        data["default_member_permissions"] = None if permissions is None else str(permissions)
         data.setdefault("nsfw", False)
         data.setdefault("contexts", None)
         # Not given (or null): installable to guilds only, which Discord then echoes.

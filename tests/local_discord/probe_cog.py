@@ -124,6 +124,13 @@ class ProbeCog(commands.Cog):
         original = await interaction.original_response()
         await interaction.edit_original_response(content=f"done (was {original.content!r})")
 
+    @app_commands.command(name="probe-manage")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    async def manage(self, interaction: discord.Interaction) -> None:
+        """For members with Manage Server, in servers only (Discord enforces both)."""
+        await interaction.response.send_message(f"managed by {interaction.user.name}")
+
     @app_commands.command(name="probe-vanish")
     async def vanish(self, interaction: discord.Interaction) -> None:
         """Answer, then delete the answer."""

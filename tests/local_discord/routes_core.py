@@ -11,8 +11,10 @@ from .models import Command, Guild
 from .payloads import channel_payload, guild_create_payload, member_payload
 from .rest import Call, RouteTable, json_response, no_content
 from .rules import (
+    BOTS_CANNOT_USE_THIS,
     MISSING_ACCESS,
     UNKNOWN_COMMAND,
+    UNKNOWN_COMMAND_PERMISSIONS,
     UNKNOWN_GUILD,
     UNKNOWN_MEMBER,
     UNKNOWN_USER,
@@ -20,6 +22,7 @@ from .rules import (
     check_commands,
     form_error,
 )
+from .state import command_permissions_payload
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +202,47 @@ async def delete_command(call: Call) -> web.Response:
     remaining = [c.data for c in call.state.commands[scope] if c is not command]
     call.state.replace_commands(scope, remaining)
     return no_content()
+
+
+# Integrations overrides: only a server admin sets them (Server Settings -> Integrations, or
+# a Bearer token of theirs); the bot may read them. Tests set them with
+# `state.set_command_permissions`.
+
+
+@routes.add("GET", "/applications/{application_id}/guilds/{guild_id}/commands/permissions")
+async def list_command_permissions(call: Call) -> web.Response:
+    guild = _guild(call)
+    targets = [target for guild_id, target in call.state.command_overrides if guild_id == guild.id]
+    return json_response(
+        [command_permissions_payload(call.state, guild, target) for target in targets]
+    )
+
+
+@routes.add(
+    "GET", "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}/permissions"
+)
+async def get_command_permissions(call: Call) -> web.Response:
+    guild = _guild(call)
+    target = call.snowflake("command_id")
+    if (guild.id, target) not in call.state.command_overrides:
+        raise DiscordError(
+            404, UNKNOWN_COMMAND_PERMISSIONS, "Unknown application command permissions"
+        )
+    return json_response(command_permissions_payload(call.state, guild, target))
+
+
+@routes.add(
+    "PUT", "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}/permissions"
+)
+async def edit_command_permissions(call: Call) -> web.Response:
+    # Discord takes this only from a member's own OAuth2 token: never from a bot.
+    raise DiscordError(
+        403,
+        BOTS_CANNOT_USE_THIS,
+        "Bots cannot use this endpoint",
+        violation=True,
+        detail="command permissions are set by a member's own OAuth2 token, never a bot's",
+    )
 
 
 # -- guilds and users ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from . import mentions
+from . import command_access, mentions
 from .cdn import Cdn
 from .clock import Clock, Snowflakes
 from .models import (
@@ -82,6 +82,8 @@ class DiscordState:
         self.interactions_by_token: dict[str, Interaction] = {}
         # Synced commands: None holds the global ones, a guild id that guild's.
         self.commands: dict[int | None, list[Command]] = {None: []}
+        # Integrations overrides a server admin set, by (guild id, command id or app id).
+        self.command_overrides: command_access.Overrides = {}
         self.channel_messages: dict[int, list[int]] = {}
         # Messages created with a nonce, by (author id, nonce type, nonce): an integer nonce and
         # the same digits as a string are different nonces here (Discord does not promise
@@ -216,12 +218,25 @@ class DiscordState:
         role = self.add_role(guild, f"{user.username} role", permissions, managed=user.bot)
         member.role_ids = [role.id]
         self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
+        self._member_updated(guild, member)
+
+    def add_member_roles(self, guild: Guild, user: User, roles: Iterable[Role]) -> None:
+        """Give the member `roles` of this guild (made with `create_role`)."""
+        member = guild.members[user.id]
+        for role in roles:
+            if guild.roles.get(role.id) is not role:
+                raise ValueError(f"role {role.name!r} is not a role of {guild.name}")
+            if role.id not in member.role_ids:
+                member.role_ids.append(role.id)
+        self._member_updated(guild, member)
+
+    def _member_updated(self, guild: Guild, member: Member) -> None:
         self.dispatch(
             "GUILD_MEMBER_UPDATE",
             {
                 "guild_id": str(guild.id),
-                "user": user.payload(),
-                "roles": [str(role.id)],
+                "user": member.user.payload(),
+                "roles": [str(role_id) for role_id in member.role_ids],
                 "joined_at": member.joined_at,
                 "nick": None,
                 "avatar": None,
@@ -573,6 +588,37 @@ class DiscordState:
                     return command
         return None
 
+    def set_command_permissions(
+        self,
+        guild: Guild,
+        command: Command | None,
+        overrides: Iterable[command_access.CommandOverride],
+    ) -> None:
+        """Replace the Integrations overrides a server admin set for `command` (None: for
+        the whole app) in `guild`; APPLICATION_COMMAND_PERMISSIONS_UPDATE tells the bot."""
+        target = command.id if command is not None else self.application_id
+        rows = list(overrides)
+        if rows:
+            self.command_overrides[(guild.id, target)] = rows
+        else:
+            self.command_overrides.pop((guild.id, target), None)
+        self.dispatch(
+            "APPLICATION_COMMAND_PERMISSIONS_UPDATE",
+            command_permissions_payload(self, guild, target),
+        )
+
+    def command_refusal(self, user: User, channel: Channel, command: Command) -> str | None:
+        """Why Discord would not let `user` run `command` in `channel` (None: it would)."""
+        return command_access.refusal(
+            command,
+            user,
+            channel,
+            guild=self.guilds[channel.guild_id] if channel.guild_id is not None else None,
+            permissions=self.permissions(user, channel),
+            overrides=self.command_overrides,
+            application_id=self.application_id,
+        )
+
     # -- interactions ----------------------------------------------------------------------
 
     def create_interaction(
@@ -625,6 +671,17 @@ def _apply_overwrites(value: int, guild: Guild, member: Member, channel: Channel
     if own is not None and own.type is OverwriteType.MEMBER:
         value = (value & ~own.deny) | own.allow
     return value
+
+
+def command_permissions_payload(state: DiscordState, guild: Guild, target: int) -> dict[str, Any]:
+    """GuildApplicationCommandPermissions: the overrides for one command (or the app)."""
+    rows = state.command_overrides.get((guild.id, target), [])
+    return {
+        "id": str(target),
+        "application_id": str(state.application_id),
+        "guild_id": str(guild.id),
+        "permissions": [row.payload() for row in rows],
+    }
 
 
 def _nonce_key(author: User, nonce: int | str) -> NonceKey:
