@@ -41,8 +41,8 @@ class Clock:
 
 
 @pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[Repository]:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def repository(store_location: str) -> AsyncIterator[Repository]:
+    repository = await Repository.open(store_location)
     yield repository
     await repository.close()
 
@@ -80,9 +80,9 @@ async def store(repository: Repository, spec: ModelSpec, admitted: Any, member: 
 
 
 async def test_a_servers_changes_are_kept_over_the_defaults_and_survive_a_restart(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
-    path = tmp_path / "jobs.sqlite3"
+    path = store_location
     clock = Clock()
     repository = await Repository.open(path)
     try:
