@@ -424,7 +424,9 @@ class Command:
         # Context menus have no description; Discord echoes an empty string.
         data["description"] = data.get("description") or ""
         data.setdefault("options", [])
-        data.setdefault("default_member_permissions", None)
+        # Sent as a number or a string (discord.py sends a number); Discord echoes a string.
+        permissions = data.get("default_member_permissions")
+        data["default_member_permissions"] = None if permissions is None else str(permissions)
         data.setdefault("nsfw", False)
         data.setdefault("contexts", None)
         # Not given (or null): installable to guilds only, which Discord then echoes.
