@@ -267,15 +267,15 @@ class Admin(commands.GroupCog, group_name="kontext-admin"):
         )
 
     @app_commands.command(name="log-channel")
-    @app_commands.describe(channel="Where every job is logged; leave it out to stop logging")
+    @app_commands.describe(channel="The channel for moderators' notes; leave it out for none")
     async def log_channel(
         self, interaction: discord.Interaction, channel: discord.TextChannel | None = None
     ) -> None:
-        """The channel where every job is logged for moderators."""
+        """The channel for moderators' notes about the bot."""
         await self._change(interaction, log_channel_id=channel.id if channel else None)
         await _answer(
             interaction,
-            f"Jobs are logged in {channel.mention}." if channel else "Jobs are not logged.",
+            f"Log channel: {channel.mention}." if channel else "No log channel.",
         )
 
     @app_commands.command(name="usage")

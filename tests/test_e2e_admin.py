@@ -74,7 +74,7 @@ async def test_the_owner_sees_the_defaults_and_changes_every_rule(
         "Each member per day: no cap\nImages per member per day: 3",
         "Cooldown: 30 s between a member's images.",
         "Added `pineapple pizza`.\nBlocked (1): `pineapple pizza`",
-        f"Jobs are logged in <#{images.id}>.",
+        f"Log channel: <#{images.id}>.",
     ]
     shown = await settings(owner)
     assert shown["Models offered"] == "Kontext Pro, Kontext Dev"
@@ -108,7 +108,7 @@ async def test_the_owner_sees_the_defaults_and_changes_every_rule(
     uncapped = await ask(owner, "budget", server_daily="none", member_images="default")
     assert uncapped.content.endswith(NO_CAPS)
     unlogged = await ask(owner, "log-channel")
-    assert unlogged.content == "Jobs are not logged."
+    assert unlogged.content == "No log channel."
     anything = await ask(owner, "safety", highest="any")
     assert anything.content == "Highest safety tolerance: Any (1-5)."
 
