@@ -110,6 +110,7 @@ class Community:
         as_json = merged.model_dump(mode="json")
         kept = {name: as_json[name] for name in {*stored, *changes}}
         await self._repository.set_server_rule_changes(guild_id, kept, by=by, at=self._clock())
+        log.info("server %s: %s changed by %s", guild_id, ", ".join(sorted(changes)), by)
         return merged
 
     async def reset(self, guild_id: int, by: int, names: Iterable[str]) -> ServerRules:
@@ -117,13 +118,20 @@ class Community:
         stored = await self._repository.server_rule_changes(guild_id)
         kept = {name: value for name, value in stored.items() if name not in set(names)}
         await self._repository.set_server_rule_changes(guild_id, kept, by=by, at=self._clock())
+        log.info("server %s: %s reset by %s", guild_id, ", ".join(sorted(set(names))), by)
         return await self.rules(guild_id)
 
     async def ban(self, guild_id: int, member_id: int, by: int) -> bool:
-        return await self._repository.ban(guild_id, member_id, by=by, at=self._clock())
+        banned = await self._repository.ban(guild_id, member_id, by=by, at=self._clock())
+        if banned:
+            log.info("server %s: member %s banned by %s", guild_id, member_id, by)
+        return banned
 
     async def unban(self, guild_id: int, member_id: int) -> bool:
-        return await self._repository.unban(guild_id, member_id)
+        lifted = await self._repository.unban(guild_id, member_id)
+        if lifted:
+            log.info("server %s: member %s unbanned", guild_id, member_id)
+        return lifted
 
     async def banned(self, guild_id: int) -> list[int]:
         return await self._repository.banned(guild_id)

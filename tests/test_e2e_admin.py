@@ -209,7 +209,9 @@ async def test_a_member_without_manage_server_is_refused(
     ]
     assert command.payload()["default_member_permissions"] == "32"
     assert command.payload()["contexts"] == [0]
-    # A server may hand the commands to anyone: the bot itself still refuses.
+    # A server may hand the commands to anyone: the bot itself still refuses. (This local
+    # Discord delivers the command whatever default_member_permissions say; the same check
+    # is unit-tested in test_admin_check.py, whoever delivers it.)
     for name in ("settings", "usage", "cooldown"):
         options = {"seconds": 5} if name == "cooldown" else {}
         refused = await ask(alice, name, **options)
