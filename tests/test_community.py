@@ -28,7 +28,7 @@ from services.rules import BudgetSettings, DefaultRules, NsfwPolicy, ServerRules
 from services.settings import load_settings
 from services.storage import Repository
 from services.wavespeed import InvalidInputError, KontextRequest, ModelSpec, model_for_path
-from services.wavespeed.catalog import Family, validate_request
+from services.wavespeed.catalog import Family, ModelKind, validate_request
 
 GUILD, CHANNEL, THREAD, OTHER_CHANNEL = 500, 10, 11, 12
 ALICE, BOB, ADMIN = 1, 2, 3
@@ -352,3 +352,10 @@ async def test_server_usage_counts_today_and_this_month_by_member_and_model(
     assert usage.month.total == Spent(160_000, 3, 3)
     assert usage.month.by_member == ((ALICE, Spent(80_000, 2, 2)), (BOB, Spent(80_000, 1, 1)))
     assert (await community.server_usage(GUILD + 1)).month.by_member == ()
+
+
+def test_a_default_that_cannot_do_the_work_falls_back_to_one_offered_that_can() -> None:
+    rules = ServerRules(models=(Family.DEV, Family.MAX), default_model=Family.DEV)
+    assert rules.default_for(ModelKind.EDIT) is Family.DEV
+    # Kontext Dev makes no images from text: /imagine with no model named uses Max.
+    assert rules.default_for(ModelKind.TEXT_TO_IMAGE) is Family.MAX

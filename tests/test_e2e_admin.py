@@ -6,9 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e import embed_of, field, starts
 from tests.images import make_png
 from tests.local_discord import DiscordDriver, LocalDiscord, Message, RunningBot, start_bot
+from tests.local_discord.command_access import (
+    CommandNotAllowedError,
+    CommandOverride,
+    OverrideType,
+)
 
 pytest_plugins = ("tests.local_discord.fixtures",)
 
@@ -209,9 +216,13 @@ async def test_a_member_without_manage_server_is_refused(
     ]
     assert command.payload()["default_member_permissions"] == "32"
     assert command.payload()["contexts"] == [0]
-    # A server may hand the commands to anyone: the bot itself still refuses. (This local
-    # Discord delivers the command whatever default_member_permissions say; the same check
-    # is unit-tested in test_admin_check.py, whoever delivers it.)
+    with pytest.raises(CommandNotAllowedError):
+        await ask(alice, "settings")
+    # A server may hand the commands to anyone in its Integrations settings: the bot itself
+    # still refuses whoever lacks Manage Server.
+    local_discord.state.set_command_permissions(
+        local_discord.guild, command, [CommandOverride(alice.user.id, OverrideType.USER, True)]
+    )
     for name in ("settings", "usage", "cooldown"):
         options = {"seconds": 5} if name == "cooldown" else {}
         refused = await ask(alice, name, **options)
