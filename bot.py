@@ -28,6 +28,7 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
+from services.account import Account
 from services.budget import Budgets
 from services.bundle import Services
 from services.community import Community
@@ -141,6 +142,7 @@ class KontextBot(commands.Bot):
             edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
             jobs=jobs,
             community=community,
+            account=Account(self.wavespeed, self.settings.wavespeed.low_balance_usd),
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

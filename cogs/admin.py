@@ -47,6 +47,7 @@ class Admin(commands.GroupCog, group_name="kontext-admin"):
 
     def __init__(self, services: Services) -> None:
         self.community = services.community
+        self.account = services.account
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -283,6 +284,13 @@ class Admin(commands.GroupCog, group_name="kontext-admin"):
         """What this server has spent today and this month, by member and by model."""
         usage = await self.community.server_usage(_guild(interaction))
         await _answer(interaction, embed=usage_embed(usage))
+
+    @app_commands.command(name="balance")
+    async def balance(self, interaction: discord.Interaction) -> None:
+        """What is left on the WaveSpeed account that pays for every image."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        balance = await self.account.balance()
+        await interaction.followup.send(balance.text(), ephemeral=True)
 
     async def _change(self, interaction: discord.Interaction, **changes: object) -> ServerRules:
         return await self.community.change(_guild(interaction), interaction.user.id, **changes)

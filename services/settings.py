@@ -112,6 +112,9 @@ class WaveSpeedSettings(_Section):
     upload_timeout_s: float = Field(default=120.0, gt=0)
     download_timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
+    # Below this balance (US dollars), /kontext-admin balance and the log channels warn the
+    # owner; unset: no warning.
+    low_balance_usd: Decimal | None = Field(default=Decimal("5.00"), ge=0, decimal_places=2)
 
     # Dev models can return images inline as base64, which saves one download per image.
     base64_output: bool = False

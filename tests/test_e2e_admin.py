@@ -244,3 +244,25 @@ async def test_the_rules_survive_a_restart(local_discord: LocalDiscord, tmp_path
     assert shown["Blocked words (1)"] == "`spiders`"
     assert shown["Budgets"].splitlines()[2] == "Each member per day: $0.50"
     assert shown["Banned members"] == "1"
+
+
+async def test_balance_shows_what_the_account_has_left_and_warns_when_low(
+    local_discord: LocalDiscord,
+) -> None:
+    owner = local_discord.moderator()
+    overrides = {"simulator": {"balance_usd": "5.02"}, "wavespeed": {"low_balance_usd": "5.00"}}
+    async with start_bot(local_discord, settings_overrides=overrides):
+        ix = await owner.slash("kontext-admin balance")
+        answer = await ix.response(starts("The dry run's"))
+        assert answer.ephemeral
+        assert answer.content == "The dry run's pretend WaveSpeed account has **$5.02** left."
+        # An edit costs $0.04, taken from the account when it is billed.
+        edit = await owner.slash("edit", image=make_png(), prompt="make it blue")
+        await edit.response(starts("✅"))
+        ix = await owner.slash("kontext-admin balance")
+        answer = await ix.response(starts("The dry run's"))
+        assert answer.content == (
+            "The dry run's pretend WaveSpeed account has **$4.98** left.\n"
+            "⚠️ That is below the low-balance mark of $5.00: top it up at wavespeed.ai, or jobs "
+            "will be refused when it runs out."
+        )
