@@ -34,6 +34,7 @@ from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.modlog import ModLog
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -134,6 +135,7 @@ class KontextBot(commands.Bot):
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
+            modlog=ModLog(self.repository, community, self.clock),
         )
         self._services = Services(
             edits=EditService(self.repository, jobs, self.wavespeed, intake, community),

@@ -318,6 +318,17 @@ class SpendingRow(NamedTuple):
     jobs: int
 
 
+class LedgerEntry(NamedTuple):
+    """A job's row in the ledger: its amount and whether it is held, settled or released."""
+
+    amount_micros: int
+    state: str
+
+    @property
+    def billed(self) -> bool:
+        return self.state != "released" and self.amount_micros > 0
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetHold:
     """A new job's hold: taken in `create_job` if `check` (given what is spent) does not raise."""
@@ -707,6 +718,13 @@ class Repository:
             return await self._spent(
                 self._db, guild_id, member_id, day_start=day_start, month_start=month_start
             )
+
+    async def hold_of(self, job_id: int) -> LedgerEntry | None:
+        """What the ledger holds for a job (its amount and state); None for a job not priced."""
+        row = await self._fetchone(
+            "SELECT amount_micros, state FROM budget_holds WHERE job_id = ?", (job_id,)
+        )
+        return None if row is None else LedgerEntry(int(row[0]), str(row[1]))
 
     async def server_spending(self, guild_id: int, *, since: float) -> list[SpendingRow]:
         """What a server's ledger counts since `since`, by member and model, largest first."""

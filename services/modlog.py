@@ -1,0 +1,167 @@
+"""A server's log channel: what moderators are told about jobs and budgets there.
+
+This module decides what is logged; the chat side (the job service's `Presenter`) posts it, and
+the job service sends it through its request budget after the fact, so nothing here ever holds
+up a result. A `LogEntry` is one job that ended (delivered, failed, cancelled) in a server whose
+rules name a log channel: who asked, what for, the model, what it cost, and where the result is
+(or why there is none).
+
+A post the chat side cannot make (the channel deleted, a permission taken away) is logged at
+warning once per channel and dropped: a log is a courtesy, never retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .budget import usd
+from .community import Community
+from .storage import JobRecord, JobStatus, Repository
+from .wavespeed import KontextError, model_for_path
+
+log = logging.getLogger(__name__)
+
+# Member text in an entry is cut to this many characters (the whole is in the result's Details).
+INSTRUCTION_CHARS = 100
+REASON_CHARS = 120
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_OUTCOMES = {
+    JobStatus.DELIVERED: Outcome.DELIVERED,
+    JobStatus.FAILED: Outcome.FAILED,
+    JobStatus.UNDELIVERABLE: Outcome.FAILED,
+    JobStatus.CANCELLED: Outcome.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One ended job, as its server's moderators read it. `instruction` and `reason` may hold
+    member text (cut short, not escaped): the chat side shows them as written."""
+
+    guild_id: int
+    channel_id: int
+    job_id: int
+    member_id: int
+    # What was asked: "edit", "imagine", "combine", "reroll", "edit (step 3)".
+    action: str
+    instruction: str
+    model: str
+    outcome: Outcome
+    # "$0.04", or "nothing billed".
+    cost: str
+    # The result message (delivered), else None.
+    link: str | None = None
+    # Why there is no result (failed), in short.
+    reason: str | None = None
+
+
+class ModLog:
+    """Decides what each server's log channel is told, and remembers channels that refused."""
+
+    def __init__(
+        self, repository: Repository, community: Community, clock: Callable[[], float]
+    ) -> None:
+        self._repository = repository
+        self._community = community
+        self._clock = clock
+        # Log channels whose last post failed: warned about once, until one gets through.
+        self._failing: set[int] = set()
+
+    async def entry_for(self, job: JobRecord) -> LogEntry | None:
+        """The entry for a job that ended; None outside a server, for a server without a log
+        channel, or for a job that has not ended."""
+        outcome = _OUTCOMES.get(JobStatus(job.status))
+        if job.guild_id is None or outcome is None:
+            return None
+        channel_id = (await self._community.rules(job.guild_id)).log_channel_id
+        if channel_id is None:
+            return None
+        held = await self._repository.hold_of(job.id)
+        if held is not None:
+            cost = usd(held.amount_micros) if held.billed else "nothing billed"
+        else:
+            cost = "nothing billed" if outcome is not Outcome.DELIVERED else _unpriced(job)
+        link = None
+        if outcome is Outcome.DELIVERED and job.result_message_id and job.result_channel_id:
+            link = message_link(job.guild_id, job.result_channel_id, job.result_message_id)
+        reason = None
+        if outcome is Outcome.FAILED:
+            reason = short(first_sentence(job.error or "failed"), REASON_CHARS)
+        return LogEntry(
+            guild_id=job.guild_id,
+            channel_id=channel_id,
+            job_id=job.id,
+            member_id=job.requester_id,
+            action=job.action if job.step <= 1 else f"{job.action} (step {job.step})",
+            instruction=short(job.prompt, INSTRUCTION_CHARS),
+            model=_model_name(job.model_path),
+            outcome=outcome,
+            cost=cost,
+            link=link,
+            reason=reason,
+        )
+
+    # --- What came of a post --------------------------------------------------------------------
+
+    def posted(self, channel_id: int) -> None:
+        self._failing.discard(channel_id)
+
+    def not_posted(self, channel_id: int, error: BaseException) -> None:
+        """A post the chat side could not make: warned about once per channel, not retried."""
+        if channel_id in self._failing:
+            log.debug("log channel %d: still not posting (%s)", channel_id, error)
+            return
+        self._failing.add(channel_id)
+        log.warning(
+            "log channel %d: could not post there (%s: %s); its entries are dropped until a "
+            "post gets through",
+            channel_id,
+            type(error).__name__,
+            error,
+        )
+
+
+def message_link(guild_id: int, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+
+
+def short(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters (an ellipsis where it was cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a message ("The image service refused it. Try..." -> its first)."""
+    flat = " ".join(text.split())
+    at = flat.find(". ")
+    return flat if at < 0 else flat[: at + 1]
+
+
+def _model_name(path: str) -> str:
+    try:
+        return model_for_path(path).name
+    except KontextError:
+        return path
+
+
+def _unpriced(job: JobRecord) -> str:
+    return f"${job.cost}" if job.cost else "no price"
+
+
+__all__ = [
+    "LogEntry",
+    "ModLog",
+    "Outcome",
+    "message_link",
+]

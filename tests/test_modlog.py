@@ -1,0 +1,102 @@
+"""What a server's log channel is told: entries for ended jobs (against a real store)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.budget import Budgets
+from services.community import Community
+from services.modlog import ModLog, Outcome
+from services.origin import Origin
+from services.rules import BudgetSettings, DefaultRules, ServerRules
+from services.storage import JobRecord, JobStatus, Repository
+from services.wavespeed import model_for_path
+from services.wavespeed.catalog import validate_request
+
+GUILD, CHANNEL, LOG_CHANNEL = 500, 10, 99
+ALICE, ADMIN = 1, 3
+PRO = model_for_path("flux-kontext-pro")
+# 2026-12-02 12:00 UTC.
+NOON = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC).timestamp()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOON
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def services_on(repository: Repository, clock: Clock) -> tuple[Community, ModLog]:
+    rules = ServerRules.defaults(DefaultRules(), BudgetSettings())
+    community = Community(repository, rules, Budgets(repository, clock), clock)
+    return community, ModLog(repository, community, clock)
+
+
+async def store_job(repository: Repository, community: Community, **values: Any) -> JobRecord:
+    """A $0.04 Kontext Pro edit, its price held as a command would hold it."""
+    request = validate_request(PRO, {"prompt": "a red fox", "image": "https://example.com/fox.png"})
+    admitted = await community.admit(
+        Origin(member_id=ALICE, channel_id=CHANNEL, guild_id=GUILD), PRO, request
+    )
+    return await repository.create_job(
+        hold=admitted.hold,
+        action="edit",
+        requester_id=ALICE,
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        model_path=PRO.path,
+        params={"prompt": "a red fox"},
+        prompt=values.pop("prompt", "a red fox"),
+        **values,
+    )
+
+
+async def test_entries_only_for_ended_jobs_in_servers_with_a_log_channel(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+    try:
+        community, modlog = services_on(repository, clock)
+        job = await store_job(repository, community, prompt="  a   very long fox " * 20)
+        assert await modlog.entry_for(job) is None  # still queued
+        failed = await repository.transition(
+            job.id,
+            JobStatus.QUEUED,
+            JobStatus.FAILED,
+            error="The image service refused it. Try again later.",
+        )
+        assert failed is not None
+        assert await modlog.entry_for(failed) is None  # no log channel here
+        await community.change(GUILD, ADMIN, log_channel_id=LOG_CHANNEL)
+        entry = await modlog.entry_for(failed)
+        assert entry is not None
+        assert entry.outcome is Outcome.FAILED
+        assert (entry.channel_id, entry.member_id, entry.action) == (LOG_CHANNEL, ALICE, "edit")
+        assert (entry.model, entry.cost) == ("Kontext Pro", "nothing billed")
+        assert entry.reason == "The image service refused it."
+        assert len(entry.instruction) == 100 and entry.instruction.endswith("…")
+        assert "  " not in entry.instruction
+    finally:
+        await repository.close()
+
+
+def test_a_log_channel_that_refuses_posts_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    modlog = ModLog(None, None, Clock())  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="services.modlog"):
+        for _ in range(3):
+            modlog.not_posted(LOG_CHANNEL, PermissionError("Missing Permissions"))
+        modlog.posted(LOG_CHANNEL)
+        modlog.not_posted(LOG_CHANNEL, PermissionError("Unknown Channel"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "Missing Permissions" in warnings[0] and "Unknown Channel" in warnings[1]
