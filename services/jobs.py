@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -41,7 +42,7 @@ from typing import Any, Protocol, TypeVar
 from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
-from .modlog import LogEntry, ModLog
+from .modlog import LogEntry, LogNote, ModLog
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
 from .storage import (
@@ -148,6 +149,10 @@ class Presenter(Protocol):
     async def post_log_entry(self, entry: LogEntry) -> None:
         """Post an ended job's entry in its server's log channel, pinging nobody; raises
         whatever the chat service answered when it did not take it."""
+        ...
+
+    async def post_log_note(self, note: LogNote) -> None:
+        """Post a note in a server's log channel (as `post_log_entry`)."""
         ...
 
 
@@ -356,6 +361,9 @@ class JobService:
             created_at=self._clock(),
         )
         self._wake.set()
+        if new.hold is not None and job.guild_id is not None:
+            # Spending grew: a budget may have reached the line its moderators hear of.
+            self._aside(self._post_budget_notes(job), f"notes-{job.id}")
         return job
 
     async def position(self, job_id: int) -> int | None:
@@ -899,6 +907,21 @@ class JobService:
         if entry is not None and self._presenter is not None:
             presenter = self._presenter
             await self._post_aside(entry.channel_id, lambda: presenter.post_log_entry(entry))
+
+    async def _post_budget_notes(self, job: JobRecord) -> None:
+        assert self._modlog is not None
+        try:
+            notes = await self._modlog.budget_notes(job)
+        except Exception:
+            log.exception("server %s: its budget notes could not be checked", job.guild_id)
+            return
+        presenter = self._presenter
+        for note in notes:
+            log.info("server %d: %s", note.guild_id, note.text)
+            if presenter is not None:
+                await self._post_aside(
+                    note.channel_id, functools.partial(presenter.post_log_note, note)
+                )
 
     async def _post_aside(self, channel_id: int, post: Callable[[], Awaitable[None]]) -> None:
         """One log channel post, in the request budget's status lane: behind every delivery

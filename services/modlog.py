@@ -2,9 +2,14 @@
 
 This module decides what is logged; the chat side (the job service's `Presenter`) posts it, and
 the job service sends it through its request budget after the fact, so nothing here ever holds
-up a result. A `LogEntry` is one job that ended (delivered, failed, cancelled) in a server whose
-rules name a log channel: who asked, what for, the model, what it cost, and where the result is
-(or why there is none).
+up a result. Two kinds of post:
+
+- `LogEntry`: one per job that ends (delivered, failed, cancelled) in a server whose rules name
+  a log channel: who asked, what for, the model, what it cost, and where the result is (or why
+  there is none).
+- `LogNote`: a note on the server's budgets, sent once per period (`Repository.claim_note`
+  makes "once" hold across restarts and jobs crossing the line together): the server has used
+  80 % of its daily or monthly budget.
 
 A post the chat side cannot make (the channel deleted, a permission taken away) is logged at
 warning once per channel and dropped: a log is a courtesy, never retried.
@@ -12,12 +17,13 @@ warning once per channel and dropped: a log is a courtesy, never retried.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .budget import usd
+from .budget import BudgetLimits, day_start, month_start, next_month, usd
 from .community import Community
 from .storage import JobRecord, JobStatus, Repository
 from .wavespeed import KontextError, model_for_path
@@ -27,6 +33,10 @@ log = logging.getLogger(__name__)
 # Member text in an entry is cut to this many characters (the whole is in the result's Details).
 INSTRUCTION_CHARS = 100
 REASON_CHARS = 120
+# A note when spending reaches this share of a server's budget (numerator, denominator).
+NOTE_SHARE = (4, 5)
+DAILY_NOTE = "server_daily_80"
+MONTHLY_NOTE = "server_monthly_80"
 
 
 class Outcome(enum.StrEnum):
@@ -63,6 +73,15 @@ class LogEntry:
     link: str | None = None
     # Why there is no result (failed), in short.
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogNote:
+    """A note for a server's log channel; `text` holds no member text."""
+
+    guild_id: int
+    channel_id: int
+    text: str
 
 
 class ModLog:
@@ -110,6 +129,51 @@ class ModLog:
             link=link,
             reason=reason,
         )
+
+    async def budget_notes(self, job: JobRecord) -> list[LogNote]:
+        """Notes due now that `job`'s hold is taken: each server budget it brought to 80 %,
+        once per period (claimed in the store as it is decided)."""
+        if job.guild_id is None:
+            return []
+        rules = await self._community.rules(job.guild_id)
+        if rules.log_channel_id is None:
+            return []
+        limits = BudgetLimits.of(rules)
+        if not limits.server_daily and not limits.server_monthly:
+            return []
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        spent = await self._repository.spending(
+            job.guild_id,
+            job.requester_id,
+            day_start=day_start(now).timestamp(),
+            month_start=month_start(now).timestamp(),
+        )
+        due = (
+            (DAILY_NOTE, limits.server_daily, spent.server_day, day_start(now), "daily"),
+            (MONTHLY_NOTE, limits.server_monthly, spent.server_month, month_start(now), "monthly"),
+        )
+        notes = []
+        for kind, limit, used, start, period in due:
+            if not limit or used * NOTE_SHARE[1] < limit * NOTE_SHARE[0]:
+                continue
+            if not await self._repository.claim_note(
+                job.guild_id, kind, period_start=start.timestamp(), at=now.timestamp()
+            ):
+                continue
+            resets = (
+                "it resets at 00:00 UTC"
+                if period == "daily"
+                else f"it resets on {next_month(now):%B} 1st at 00:00 UTC"
+            )
+            notes.append(
+                LogNote(
+                    job.guild_id,
+                    rules.log_channel_id,
+                    f"This server has used {usd(used)} of its {usd(limit)} {period} budget "
+                    f"({used * 100 // limit} %); {resets}.",
+                )
+            )
+        return notes
 
     # --- What came of a post --------------------------------------------------------------------
 
@@ -160,7 +224,10 @@ def _unpriced(job: JobRecord) -> str:
 
 
 __all__ = [
+    "DAILY_NOTE",
+    "MONTHLY_NOTE",
     "LogEntry",
+    "LogNote",
     "ModLog",
     "Outcome",
     "message_link",

@@ -1,6 +1,7 @@
 """End-to-end: a server's log channel. Every job that ends there is logged for its moderators in
 one line (who, what, the model, the cost, the result's link or why there is none), pinging
-nobody; a server without a log channel hears nothing."""
+nobody; a server budget at 80 % is noted once a day; a server without a log channel hears
+nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tests.images import make_png
 from tests.local_discord import Channel, LocalDiscord, Message, Perm, start_bot
 
 pytest_plugins = ("tests.local_discord.fixtures",)
+
+NOTE = "📊 This server has used $0.08 of its $0.10 daily budget (80 %); it resets at 00:00 UTC."
 
 
 def add_log_channel(local: LocalDiscord) -> Channel:
@@ -95,6 +98,37 @@ async def test_each_ended_job_is_logged_in_one_line_that_pings_nobody(
         entries = [m for m in moderator.messages(mod_log) if m.author.id == alice.bot_user.id]
         assert len(entries) == 5, [m.content for m in entries]
         assert not any(m.pinged_anyone for m in entries)
+
+
+async def test_a_server_budget_at_80_percent_is_noted_once(local_discord: LocalDiscord) -> None:
+    mod_log = add_log_channel(local_discord)
+    guild = local_discord.guild
+    overrides = {"simulator": {"latency_s": 0.1}}
+    async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+        await bot.services.community.change(
+            guild.id, guild.owner_id, log_channel_id=mod_log.id, server_daily_usd="0.10"
+        )
+        moderator = local_discord.moderator(mod_log)
+
+        # $0.04 of $0.10: no note yet.
+        first = await alice.slash("edit", image=make_png(), prompt="one")
+        await first.response(starts("✅"), timeout=10)
+        await moderator.wait_for_message(lambda m: "“one”" in m.content, where=mod_log)
+        # $0.08: the line is crossed.
+        second = await alice.slash("edit", image=make_png(), prompt="two")
+        await second.response(starts("✅"), timeout=10)
+        note = await moderator.wait_for_message(starts("📊"), where=mod_log, timeout=10)
+        assert note.content == NOTE
+        assert not note.pinged_anyone
+        # $0.10: still the same day, so no second note.
+        third = await alice.slash("edit", image=make_png(), prompt="three", model="dev-ultra-fast")
+        await third.response(starts("✅"), timeout=10)
+        await moderator.wait_for_message(
+            lambda m: "“three”" in m.content and "$0.02" in m.content, where=mod_log, timeout=10
+        )
+
+        notes = [m for m in moderator.messages(mod_log) if m.content.startswith("📊")]
+        assert [m.content for m in notes] == [NOTE]
 
 
 async def test_a_server_without_a_log_channel_hears_nothing(local_discord: LocalDiscord) -> None:

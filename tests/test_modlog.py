@@ -1,4 +1,5 @@
-"""What a server's log channel is told: entries for ended jobs (against a real store)."""
+"""What a server's log channel is told: entries for ended jobs, and the 80 % budget notes, each
+once per period even across a restart (against a real store on disk)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from services.budget import Budgets
 from services.community import Community
-from services.modlog import ModLog, Outcome
+from services.modlog import DAILY_NOTE, ModLog, Outcome
 from services.origin import Origin
 from services.rules import BudgetSettings, DefaultRules, ServerRules
 from services.storage import JobRecord, JobStatus, Repository
@@ -56,6 +57,64 @@ async def store_job(repository: Repository, community: Community, **values: Any)
         prompt=values.pop("prompt", "a red fox"),
         **values,
     )
+
+
+async def test_the_80_percent_note_is_due_once_a_day_even_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    clock = Clock()
+    repository = await Repository.open(path)
+    community, modlog = services_on(repository, clock)
+    await community.change(GUILD, ADMIN, log_channel_id=LOG_CHANNEL, server_daily_usd="0.10")
+    first = await store_job(repository, community)
+    assert await modlog.budget_notes(first) == []
+    second = await store_job(repository, community)
+    (note,) = await modlog.budget_notes(second)
+    assert (note.guild_id, note.channel_id) == (GUILD, LOG_CHANNEL)
+    assert note.text == (
+        "This server has used $0.08 of its $0.10 daily budget (80 %); it resets at 00:00 UTC."
+    )
+    # The same job looked at twice (two workers) gets one note between them.
+    assert await modlog.budget_notes(second) == []
+    await repository.close()
+
+    # After a restart, the day's note is not sent again.
+    repository = await Repository.open(path)
+    try:
+        community, modlog = services_on(repository, clock)
+        clock.now += 60
+        third = await repository.job(second.id)
+        assert await modlog.budget_notes(third) == []
+        # The next day is a new period.
+        clock.now += 86_400
+        await store_job(repository, community)
+        fourth = await store_job(repository, community)
+        (again,) = await modlog.budget_notes(fourth)
+        assert again.text.startswith("This server has used $0.08 of its $0.10 daily budget")
+        assert not await repository.claim_note(
+            GUILD,
+            DAILY_NOTE,
+            period_start=dt.datetime(2026, 12, 3, tzinfo=dt.UTC).timestamp(),
+            at=clock.now,
+        )
+    finally:
+        await repository.close()
+
+
+async def test_a_monthly_budget_note_names_when_it_resets(tmp_path: Path) -> None:
+    clock = Clock()
+    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+    try:
+        community, modlog = services_on(repository, clock)
+        await community.change(GUILD, ADMIN, log_channel_id=LOG_CHANNEL, server_monthly_usd="0.05")
+        (note,) = await modlog.budget_notes(await store_job(repository, community))
+        assert note.text == (
+            "This server has used $0.04 of its $0.05 monthly budget (80 %); "
+            "it resets on January 1st at 00:00 UTC."
+        )
+    finally:
+        await repository.close()
 
 
 async def test_entries_only_for_ended_jobs_in_servers_with_a_log_channel(
