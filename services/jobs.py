@@ -361,7 +361,7 @@ class JobService:
             created_at=self._clock(),
         )
         self._wake.set()
-        if new.hold is not None and job.guild_id is not None:
+        if self._modlog is not None and new.hold is not None and job.guild_id is not None:
             # Spending grew: a budget may have reached the line its moderators hear of.
             self._aside(self._post_budget_notes(job), f"notes-{job.id}")
         return job
