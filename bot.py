@@ -135,7 +135,15 @@ class KontextBot(commands.Bot):
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
-            modlog=ModLog(self.repository, community, self.clock),
+            modlog=ModLog(
+                self.repository,
+                community,
+                self.clock,
+                # A dry run spends nothing: no balance to watch.
+                balance=None if self.wavespeed.simulated else self.wavespeed.balance,
+                low_balance_usd=self.settings.wavespeed.low_balance_usd,
+                balance_check_s=self.settings.wavespeed.balance_check_s,
+            ),
         )
         self._services = Services(
             edits=EditService(self.repository, jobs, self.wavespeed, intake, community),

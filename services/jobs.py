@@ -363,7 +363,10 @@ class JobService:
         self._wake.set()
         if self._modlog is not None and new.hold is not None and job.guild_id is not None:
             # Spending grew: a budget may have reached the line its moderators hear of.
-            self._aside(self._post_budget_notes(job), f"notes-{job.id}")
+            self._aside(
+                self._post_notes(functools.partial(self._modlog.budget_notes, job)),
+                f"notes-{job.id}",
+            )
         return job
 
     async def position(self, job_id: int) -> int | None:
@@ -894,8 +897,13 @@ class JobService:
 
     def _log_ending(self, job: JobRecord) -> None:
         """Log a job whose ending is stored in its server's log channel, if it has one."""
-        if self._modlog is not None and job.guild_id is not None:
+        if self._modlog is None:
+            return
+        if job.guild_id is not None:
             self._aside(self._post_log_entry(job), f"log-{job.id}")
+        if job.status == JobStatus.DELIVERED:
+            # Images were paid for: the account's balance may have run low.
+            self._aside(self._post_notes(self._modlog.balance_notes), f"balance-{job.id}")
 
     async def _post_log_entry(self, job: JobRecord) -> None:
         assert self._modlog is not None
@@ -908,12 +916,11 @@ class JobService:
             presenter = self._presenter
             await self._post_aside(entry.channel_id, lambda: presenter.post_log_entry(entry))
 
-    async def _post_budget_notes(self, job: JobRecord) -> None:
-        assert self._modlog is not None
+    async def _post_notes(self, due: Callable[[], Awaitable[list[LogNote]]]) -> None:
         try:
-            notes = await self._modlog.budget_notes(job)
+            notes = await due()
         except Exception:
-            log.exception("server %s: its budget notes could not be checked", job.guild_id)
+            log.exception("the notes due for log channels could not be checked")
             return
         presenter = self._presenter
         for note in notes:

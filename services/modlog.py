@@ -9,7 +9,8 @@ up a result. Two kinds of post:
   there is none).
 - `LogNote`: a note on the server's budgets, sent once per period (`Repository.claim_note`
   makes "once" hold across restarts and jobs crossing the line together): the server has used
-  80 % of its daily or monthly budget.
+  80 % of its daily or monthly budget; or on the WaveSpeed account, once a day in every log
+  channel: its balance is below `low_balance_usd`.
 
 A post the chat side cannot make (the channel deleted, a permission taken away) is logged at
 warning once per channel and dropped: a log is a courtesy, never retried.
@@ -20,11 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 
 from .budget import BudgetLimits, day_start, month_start, next_month, usd
 from .community import Community
+from .money import to_micros
 from .storage import JobRecord, JobStatus, Repository
 from .wavespeed import KontextError, model_for_path
 
@@ -37,6 +40,7 @@ REASON_CHARS = 120
 NOTE_SHARE = (4, 5)
 DAILY_NOTE = "server_daily_80"
 MONTHLY_NOTE = "server_monthly_80"
+LOW_BALANCE_NOTE = "low_balance"
 
 
 class Outcome(enum.StrEnum):
@@ -81,6 +85,8 @@ class LogNote:
 
     guild_id: int
     channel_id: int
+    # Which note: DAILY_NOTE, MONTHLY_NOTE, LOW_BALANCE_NOTE.
+    kind: str
     text: str
 
 
@@ -88,11 +94,24 @@ class ModLog:
     """Decides what each server's log channel is told, and remembers channels that refused."""
 
     def __init__(
-        self, repository: Repository, community: Community, clock: Callable[[], float]
+        self,
+        repository: Repository,
+        community: Community,
+        clock: Callable[[], float],
+        *,
+        balance: Callable[[], Awaitable[Decimal]] | None = None,
+        low_balance_usd: Decimal | None = None,
+        balance_check_s: float = 300.0,
     ) -> None:
         self._repository = repository
         self._community = community
         self._clock = clock
+        # The WaveSpeed account's balance, asked at most every `balance_check_s`; no note
+        # without both it and a threshold.
+        self._balance = balance if low_balance_usd is not None else None
+        self._low_balance = low_balance_usd
+        self._balance_check_s = balance_check_s
+        self._balance_asked_at: float | None = None
         # Log channels whose last post failed: warned about once, until one gets through.
         self._failing: set[int] = set()
 
@@ -169,10 +188,46 @@ class ModLog:
                 LogNote(
                     job.guild_id,
                     rules.log_channel_id,
+                    kind,
                     f"This server has used {usd(used)} of its {usd(limit)} {period} budget "
                     f"({used * 100 // limit} %); {resets}.",
                 )
             )
+        return notes
+
+    async def balance_notes(self) -> list[LogNote]:
+        """Notes due when the WaveSpeed balance is below the threshold: one a day for each
+        server with a log channel. The balance is asked at most every `balance_check_s`."""
+        if self._balance is None or self._low_balance is None:
+            return []
+        now = self._clock()
+        asked = self._balance_asked_at
+        if asked is not None and now - asked < self._balance_check_s:
+            return []
+        # Set before asking: jobs ending meanwhile do not ask again.
+        self._balance_asked_at = now
+        try:
+            balance = await self._balance()
+        except KontextError as exc:
+            log.info("the WaveSpeed balance could not be read (%s)", exc)
+            return []
+        if balance >= self._low_balance:
+            return []
+        shown = usd(to_micros(max(balance, Decimal(0)).quantize(Decimal("0.01"), ROUND_DOWN)))
+        today = day_start(dt.datetime.fromtimestamp(now, dt.UTC)).timestamp()
+        notes = []
+        for guild_id, channel_id in (await self._community.log_channels()).items():
+            if await self._repository.claim_note(
+                guild_id, LOW_BALANCE_NOTE, period_start=today, at=now
+            ):
+                notes.append(
+                    LogNote(
+                        guild_id,
+                        channel_id,
+                        LOW_BALANCE_NOTE,
+                        f"The WaveSpeed balance is down to {shown}; top it up at wavespeed.ai.",
+                    )
+                )
         return notes
 
     # --- What came of a post --------------------------------------------------------------------
@@ -225,6 +280,7 @@ def _unpriced(job: JobRecord) -> str:
 
 __all__ = [
     "DAILY_NOTE",
+    "LOW_BALANCE_NOTE",
     "MONTHLY_NOTE",
     "LogEntry",
     "LogNote",

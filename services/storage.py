@@ -746,6 +746,11 @@ class Repository:
         )
         return dict(json.loads(row["changes"])) if row else {}
 
+    async def servers_with_rules(self) -> list[int]:
+        """Every server whose admins changed a rule (the others follow the defaults)."""
+        rows = await self._fetchall("SELECT guild_id FROM server_rules ORDER BY guild_id")
+        return [int(row[0]) for row in rows]
+
     async def set_server_rule_changes(
         self, guild_id: int, changes: dict[str, Any], *, by: int, at: float
     ) -> None:

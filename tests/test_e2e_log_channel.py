@@ -6,11 +6,12 @@ nothing."""
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import pytest
 
-from services.simulator import Fault
-from tests.e2e import against, is_step, job_id_of, says, shared_simulator, starts
+from services.simulator import Fault, SimulatorConfig, run_simulator
+from tests.e2e import SIM_KEY, against, is_step, job_id_of, says, shared_simulator, starts
 from tests.images import make_png
 from tests.local_discord import Channel, LocalDiscord, Message, Perm, start_bot
 
@@ -185,3 +186,50 @@ async def test_a_log_channel_the_bot_cannot_post_in_never_holds_up_a_result(
         assert len(warned) == 1, [r.getMessage() for r in warned]
         assert f"log channel {mod_log.id}" in warned[0].getMessage()
         assert not local_discord.bot_messages(mod_log)
+
+
+async def test_a_low_wavespeed_balance_is_noted_once_a_day_in_every_log_channel(
+    local_discord: LocalDiscord,
+) -> None:
+    state = local_discord.state
+    mod_log = add_log_channel(local_discord)
+    # Another server with a log channel, where nobody makes anything.
+    other = state.add_guild(
+        "Other Guild", state.owner, everyone_permissions=local_discord.config.everyone_permissions
+    )
+    state.add_member(other, state.bot_user, permissions=local_discord.config.bot_permissions)
+    other_log = state.add_text_channel(other, "bot-log")
+    guild = local_discord.guild
+    config = SimulatorConfig(
+        api_keys=frozenset({SIM_KEY}), latency_s=0.1, max_output_side=256, balance=Decimal("0.10")
+    )
+    async with run_simulator(config) as sim:
+        overrides = against(sim)
+        overrides["wavespeed"] |= {"low_balance_usd": "0.05", "balance_check_s": 0}
+        async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+            community = bot.services.community
+            await community.change(guild.id, guild.owner_id, log_channel_id=mod_log.id)
+            await community.change(other.id, other.owner_id, log_channel_id=other_log.id)
+            moderator = local_discord.moderator(mod_log)
+
+            # $0.06 left: enough.
+            first = await alice.slash("edit", image=make_png(), prompt="one")
+            await first.response(starts("✅"), timeout=10)
+            await moderator.wait_for_message(lambda m: "“one”" in m.content, where=mod_log)
+            # $0.02 left: every log channel hears of it.
+            second = await alice.slash("edit", image=make_png(), prompt="two")
+            await second.response(starts("✅"), timeout=10)
+            for channel in (mod_log, other_log):
+                note = await moderator.wait_for_message(starts("💳"), where=channel, timeout=10)
+                assert note.content == (
+                    "💳 The WaveSpeed balance is down to $0.02; top it up at wavespeed.ai."
+                )
+            # $0.00 left, the same day: not again.
+            third = await alice.slash(
+                "edit", image=make_png(), prompt="three", model="dev-ultra-fast"
+            )
+            await third.response(starts("✅"), timeout=10)
+            await moderator.wait_for_message(lambda m: "“three”" in m.content, where=mod_log)
+        for channel in (mod_log, other_log):
+            notes = [m for m in local_discord.bot_messages(channel) if m.content.startswith("💳")]
+            assert len(notes) == 1, [m.content for m in notes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import pytest
 
 from services.budget import Budgets
 from services.community import Community
-from services.modlog import DAILY_NOTE, ModLog, Outcome
+from services.modlog import DAILY_NOTE, LOW_BALANCE_NOTE, ModLog, Outcome
 from services.origin import Origin
 from services.rules import BudgetSettings, DefaultRules, ServerRules
 from services.storage import JobRecord, JobStatus, Repository
-from services.wavespeed import model_for_path
+from services.wavespeed import ServerError, model_for_path
 from services.wavespeed.catalog import validate_request
 
 GUILD, CHANNEL, LOG_CHANNEL = 500, 10, 99
@@ -159,3 +160,84 @@ def test_a_log_channel_that_refuses_posts_is_warned_about_once(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "Missing Permissions" in warnings[0] and "Unknown Channel" in warnings[1]
+
+
+class Balance:
+    """The WaveSpeed account's balance as the bot would read it, counting the reads."""
+
+    def __init__(self, amount: str) -> None:
+        self.amount = Decimal(amount)
+        self.reads = 0
+        self.fail = False
+
+    async def __call__(self) -> Decimal:
+        self.reads += 1
+        if self.fail:
+            raise ServerError(detail="503")
+        return self.amount
+
+
+async def test_a_low_balance_is_noted_once_a_day_in_every_log_channel(tmp_path: Path) -> None:
+    clock = Clock()
+    balance = Balance("4.999")
+    path = tmp_path / "jobs.sqlite3"
+    repository = await Repository.open(path)
+    community, _ = services_on(repository, clock)
+
+    def watching(repository: Repository) -> ModLog:
+        community, _ = services_on(repository, clock)
+        return ModLog(
+            repository,
+            community,
+            clock,
+            balance=balance,
+            low_balance_usd=Decimal("5.00"),
+            balance_check_s=300,
+        )
+
+    modlog = watching(repository)
+    await community.change(GUILD, ADMIN, log_channel_id=LOG_CHANNEL)
+    await community.change(GUILD + 1, ADMIN, log_channel_id=LOG_CHANNEL + 1)
+    await community.change(GUILD + 2, ADMIN, server_daily_usd="1.00")  # no log channel
+    notes = await modlog.balance_notes()
+    assert [(n.guild_id, n.channel_id, n.kind) for n in notes] == [
+        (GUILD, LOG_CHANNEL, LOW_BALANCE_NOTE),
+        (GUILD + 1, LOG_CHANNEL + 1, LOW_BALANCE_NOTE),
+    ]
+    assert notes[0].text == "The WaveSpeed balance is down to $4.99; top it up at wavespeed.ai."
+    # Not asked again within balance_check_s; asked after, but today's notes are sent.
+    assert await modlog.balance_notes() == [] and balance.reads == 1
+    clock.now += 300
+    assert await modlog.balance_notes() == [] and balance.reads == 2
+    await repository.close()
+
+    # A restart the same day sends nothing new; the next day does, once the balance is asked.
+    repository = await Repository.open(path)
+    try:
+        modlog = watching(repository)
+        assert await modlog.balance_notes() == []
+        clock.now += 86_400
+        balance.fail = True
+        assert await modlog.balance_notes() == []  # a failed read: nothing, and no note claimed
+        balance.fail = False
+        clock.now += 300
+        assert len(await modlog.balance_notes()) == 2
+        # A balance at or above the line: nothing.
+        clock.now += 86_400
+        balance.amount = Decimal("5.00")
+        assert await modlog.balance_notes() == []
+    finally:
+        await repository.close()
+
+
+async def test_no_balance_is_asked_without_a_threshold(tmp_path: Path) -> None:
+    clock = Clock()
+    balance = Balance("0")
+    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+    try:
+        community, _ = services_on(repository, clock)
+        await community.change(GUILD, ADMIN, log_channel_id=LOG_CHANNEL)
+        modlog = ModLog(repository, community, clock, balance=balance)
+        assert await modlog.balance_notes() == [] and balance.reads == 0
+    finally:
+        await repository.close()

@@ -25,7 +25,7 @@ import discord
 from services.bundle import Services
 from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
-from services.modlog import LogEntry, LogNote
+from services.modlog import LOW_BALANCE_NOTE, LogEntry, LogNote
 from services.recent import RecentSet
 from services.storage import JobImage, JobRecord, PostedResult
 
@@ -387,7 +387,8 @@ class DiscordPresenter:
         await self._post_in_log(entry.guild_id, entry.channel_id, render.log_line(entry))
 
     async def post_log_note(self, note: LogNote) -> None:
-        await self._post_in_log(note.guild_id, note.channel_id, f"📊 {note.text}")
+        icon = "💳" if note.kind == LOW_BALANCE_NOTE else "📊"
+        await self._post_in_log(note.guild_id, note.channel_id, f"{icon} {note.text}")
 
     async def _post_in_log(self, guild_id: int, channel_id: int, content: str) -> None:
         channel = await self._channel(channel_id)
