@@ -35,6 +35,7 @@ from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.modlog import ModLog
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -125,6 +126,8 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
+        # The account that pays; in a dry run the simulator's pretend one, which it bills.
+        account = Account(self.wavespeed, self.settings.wavespeed.low_balance_usd)
         community = Community(
             self.repository,
             ServerRules.defaults(self.settings.defaults, self.settings.budget),
@@ -137,12 +140,19 @@ class KontextBot(commands.Bot):
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
+            modlog=ModLog(
+                self.repository,
+                community,
+                self.clock,
+                account=account,
+                balance_check_s=self.settings.wavespeed.balance_check_s,
+            ),
         )
         self._services = Services(
             edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
             jobs=jobs,
             community=community,
-            account=Account(self.wavespeed, self.settings.wavespeed.low_balance_usd),
+            account=account,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

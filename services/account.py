@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from .budget import usd
 from .money import to_micros
-from .wavespeed import WaveSpeedClient
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,21 @@ class Balance:
         return "\n".join(lines)
 
 
+class BalanceReader(Protocol):
+    """What reads the account (the WaveSpeed client)."""
+
+    simulated: bool
+
+    async def balance(self) -> Decimal: ...
+
+
 class Account:
-    def __init__(self, client: WaveSpeedClient, low_mark: Decimal | None) -> None:
+    def __init__(self, client: BalanceReader, low_mark: Decimal | None) -> None:
         self._client = client
-        self._low_mark = low_mark
+        # Below this the balance is low; None: never.
+        self.low_mark = low_mark
 
     async def balance(self) -> Balance:
         amount = await self._client.balance()
-        low = self._low_mark is not None and amount < self._low_mark
-        return Balance(amount, low, self._low_mark, self._client.simulated)
+        low = self.low_mark is not None and amount < self.low_mark
+        return Balance(amount, low, self.low_mark, self._client.simulated)

@@ -99,6 +99,15 @@ class Community:
                     log.warning("server %s: stored rule %s ignored", guild_id, name)
             return rules
 
+    async def log_channels(self) -> dict[int, int]:
+        """Each server's log channel, by server, for the servers that have one."""
+        channels = {}
+        for guild_id in await self._repository.servers_with_rules():
+            channel_id = (await self.rules(guild_id)).log_channel_id
+            if channel_id is not None:
+                channels[guild_id] = channel_id
+        return channels
+
     async def change(self, guild_id: int, by: int, **changes: Any) -> ServerRules:
         """Change some of a server's rules; InvalidInputError (in a member's words) if the
         result does not hold together, and nothing is stored."""

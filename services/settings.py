@@ -112,9 +112,6 @@ class WaveSpeedSettings(_Section):
     upload_timeout_s: float = Field(default=120.0, gt=0)
     download_timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
-    # Below this balance (US dollars), /kontext-admin balance and the log channels warn the
-    # owner; unset: no warning.
-    low_balance_usd: Decimal | None = Field(default=Decimal("5.00"), ge=0, decimal_places=2)
 
     # Dev models can return images inline as base64, which saves one download per image.
     base64_output: bool = False
@@ -140,6 +137,12 @@ class WaveSpeedSettings(_Section):
     webhook_host: str = "0.0.0.0"
     webhook_port: int = Field(default=8585, ge=0, le=65535)
     webhook_safety_poll_s: float = Field(default=30.0, gt=0)
+
+    # Below this balance (US dollars), each server's log channel is told once a day to top it
+    # up, and /kontext-admin balance warns; unset: never. The balance is asked after a
+    # delivered job, at most every balance_check_s seconds.
+    low_balance_usd: Decimal | None = Field(default=Decimal("5.00"), ge=0, decimal_places=6)
+    balance_check_s: float = Field(default=300.0, ge=0)
 
     @field_validator("webhook_url")
     @classmethod

@@ -326,6 +326,17 @@ class SpendingRow(NamedTuple):
     jobs: int
 
 
+class LedgerEntry(NamedTuple):
+    """A job's row in the ledger: its amount and whether it is held, settled or released."""
+
+    amount_micros: int
+    state: str
+
+    @property
+    def billed(self) -> bool:
+        return self.state != "released" and self.amount_micros > 0
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetHold:
     """A new job's hold: taken in `create_job` if `check` (given what is spent) does not raise."""
@@ -689,6 +700,13 @@ class Repository:
                 tx, guild_id, member_id, day_start=day_start, month_start=month_start
             )
 
+    async def hold_of(self, job_id: int) -> LedgerEntry | None:
+        """What the ledger holds for a job (its amount and state); None for a job not priced."""
+        row = await self._db.fetchone(
+            "SELECT amount_micros, state FROM budget_holds WHERE job_id = ?", (job_id,)
+        )
+        return None if row is None else LedgerEntry(int(row[0]), str(row[1]))
+
     async def server_spending(self, guild_id: int, *, since: float) -> list[SpendingRow]:
         """What a server's ledger counts since `since`, by member and model, largest first."""
         rows = await self._db.fetchall(
@@ -698,7 +716,8 @@ class Repository:
             " GROUP BY h.member_id, j.model_path ORDER BY SUM(h.amount_micros) DESC",
             (guild_id, since),
         )
-        return [SpendingRow(*(row[i] for i in range(5))) for row in rows]
+        # SUM is NUMERIC on PostgreSQL: counted in Python as the integers they are.
+        return [SpendingRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     # --- Community controls ---------------------------------------------------------------------
 
@@ -708,6 +727,11 @@ class Repository:
             "SELECT changes FROM server_rules WHERE guild_id = ?", (guild_id,)
         )
         return dict(json.loads(row["changes"])) if row else {}
+
+    async def servers_with_rules(self) -> list[int]:
+        """Every server whose admins changed a rule (the others follow the defaults)."""
+        rows = await self._db.fetchall("SELECT guild_id FROM server_rules ORDER BY guild_id")
+        return [int(row[0]) for row in rows]
 
     async def set_server_rule_changes(
         self, guild_id: int, changes: dict[str, Any], *, by: int, at: float
