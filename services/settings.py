@@ -225,6 +225,9 @@ class JobSettings(_Section):
     # question every breaker_probe_s until it answers.
     breaker_threshold: int = Field(default=3, ge=1)
     breaker_probe_s: float = Field(default=5.0, gt=0)
+    # A worker of a fleet (a PostgreSQL store) renews its jobs' leases every third of this;
+    # one that dies, its jobs are taken on by another worker this long after its last renewal.
+    lease_s: float = Field(default=30.0, gt=0)
     # On SIGTERM, how long submit requests already on their way may take to finish.
     shutdown_grace_s: float = Field(default=8.0, ge=0)
 
