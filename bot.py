@@ -34,6 +34,7 @@ from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.logs import configure_logging
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -216,19 +217,6 @@ def point_at_discord(settings: Settings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # discord.py's gateway chatter is noise at INFO; aiosqlite's debug lines carry every
-    # query's parameters, image bytes included.
-    quieter = max(logging.getLevelName(level), logging.WARNING)
-    for noisy in ("discord", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(quieter)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run Kontext Bot.")
     parser.add_argument("--config", help="config file (default: $KONTEXT_CONFIG or config.toml)")
@@ -273,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, settings.logging.format)
     sync_guild = None
     if args.sync not in (None, "global"):
         if not args.sync.isdigit():

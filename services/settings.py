@@ -185,6 +185,9 @@ class LimitSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (time, level,
+    # logger, message, job_id and prediction_id when known, exception) for a log collector.
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(BaseSettings):
