@@ -75,6 +75,8 @@ class KontextBot(commands.Bot):
         clock: Callable[[], float] = time.time,
         **options: Any,
     ) -> None:
+        # The bot never joins voice: discord.py's warnings about voice libraries are noise.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # `options` go to discord.py as they are (the end-to-end tests lower
         # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
         # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
@@ -152,8 +154,24 @@ class KontextBot(commands.Bot):
                 log.exception("extension %s failed to load; the others carry on", name)
         if self._sync:
             await self.sync_commands(self._sync_guild)
-        if self.application_id:
-            log.info("invite the bot with %s", self.invite_url())
+
+    async def on_ready(self) -> None:
+        """The one line an operator waits for: who, where, billed or not, and how to invite."""
+        mode = (
+            "DRY RUN (built-in WaveSpeed simulator, nothing billed)"
+            if self.services.simulated
+            else "billed (WaveSpeed)"
+        )
+        servers = len(self.guilds)
+        log.info(
+            "ready: logged in as %s (id %s) in %d server%s, %s; invite it with %s",
+            self.user,
+            self.user.id if self.user else "?",
+            servers,
+            "" if servers == 1 else "s",
+            mode,
+            self.invite_url(),
+        )
 
     async def _receive_webhooks(self, client: WaveSpeedClient) -> WebhookMode | None:
         """Webhook mode, when a webhook URL is set: the secret, and a server for deliveries."""

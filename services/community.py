@@ -133,6 +133,23 @@ class Community:
         rules = await self.rules(guild_id)
         return await self._budgets.usage(guild_id, member_id, _limits(rules, guild_id))
 
+    async def member_summary(self, guild_id: int | None, member_id: int) -> str:
+        """What the rules here mean for one member, and what they have left, in a few lines."""
+        rules = await self.rules(guild_id)
+        if guild_id is not None and await self._repository.is_banned(guild_id, member_id):
+            return BannedError.default_message
+        offered = ", ".join(family.display_name for family in rules.models)
+        lines = [f"Models: {offered} (default: {rules.default_model.display_name})."]
+        if guild_id is not None and rules.channels:
+            places = ", ".join(f"<#{channel}>" for channel in rules.channels)
+            lines.append(f"I work in {places}.")
+        if rules.cooldown_s:
+            lines.append(f"Wait {_seconds(rules.cooldown_s)} between images.")
+        if rules.max_safety_tolerance is not None:
+            lines.append(f"Safety tolerance: at most {rules.max_safety_tolerance}.")
+        lines.append((await self.usage(guild_id, member_id)).text())
+        return "\n".join(lines)
+
     # --- The check every job passes -------------------------------------------------------------
 
     async def admit(self, origin: Origin, spec: ModelSpec, request: KontextRequest) -> Admission:

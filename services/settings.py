@@ -17,7 +17,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .rules import BudgetSettings, DefaultRules
 
@@ -35,6 +40,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must be a full URL with a scheme and a host, like {example}")
+    return value
+
+
+def _not_empty(value: SecretStr | None, advice: str) -> SecretStr | None:
+    # An empty value is a mistake (an unset variable in a .env file, a stray `=`), never a
+    # choice: it must not quietly mean something else.
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError(f"it is empty; {advice}")
+    return value
+
+
 class DiscordSettings(_Section):
     token: SecretStr
     # Another Discord endpoint: a REST or gateway proxy in front of a large bot, or the
@@ -47,11 +67,41 @@ class DiscordSettings(_Section):
     # Guild to sync commands to with `--sync` during development (instant, unlike global).
     dev_guild_id: int | None = None
 
+    @field_validator("token")
+    @classmethod
+    def _token_given(cls, value: SecretStr) -> SecretStr:
+        _not_empty(value, "set the bot token from the developer portal (your application -> Bot)")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return _url(value, ("https", "http"), DISCORD_API)
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        return _url(value, ("wss", "ws"), DISCORD_GATEWAY)
+
 
 class WaveSpeedSettings(_Section):
     # No key: the bot runs against the built-in simulator (a dry run, no credits spent).
     api_key: SecretStr | None = None
     base_url: str = "https://api.wavespeed.ai"
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_given(cls, value: SecretStr | None) -> SecretStr | None:
+        return _not_empty(
+            value,
+            "leave it out entirely for a dry run with the built-in simulator, or set the key "
+            "from wavespeed.ai (Dashboard -> API Keys)",
+        )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _url(value, ("https", "http"), "https://api.wavespeed.ai")
 
     connect_timeout_s: float = Field(default=10.0, gt=0)
     # A submit answers once WaveSpeed has accepted the job; a sync-mode submit once the image is
@@ -220,7 +270,31 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init values; the environment wins over it.
-        return (env_settings, init_settings)
+        return (_KnownEnvironment(settings_cls), init_settings)
+
+
+class _KnownEnvironment(EnvSettingsSource):
+    """The environment variables of settings this bot has. Others are not ours to judge: a host
+    runs other programs with DISCORD_* or WAVESPEED_* variables of their own."""
+
+    def __call__(self) -> dict[str, Any]:
+        known: dict[str, Any] = {}
+        for section, value in super().__call__().items():
+            model = _section_model(section)
+            if model is None:
+                continue
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k in model.model_fields}
+                if not value:
+                    continue
+            known[section] = value
+        return known
+
+
+def _section_model(section: str) -> type[BaseModel] | None:
+    field = Settings.model_fields.get(section)
+    model = field.annotation if field else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 def config_path(cli_path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
@@ -251,11 +325,10 @@ def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
 
 def _first_required(section: str) -> str:
     # A whole missing section is reported by the first key it cannot do without.
-    field = Settings.model_fields.get(section)
-    model = field.annotation if field else None
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return next((n for n, f in model.model_fields.items() if f.is_required()), "")
-    return ""
+    model = _section_model(section)
+    if model is None:
+        return ""
+    return next((n for n, f in model.model_fields.items() if f.is_required()), "")
 
 
 def _one_line(error: Any, data: dict[str, Any], path: Path) -> str:
@@ -279,4 +352,5 @@ def _one_line(error: Any, data: dict[str, Any], path: Path) -> str:
     else:
         where = "the defaults"
     # pydantic's message never contains the value itself, so a secret cannot leak here.
-    return f"config error: {name} from {where}: {error['msg']}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"config error: {name} from {where}: {message}"

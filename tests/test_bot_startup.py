@@ -31,7 +31,7 @@ def session_intents(local: LocalDiscord) -> int:
     return session.intents
 
 
-async def test_a_normal_start_syncs_nothing_and_logs_the_invite(
+async def test_a_normal_start_syncs_nothing_and_says_ready_with_the_invite(
     local_discord: LocalDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -41,7 +41,12 @@ async def test_a_normal_start_syncs_nothing_and_logs_the_invite(
         assert session_intents(local_discord) & PRIVILEGED == 0
         assert not bot.http_session.closed
     assert bot.http_session.closed
-    invite = next(r.getMessage() for r in caplog.records if "invite the bot" in r.getMessage())
+    # One "ready" line: who, in how many servers, billed or not, and the invite.
+    (invite,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready:")]
+    assert invite.startswith(f"ready: logged in as {bot.user} (id {bot.user.id}) in 1 server, ")
+    assert (
+        "DRY RUN (built-in WaveSpeed simulator, nothing billed); invite it with https://" in invite
+    )
     assert f"client_id={local_discord.application_id}" in invite
     assert "scope=bot+applications.commands" in invite
     assert "permissions=309237763072" in invite

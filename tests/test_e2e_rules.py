@@ -144,3 +144,29 @@ async def test_allowed_members_and_channels_go_through_and_rules_survive_a_resta
             )
         models = [p.model_id for p in sim.predictions.values()]
         assert models[0].startswith("wavespeed-ai/flux-kontext-max")
+
+
+async def test_help_lists_every_way_in_and_the_members_own_limits_here(
+    local_discord: LocalDiscord,
+) -> None:
+    guild = local_discord.guild.id
+    overrides = {"budget": {"member_daily_usd": "1.00", "member_daily_images": 25}}
+    async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):
+        community: Community = bot.services.community
+        await community.change(guild, ADMIN, models=["pro", "max"], cooldown_s=30)
+        answer = await (await alice.slash("help")).response(timeout=WAIT)
+        assert answer.ephemeral
+        for way_in in ("`/edit`", "`/imagine`", "`/combine`", "**Edit with Kontext**", "Reply"):
+            assert way_in in answer.content
+        assert "**For you in this server:**" in answer.content
+        assert "Models: Kontext Pro, Kontext Max (default: Kontext Pro)." in answer.content
+        assert "Wait 30 s between images." in answer.content
+        assert "Your daily budget: $1.00 ($1.00 left)." in answer.content
+        assert "Your daily image limit: 25 (25 left)." in answer.content
+        # A banned member is told so, not shown limits they cannot use.
+        await community.ban(guild, alice.user.id, ADMIN)
+        answer = await (await alice.slash("help")).response(timeout=WAIT)
+        assert answer.content.endswith(
+            "**For you in this server:**\nA moderator of this server has stopped you from "
+            "using me here."
+        )

@@ -154,6 +154,16 @@ async def service(make_service: Callable[..., JobService]) -> AsyncIterator[JobS
     await service.stop()
 
 
+# A member's daily budget of $0.04: one Kontext Pro edit.
+MEMBER_CAP = BudgetLimits(member_daily=40_000)
+
+
+def held(budgets: Budgets, job: NewJob) -> NewJob:
+    """`job` with its price held against MEMBER_CAP as it is stored."""
+    hold = budgets.hold_for(job.model, job.params, job.guild_id, job.requester_id, MEMBER_CAP)
+    return dataclasses.replace(job, hold=hold)
+
+
 def edit(member: int = ALICE, prompt: str = "make it a watercolor", seed: int = 7) -> NewJob:
     return NewJob(
         action="edit",
@@ -587,29 +597,22 @@ async def test_a_lost_submit_that_made_nothing_gives_its_hold_back_and_a_made_on
     simulator: WaveSpeedSimulator,
 ) -> None:
     budgets = Budgets(repository, time.time)
-    limits = BudgetLimits(member_daily=40_000)
     service = JobService(repository, make_client(), JobSettings(**FAST))
-
-    def edit_held() -> NewJob:
-        job = edit()
-        return dataclasses.replace(
-            job, hold=budgets.hold_for(job.model, job.params, None, ALICE, limits)
-        )
 
     presenter = RecordingPresenter()
     await service.start(presenter)
     try:
         # A 502 from a proxy: looked up, found nowhere, so nothing was made or charged.
         simulator.inject(Fault.BAD_GATEWAY)
-        lost = await service.enqueue(edit_held())
+        lost = await service.enqueue(held(budgets, edit()))
         await presenter.wait_for(lambda: lost.id in presenter.failures)
         assert presenter.failures[lost.id] == NOTHING_MADE_MESSAGE
         # Its $0.04 is free again: a new job fits, is made, and keeps the budget spent.
-        made = await service.enqueue(edit_held())
+        made = await service.enqueue(held(budgets, edit()))
         await presenter.wait_for(lambda: made.id in presenter.delivered)
-        assert (await budgets.usage(None, ALICE, limits)).spent.member_day == 40_000
+        assert (await budgets.usage(None, ALICE, MEMBER_CAP)).spent.member_day == 40_000
         with pytest.raises(KontextError, match=r"Your daily budget of \$0\.04 here is used up"):
-            await service.enqueue(edit_held())
+            await service.enqueue(held(budgets, edit()))
     finally:
         await service.stop()
     assert simulator.billed_total == Decimal("0.04")
@@ -628,13 +631,13 @@ async def test_an_account_out_of_credit_fails_the_job_in_plain_words_and_holds_n
     make_client: Callable[..., WaveSpeedClient],
     simulator: WaveSpeedSimulator,
 ) -> None:
-    budgets = Budgets(repository, BudgetPolicy(BudgetSettings(member_daily_usd="0.04")), time.time)
-    service = JobService(repository, make_client(), JobSettings(**FAST), budgets=budgets)
+    budgets = Budgets(repository, time.time)
+    service = JobService(repository, make_client(), JobSettings(**FAST))
     presenter = RecordingPresenter()
     await service.start(presenter)
     try:
         # $0.03 left at WaveSpeed, and an edit costs $0.04: refused, nothing made.
-        refused = await service.enqueue(edit())
+        refused = await service.enqueue(held(budgets, edit()))
         await presenter.wait_for(lambda: refused.id in presenter.failures)
         message = presenter.failures[refused.id]
         assert "WaveSpeed account is out of credit" in message
@@ -643,9 +646,9 @@ async def test_an_account_out_of_credit_fails_the_job_in_plain_words_and_holds_n
         assert await status_of(repository, refused) == JobStatus.FAILED
         assert simulator.predictions == {} and simulator.billed == []
         # The member's $0.04 was given back: after a top-up the same budget pays for an edit.
-        assert (await budgets.usage(None, ALICE)).spent.member_day == 0
+        assert (await budgets.usage(None, ALICE, MEMBER_CAP)).spent.member_day == 0
         simulator.set_balance("1.00")
-        made = await service.enqueue(edit())
+        made = await service.enqueue(held(budgets, edit()))
         await presenter.wait_for(lambda: made.id in presenter.delivered)
     finally:
         await service.stop()

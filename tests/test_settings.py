@@ -136,3 +136,78 @@ def test_a_webhook_url_must_be_one_wavespeed_can_reach_safely(
     else:
         with pytest.raises(ConfigError, match=r"\[wavespeed\] webhook_url from .*https://"):
             load_settings(path)
+
+
+def test_other_programs_variables_are_not_ours_to_judge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host runs other programs with DISCORD_* and WAVESPEED_* variables of their own.
+    monkeypatch.setenv("DISCORD_CLIENT_ID", "1")
+    monkeypatch.setenv("WAVESPEED_CLI_HOME", "/opt/wavespeed")
+    monkeypatch.setenv("JOBS_SERVICE_NAME", "cron")
+    monkeypatch.setenv("DISCORD_TOKEN", "t")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.discord.token.get_secret_value() == "t"
+    # The same name in the config file is a typo there, and said so.
+    path = write(tmp_path, '[discord]\ntoken = "t"\nclient_id = 1\n')
+    with pytest.raises(ConfigError, match=r"\[discord\] client_id in .* is not a known setting"):
+        load_settings(path)
+
+
+BAD_SETTINGS = [
+    (
+        {"WAVESPEED_BASE_URL": "api.wavespeed.ai"},
+        "config error: [wavespeed] base_url from the environment variable WAVESPEED_BASE_URL: "
+        "must be a full URL with a scheme and a host, like https://api.wavespeed.ai",
+    ),
+    (
+        {"DISCORD_GATEWAY_URL": "https://gateway.discord.gg"},
+        "config error: [discord] gateway_url from the environment variable DISCORD_GATEWAY_URL: "
+        "must be a full URL with a scheme and a host, like wss://gateway.discord.gg",
+    ),
+    (
+        {"WAVESPEED_API_KEY": ""},
+        "config error: [wavespeed] api_key from the environment variable WAVESPEED_API_KEY: it "
+        "is empty; leave it out entirely for a dry run with the built-in simulator, or set the "
+        "key from wavespeed.ai (Dashboard -> API Keys)",
+    ),
+    (
+        {"DISCORD_TOKEN": "  "},
+        "config error: [discord] token from the environment variable DISCORD_TOKEN: it is "
+        "empty; set the bot token from the developer portal (your application -> Bot)",
+    ),
+    (
+        {"BUDGET_MEMBER_DAILY_USD": "-1"},
+        "config error: [budget] member_daily_usd from the environment variable "
+        "BUDGET_MEMBER_DAILY_USD: Input should be greater than or equal to 0",
+    ),
+    (
+        {"DEFAULTS_NSFW": "sometimes"},
+        "config error: [defaults] nsfw from the environment variable DEFAULTS_NSFW: Input should "
+        "be 'withhold', 'age-restricted' or 'everywhere'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "line"), BAD_SETTINGS)
+def test_bot_py_stops_on_a_bad_setting_in_one_line(env: dict[str, str], line: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DISCORD_", "WAVESPEED_", "BUDGET_", "DEFAULTS_", "KONTEXT_"))
+    }
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE.parent / "bot.py")],
+        env={**clean, "DISCORD_TOKEN": "t", **env},
+        cwd=EXAMPLE.parent / "tests",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [line]

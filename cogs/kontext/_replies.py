@@ -17,22 +17,13 @@ from services.storage import JobRecord
 from services.wavespeed import KontextError
 
 from .._errors import message_for
+from .._help import HELP
 from ._common import NoImageError, edit_message_image, images_of, is_nsfw, parent_of, roles_of
 from ._content import HiddenImageError, HintOnce, UnreadMessageError, content_hidden
 from ._presenter import DEFAULT_UPLOAD_LIMIT
 
 log = logging.getLogger(__name__)
 
-# What a mention that asks for nothing gets back: every way in, in a few lines.
-HELP = (
-    "I edit and make images with FLUX.1 Kontext:\n"
-    '- `/edit`: attach an image and say what to change, e.g. "make it a watercolor"\n'
-    "- `/imagine`: make images from a description\n"
-    "- `/combine`: put several images together into one\n"
-    "- **Edit with Kontext**: in the Apps menu of any message with an image\n"
-    "- Reply to one of my results (or to your image) mentioning me, with what to change; "
-    "the **Edit** button under a result works too"
-)
 HELP_WORDS = frozenset({"help", "commands", "how", "info", "usage"})
 
 
