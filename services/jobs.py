@@ -42,6 +42,7 @@ from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
 from .logs import bind_job, bind_prediction
+from .metrics import Metrics
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
 from .storage import (
@@ -221,8 +222,10 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._repository = repository
+        self._metrics = metrics
         self._webhooks = webhooks
         self._client = client
         self._settings = settings
@@ -793,6 +796,8 @@ class JobService:
                 look_first = look_first or exc.maybe_posted
                 attempt += 1
                 await asyncio.sleep(wait)
+        if delivered is not None and self._metrics is not None and job.completed_at is not None:
+            self._metrics.observe_posted(self._clock() - job.completed_at)
         if delivered is not None:
             try:
                 await self._status.end(job.id)
