@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.health import GatewayState, HealthCheck
 from services.jobs import JobStatus
+from services.settings import Settings
 from services.webserver import Listener, Route, serve
 from tests.e2e import against, first_step, job_id_of, job_status, shared_simulator
 from tests.local_discord import LocalDiscord, start_bot
@@ -221,3 +223,12 @@ async def test_a_gateway_down_fails_health_and_an_unknown_latency_reads_null() -
     assert report["status"] == "ok"
     assert report["checks"]["gateway"] == {"ok": True, "latency_ms": 42.5}
     assert client.balances == 1
+
+
+def test_monitoring_is_off_unless_a_port_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(discord={"token": "t"}).monitoring.port is None
+    monkeypatch.setenv("MONITORING_PORT", "9108")
+    monkeypatch.setenv("LOGGING_FORMAT", "json")
+    settings = Settings(discord={"token": "t"})
+    assert (settings.monitoring.port, settings.monitoring.host) == (9108, "127.0.0.1")
+    assert settings.logging.format == "json"
