@@ -28,6 +28,7 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
+from services.account import Account
 from services.budget import Budgets
 from services.bundle import Services
 from services.community import Community
@@ -37,6 +38,7 @@ from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
 from services.logs import configure_logging
 from services.metrics import Metrics
+from services.modlog import ModLog
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -134,6 +136,8 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session, observe=self.metrics.observe_request)
         )
+        # The account that pays; in a dry run the simulator's pretend one, which it bills.
+        account = Account(self.wavespeed, self.settings.wavespeed.low_balance_usd)
         community = Community(
             self.repository,
             ServerRules.defaults(self.settings.defaults, self.settings.budget),
@@ -148,11 +152,19 @@ class KontextBot(commands.Bot):
             clock=self.clock,
             webhooks=webhooks,
             metrics=self.metrics,
+            modlog=ModLog(
+                self.repository,
+                community,
+                self.clock,
+                account=account,
+                balance_check_s=self.settings.wavespeed.balance_check_s,
+            ),
         )
         self._services = Services(
             edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
             jobs=jobs,
             community=community,
+            account=account,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

@@ -17,13 +17,22 @@ import abc
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 import aiosqlite
 
-# A row of a result: read by column name (`row["id"]`) or position.
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """A row of a result: read by column name (`row["id"]`) or position (`row[0]`)."""
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+def as_dict(row: Row) -> dict[str, Any]:
+    return {name: row[name] for name in row.keys()}  # noqa: SIM118 (a row, not a dict)
 
 
 class Transaction(Protocol):
@@ -54,8 +63,12 @@ class Database(abc.ABC):
         async with self.transaction() as tx:
             return await tx.fetchall(sql, params)
 
+    async def schema_version(self) -> int:
+        async with self.transaction() as tx:
+            return await self.schema_version_in(tx)
+
     @abc.abstractmethod
-    async def schema_version(self) -> int: ...
+    async def schema_version_in(self, tx: Transaction) -> int: ...
 
     @abc.abstractmethod
     async def set_schema_version(self, tx: Transaction, version: int) -> None: ...
@@ -97,22 +110,17 @@ class _SqliteTransaction:
         return None
 
 
-class _SqliteRow(Mapping[str, Any]):
-    """sqlite3.Row as a mapping (by name), still indexable by position."""
-
+class _SqliteRow:
     __slots__ = ("_row",)
 
     def __init__(self, row: Any) -> None:
         self._row = row
 
-    def __getitem__(self, key: str | int) -> Any:
+    def __getitem__(self, key: str | int, /) -> Any:
         return self._row[key]
 
-    def __iter__(self) -> Any:
-        return iter(self._row.keys())
-
-    def __len__(self) -> int:
-        return len(self._row)
+    def keys(self) -> Iterable[str]:
+        return list(self._row.keys())
 
 
 class SqliteDatabase(Database):
@@ -144,9 +152,9 @@ class SqliteDatabase(Database):
         async with self._lock:
             return await _SqliteTransaction(self._connection).fetchall(sql, params)
 
-    async def schema_version(self) -> int:
-        row = await self.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0  # type: ignore[index]
+    async def schema_version_in(self, tx: Transaction) -> int:
+        row = await tx.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
 
     async def set_schema_version(self, tx: Transaction, version: int) -> None:
         await tx.execute(f"PRAGMA user_version = {int(version)}")
@@ -209,22 +217,17 @@ class _PostgresTransaction:
         await self._connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
 
 
-class _PostgresRow(Mapping[str, Any]):
-    """asyncpg's Record as a mapping (by name), still indexable by position."""
-
+class _PostgresRow:
     __slots__ = ("_record",)
 
     def __init__(self, record: Any) -> None:
         self._record = record
 
-    def __getitem__(self, key: str | int) -> Any:
+    def __getitem__(self, key: str | int, /) -> Any:
         return self._record[key]
 
-    def __iter__(self) -> Any:
-        return iter(self._record.keys())
-
-    def __len__(self) -> int:
-        return len(self._record)
+    def keys(self) -> Iterable[str]:
+        return list(self._record.keys())
 
 
 class PostgresDatabase(Database):
@@ -255,11 +258,10 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as connection:
             return await _PostgresTransaction(connection).fetchall(sql, params)
 
-    async def schema_version(self) -> int:
-        async with self.transaction() as tx:
-            await tx.lock("schema")
-            await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            row = await tx.fetchone("SELECT MAX(version) AS version FROM schema_version")
+    async def schema_version_in(self, tx: Transaction) -> int:
+        await tx.lock("schema_version")
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        row = await tx.fetchone("SELECT MAX(version) AS version FROM schema_version")
         return int(row["version"]) if row and row["version"] is not None else 0
 
     async def set_schema_version(self, tx: Transaction, version: int) -> None:
