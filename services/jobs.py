@@ -45,6 +45,8 @@ from typing import Any, Protocol, TypeVar
 from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
+from .logs import bind_job, bind_prediction
+from .metrics import Metrics
 from .modlog import LogEntry, LogNote, ModLog
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
@@ -234,12 +236,14 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
+        metrics: Metrics | None = None,
         modlog: ModLog | None = None,
     ) -> None:
         self._repository = repository
         # This process among a fleet's workers: who holds a job's lease.
         self.worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._leases_checked_at = 0.0
+        self._metrics = metrics
         # What servers' log channels are told; posted by `_aside` tasks, never waited for.
         self._modlog = modlog
         self._aside_tasks: set[asyncio.Task[None]] = set()
@@ -328,6 +332,10 @@ class JobService:
         await self._take_on_orphans()
 
     async def _recover(self, job: JobRecord) -> None:
+        with bind_job(job.id, job.prediction_id):
+            await self._recover_job(job)
+
+    async def _recover_job(self, job: JobRecord) -> None:
         if job.status == JobStatus.STARTING:
             # Taken from the queue but never sent: it goes back in its place.
             await self._repository.transition(job.id, JobStatus.STARTING, JobStatus.QUEUED)
@@ -503,7 +511,12 @@ class JobService:
             self._wake.set()
             if done.cancelled() or done.exception() is None:
                 return
-            log.error("job %d crashed", job.id, exc_info=done.exception())
+            log.error(
+                "job %d crashed",
+                job.id,
+                exc_info=done.exception(),
+                extra={"job_id": job.id, "prediction_id": job.prediction_id},
+            )
             if not self._closing:
                 report = asyncio.create_task(self._after_crash(job.id))
                 self._reports.add(report)
@@ -511,13 +524,21 @@ class JobService:
 
         task.add_done_callback(finished)
 
-    async def _drive(self, job: JobRecord | None) -> None:
+    async def _drive(self, job: JobRecord) -> None:
+        """The job's own task: every line logged while it runs carries the job's id, and its
+        prediction's once it has one (services/logs.py)."""
+        with bind_job(job.id, job.prediction_id):
+            await self._steps_of(job)
+
+    async def _steps_of(self, job: JobRecord | None) -> None:
         """Take the job through its steps until it ends, or another worker owns the next."""
         while job is not None and (step := self._steps.get(job.status)) is not None:
             if self._closing:
                 return  # stopping: the next start takes the job on from here
             began, job_id, status = time.perf_counter(), job.id, job.status
             job = await step(job)
+            if job is not None:
+                bind_prediction(job.prediction_id)
             log.debug(
                 "job %d: %s -> %s in %.0f ms",
                 job_id,
@@ -530,7 +551,7 @@ class JobService:
     async def _after_crash(self, job_id: int) -> None:
         # The job keeps its stored status: if it was never sent it fails (nothing charged);
         # otherwise the next start resumes it. Either way its member hears of it now.
-        with contextlib.suppress(Exception):
+        with bind_job(job_id), contextlib.suppress(Exception):
             job = await self._repository.transition(
                 job_id,
                 (JobStatus.QUEUED, JobStatus.STARTING),
@@ -839,6 +860,8 @@ class JobService:
                 look_first = look_first or exc.maybe_posted
                 attempt += 1
                 await asyncio.sleep(wait)
+        if delivered is not None and self._metrics is not None and job.completed_at is not None:
+            self._metrics.observe_posted(self._clock() - job.completed_at)
         if delivered is not None:
             try:
                 await self._status.end(job.id)
@@ -988,7 +1011,8 @@ class JobService:
 
     async def _show(self, job_id: int, status: _Status) -> None:
         if self._presenter is not None:
-            await self._presenter.show_progress(status.job, status.stage, status.detail)
+            with bind_job(job_id, status.job.prediction_id):
+                await self._presenter.show_progress(status.job, status.stage, status.detail)
 
 
 def _utc(timestamp: float) -> dt.datetime:

@@ -1065,6 +1065,25 @@ class Repository:
         )
         return row is not None
 
+    # --- What monitoring reads ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """The cheapest read there is; raises when the store cannot answer (closed, broken)."""
+        await self._db.fetchone("SELECT 1")
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs the store holds in each status (statuses without jobs left out)."""
+        rows = await self._db.fetchall("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def settled_by_model(self) -> dict[str, int]:
+        """What the ledger settled (images made and charged), by model path, in micro-dollars."""
+        rows = await self._db.fetchall(
+            "SELECT j.model_path, SUM(h.amount_micros) FROM budget_holds h"
+            " JOIN jobs j ON j.id = h.job_id WHERE h.state = 'settled' GROUP BY j.model_path"
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
+
     async def lineage(self, job_id: int) -> list[JobRecord]:
         """The job and its ancestors, oldest first: a chain's history up to this step."""
         rows = await self._db.fetchall(
