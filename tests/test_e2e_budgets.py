@@ -101,3 +101,23 @@ async def test_history_says_so_when_there_is_nothing_yet(running_bot: RunningBot
     answer = await (await alice.slash("kontext history")).response()
     assert answer.ephemeral
     assert answer.content == "You have no results here yet: try `/edit` or `/imagine`."
+
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides", [{"budget": {"member_daily_usd": "0.05", "server_daily_usd": "1"}}]
+)
+async def test_a_members_daily_budget_is_their_own(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    first = await alice.slash("edit", image=make_png(), prompt="make it blue")
+    await first.response(starts("✅"), timeout=10)
+    second = await alice.slash("edit", image=make_png(), prompt="make it red")
+    refused = await second.response(starts("❌"), timeout=10)
+    assert refused.ephemeral
+    assert re.fullmatch(
+        r"❌ Your daily budget of \$0\.05 here is used up \(\$0\.01 left, not enough for this "
+        r"\$0\.04 request\); " + RESETS,
+        refused.content,
+    ), refused.content
+    # Bob's budget is his own, and the server's has room for him.
+    theirs = await alice.stranger.slash("edit", image=make_png(), prompt="make it green")
+    await theirs.response(starts("✅"), timeout=10)
