@@ -63,6 +63,11 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, a unit of work of its own; how many rows it changed."""
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self.transaction() as tx:
             return await tx.fetchone(sql, params)

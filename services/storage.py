@@ -777,22 +777,20 @@ class Repository:
 
     async def ban(self, guild_id: int, member_id: int, *, by: int, at: float) -> bool:
         """Ban a member from the bot in a server; False if they already were."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO server_bans (guild_id, member_id, banned_by, banned_at)"
-                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                (guild_id, member_id, by, at),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "INSERT INTO server_bans (guild_id, member_id, banned_by, banned_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (guild_id, member_id, by, at),
+        )
+        return changed == 1
 
     async def unban(self, guild_id: int, member_id: int) -> bool:
         """Lift a ban; False if the member was not banned."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
-                (guild_id, member_id),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
+            (guild_id, member_id),
+        )
+        return changed == 1
 
     async def is_banned(self, guild_id: int, member_id: int) -> bool:
         row = await self._db.fetchone(
@@ -809,13 +807,12 @@ class Repository:
     async def claim_note(self, guild_id: int, kind: str, *, period_start: float, at: float) -> bool:
         """True the first time a note of `kind` is claimed for this server and period: so a
         note is sent once, even when two jobs cross the line together or the bot restarts."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO server_notes (guild_id, kind, period_start, sent_at)"
-                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                (guild_id, kind, period_start, at),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "INSERT INTO server_notes (guild_id, kind, period_start, sent_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (guild_id, kind, period_start, at),
+        )
+        return changed == 1
 
     async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
         """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's
@@ -1011,12 +1008,11 @@ class Repository:
 
     async def renew_leases(self, worker: str, *, lease_until: float) -> int:
         """Keep the open jobs `worker` drives leased to it; how many it holds."""
-        async with self._db.transaction() as tx:
-            return await tx.execute(
-                "UPDATE jobs SET lease_until = ?"
-                f" WHERE worker = ? AND status IN ({_placeholders(OPEN_STATUSES)})",
-                (lease_until, worker, *OPEN_STATUSES),
-            )
+        return await self._db.execute(
+            "UPDATE jobs SET lease_until = ?"
+            f" WHERE worker = ? AND status IN ({_placeholders(OPEN_STATUSES)})",
+            (lease_until, worker, *OPEN_STATUSES),
+        )
 
     async def release_leases(self, worker: str) -> None:
         """A worker stopping on purpose: its open jobs may be taken on at once."""
@@ -1027,22 +1023,20 @@ class Repository:
 
     async def hold_role(self, name: str, worker: str, *, now: float, lease_until: float) -> bool:
         """Whether `worker` holds the fleet-wide role `name` (taken, or renewed, now)."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO fleet_roles (name, worker, lease_until) VALUES (?,?,?)"
-                " ON CONFLICT (name) DO UPDATE SET worker = excluded.worker,"
-                " lease_until = excluded.lease_until"
-                " WHERE fleet_roles.worker = excluded.worker OR fleet_roles.lease_until < ?",
-                (name, worker, lease_until, now),
-            )
+        changed = await self._db.execute(
+            "INSERT INTO fleet_roles (name, worker, lease_until) VALUES (?,?,?)"
+            " ON CONFLICT (name) DO UPDATE SET worker = excluded.worker,"
+            " lease_until = excluded.lease_until"
+            " WHERE fleet_roles.worker = excluded.worker OR fleet_roles.lease_until < ?",
+            (name, worker, lease_until, now),
+        )
         return changed == 1
 
     async def set_aside(self, job_id: int) -> None:
         """A row this version cannot read: kept for an operator, never worked on."""
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
-            )
+        await self._db.execute(
+            "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
+        )
 
     async def typical_inference_s(self, model_path: str) -> float | None:
         """The median inference time of the model's recent jobs, in seconds (None: no history).
