@@ -20,10 +20,13 @@ RESETS = r"it resets at 00:00 UTC \(in \d+ (h|min)\)\."
 
 
 async def test_a_server_budget_allows_two_pro_edits_and_refuses_the_third(
-    local_discord: LocalDiscord,
+    local_discord: LocalDiscord, store_location: str
 ) -> None:
+    # On both engines: a SQLite file, and a PostgreSQL database.
     async with shared_simulator(latency_s=0.5) as sim:
-        overrides = against(sim, budget={"server_daily_usd": "0.10"})
+        overrides = against(
+            sim, budget={"server_daily_usd": "0.10"}, storage={"database": store_location}
+        )
         async with start_bot(local_discord, settings_overrides=overrides) as (alice, _):
             # A job that fails at the image service gives its $0.04 back.
             sim.inject(Fault.TASK_FAILED)
