@@ -91,12 +91,13 @@ class Database(abc.ABC):
         """A migration's statements, in this engine's column types."""
 
     @abc.abstractmethod
-    async def notify(self, tx: Transaction) -> None:
-        """Tell the store's other processes, once `tx` commits, that the queue changed."""
+    async def notify(self, tx: Transaction, news: str = "") -> None:
+        """Tell the store's other processes, once `tx` commits, that something changed
+        (`news`: what, if more than "the queue")."""
 
     @abc.abstractmethod
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process tells of a change (see `notify`)."""
+    async def listen(self, hear: Callable[[str], None]) -> None:
+        """Call `hear` with the news whenever another process tells of a change."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -187,10 +188,10 @@ class SqliteDatabase(Database):
         return statements(script)
 
     # A SQLite store has one process, which wakes itself: nobody else to tell or hear from.
-    async def notify(self, tx: Transaction) -> None:
+    async def notify(self, tx: Transaction, news: str = "") -> None:
         return None
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, hear: Callable[[str], None]) -> None:
         return None
 
     async def close(self) -> None:
@@ -307,14 +308,17 @@ class PostgresDatabase(Database):
     def schema(self, script: str) -> list[str]:
         return postgres_schema(script)
 
-    async def notify(self, tx: Transaction) -> None:
+    async def notify(self, tx: Transaction, news: str = "") -> None:
         # Delivered at commit, and not at all on rollback.
-        await tx.execute(f"NOTIFY {CHANGES_CHANNEL}")
+        await tx.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, news))
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, hear: Callable[[str], None]) -> None:
         if self._listener is None:
             self._listener = await self._pool.acquire()
-        callback = lambda *_: wake()  # noqa: E731 (asyncpg passes four arguments)
+
+        def callback(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            hear(payload)
+
         self._callbacks.append(callback)
         await self._listener.add_listener(CHANGES_CHANNEL, callback)
 

@@ -215,7 +215,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: a fleet of workers sharing one store. Each open job is leased to the worker driving
     # it until `lease_until`; a worker that dies stops renewing, and another takes the job on
     # from where it stood. A role only one worker may hold at a time (announcing queue places)
-    # is leased the same way.
+    # is leased the same way. A webhook delivery that reached a process other than the one
+    # awaiting it is kept here for that one (any process may receive any delivery).
     """
     ALTER TABLE jobs ADD COLUMN worker TEXT;
     ALTER TABLE jobs ADD COLUMN lease_until REAL;
@@ -224,9 +225,17 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         worker TEXT NOT NULL,
         lease_until REAL NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        prediction_id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        received_at REAL NOT NULL
     )
     """,
 )
+
+# What a relayed webhook delivery's notification says, before the prediction id.
+WEBHOOK_NEWS = "webhook:"
 
 # A hold is released (it counts nothing) when its job ends in one of these.
 _RELEASING = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -448,9 +457,27 @@ class Repository:
         """Whether other processes may use this store at once (a PostgreSQL fleet)."""
         return self._db.dialect == "postgres"
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` when another process changes the queue (PostgreSQL's LISTEN)."""
-        await self._db.listen(wake)
+    async def listen(self, hear: Callable[[str], None]) -> None:
+        """Call `hear` when another process changes the queue ("") or relays a webhook
+        delivery ("webhook:<prediction id>"): PostgreSQL's LISTEN."""
+        await self._db.listen(hear)
+
+    async def relay_webhook(self, prediction_id: str, body: str, *, at: float) -> None:
+        """Keep a verified webhook delivery for the process whose job awaits it, and tell it."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO webhook_deliveries (prediction_id, body, received_at)"
+                " VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (prediction_id, body, at),
+            )
+            await self._db.notify(tx, f"{WEBHOOK_NEWS}{prediction_id}")
+
+    async def relayed_webhook(self, prediction_id: str) -> str | None:
+        """A delivery another process kept for this prediction (its verified body), if any."""
+        row = await self._db.fetchone(
+            "SELECT body FROM webhook_deliveries WHERE prediction_id = ?", (prediction_id,)
+        )
+        return None if row is None else str(row["body"])
 
     async def migrate(self) -> int:
         """Apply the migrations this database lacks; return its version afterwards."""
