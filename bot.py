@@ -34,6 +34,7 @@ from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.retention import Retention, keep_pruning
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -103,6 +104,7 @@ class KontextBot(commands.Bot):
         # closed by whoever opened it.
         self.repository = repository
         self._services: Services | None = None
+        self.retention: Retention | None = None
 
     @property
     def services(self) -> Services:
@@ -138,12 +140,25 @@ class KontextBot(commands.Bot):
             webhooks=await self._receive_webhooks(self.wavespeed),
         )
         self._services = Services(
-            edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
+            edits=EditService(
+                self.repository,
+                jobs,
+                self.wavespeed,
+                intake,
+                community,
+                retention_days=self.settings.storage.retention_days,
+            ),
             jobs=jobs,
             community=community,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,
+        )
+        # Old image bytes are dropped in the background, hourly (jobs and the ledger stay).
+        self.retention = await self._resources.enter_async_context(
+            keep_pruning(
+                Retention(self.repository, self.settings.storage.retention_days, clock=self.clock)
+            )
         )
         for name in [*extension_names(), *self._extra_extensions]:
             try:

@@ -203,6 +203,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (guild_id, kind, period_start)
     )
     """,
+    # 5: retention. An image's bytes are dropped once no job newer than [storage]
+    # retention_days uses it; its row (size, type, hash) stays for the jobs that name it, with
+    # the time its bytes went (`data` is then empty).
+    """
+    ALTER TABLE images ADD COLUMN pruned_at REAL;
+    CREATE INDEX images_by_created ON images(created_at)
+    """,
 )
 
 # A hold is released (it counts nothing) when its job ends in one of these.
@@ -216,6 +223,8 @@ class StoredImage:
     width: int
     height: int
     data: bytes = field(repr=False)
+    # When its bytes were dropped ([storage] retention_days); `data` is empty from then on.
+    pruned_at: float | None = None
 
 
 class JobImage(NamedTuple):
@@ -403,9 +412,13 @@ class Repository:
         try:
             connection.row_factory = aiosqlite.Row
             await connection.execute("PRAGMA foreign_keys = ON")
+            # Before anything is written: a new file frees pruned pages as it goes (see
+            # `_use_incremental_vacuum` for a store made before that).
+            await connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA busy_timeout = 5000")
             await repository.migrate()
+            await repository._use_incremental_vacuum()
             # A write now, not at the first job: a read-only file fails at start-up.
             await repository._probe_write()
         except BaseException as exc:
@@ -469,9 +482,12 @@ class Repository:
     async def _add_image(db: aiosqlite.Connection, image: NewImage) -> int:
         """Store image bytes once (by content hash) and return their id, inside a unit of work."""
         digest = hashlib.sha256(image.data).hexdigest()
+        # The same bytes again bring back an image whose bytes were pruned.
         await db.execute(
-            "INSERT OR IGNORE INTO images (sha256, content_type, width, height, data, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images (sha256, content_type, width, height, data, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET"
+            " data = excluded.data, created_at = excluded.created_at, pruned_at = NULL"
+            " WHERE images.pruned_at IS NOT NULL",
             (digest, image.content_type, image.width, image.height, image.data, time.time()),
         )
         async with db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)) as cursor:
@@ -494,14 +510,21 @@ class Repository:
 
     async def job_images(self, job_id: int, role: str) -> list[JobImage]:
         rows = await self._fetchall(
-            "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw, j.source_url"
-            " FROM job_images j JOIN images i ON i.id = j.image_id"
+            "SELECT i.id, i.content_type, i.width, i.height, i.data, i.pruned_at, j.nsfw,"
+            " j.source_url FROM job_images j JOIN images i ON i.id = j.image_id"
             " WHERE j.job_id = ? AND j.role = ? ORDER BY j.position",
             (job_id, role),
         )
         return [
             JobImage(
-                StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
+                StoredImage(
+                    r["id"],
+                    r["content_type"],
+                    r["width"],
+                    r["height"],
+                    bytes(r["data"]),
+                    r["pruned_at"],
+                ),
                 bool(r["nsfw"]),
                 r["source_url"],
             )
@@ -987,6 +1010,56 @@ class Repository:
     async def forget_message(self, message_id: int) -> None:
         async with self._unit_of_work() as db:
             await db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+
+    # --- Retention ------------------------------------------------------------------------------
+
+    async def prune_images(self, *, before: float, at: float, batch: int = 200) -> int:
+        """Drop the bytes of images no job since `before` uses, and no job with work left; keep
+        their rows (and every job, chain and ledger row). Return how many were pruned.
+
+        In batches, each its own short transaction, so jobs never wait long behind a prune;
+        the freed pages are then given back to the file system (`reclaim_space`).
+        """
+        pruned = 0
+        while True:
+            async with self._unit_of_work() as db:
+                cursor = await db.execute(
+                    "UPDATE images SET data = X'', pruned_at = ? WHERE id IN ("
+                    " SELECT i.id FROM images i WHERE i.pruned_at IS NULL AND i.created_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM job_images ji JOIN jobs j ON j.id = ji.job_id"
+                    "  WHERE ji.image_id = i.id AND (j.created_at >= ? OR j.status IN"
+                    f"  ({_placeholders(OPEN_STATUSES)})))"
+                    " LIMIT ?)",
+                    (at, before, before, *OPEN_STATUSES, batch),
+                )
+                count = cursor.rowcount
+            pruned += count
+            if count < batch:
+                break
+        if pruned:
+            await self.reclaim_space()
+        return pruned
+
+    async def reclaim_space(self) -> None:
+        """Give free pages back to the file system: an incremental vacuum, then a checkpoint
+        that truncates the write-ahead log (the file shrinks once no reader holds it)."""
+        async with self._lock:
+            # Each step of the pragma frees one page, and `execute` steps once: a script runs
+            # it to the end (there is no open transaction for it to commit).
+            await self._db.executescript("PRAGMA incremental_vacuum;")
+            async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                await cursor.fetchall()
+
+    async def _use_incremental_vacuum(self) -> None:
+        """A store made before retention lacks incremental auto-vacuum: one VACUUM turns it on
+        (it rewrites the file, so it runs once, at the first start of this version)."""
+        row = await self._fetchone("PRAGMA auto_vacuum")
+        if row is not None and int(row[0]) == 2:  # INCREMENTAL
+            return
+        log.info("database: turning on incremental vacuum (a one-time VACUUM of the store)")
+        async with self._lock:
+            await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            await self._db.execute("VACUUM")
 
 
 def _starting_statuses() -> str:
