@@ -8,7 +8,11 @@ import asyncio
 import configparser
 import http.server
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import tomllib
 from pathlib import Path
@@ -147,3 +151,97 @@ def test_the_health_check_reads_the_store_or_the_health_endpoint(
 
 async def _open_and_close(database: Path) -> None:
     await (await Repository.open(database)).close()
+
+
+# -- make: a .venv from the wrong Python is rebuilt ---------------------------------------------
+
+
+def project_copy(tmp_path: Path, venv_python: str | None) -> Path:
+    """The Makefile and its script in a folder of their own, with a .venv whose python is
+    `venv_python` (a shell script's body; None: a link to nothing, a Python since removed)."""
+    (tmp_path / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copy(ROOT / "scripts" / "python_ok.sh", tmp_path / "scripts")
+    (tmp_path / "pyproject.toml").touch()
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    if venv_python is None:
+        python.symlink_to(tmp_path / "gone" / "python3.11")
+    else:
+        python.write_text(f"#!/bin/sh\n{venv_python}\n")
+        python.chmod(0o755)
+    (tmp_path / ".venv" / ".installed").touch()  # installed, and newer than pyproject.toml
+    return tmp_path
+
+
+def make(folder: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    make_path = shutil.which("make")
+    assert make_path is not None
+    env = {**os.environ, "PATH": path or os.environ["PATH"]}
+    env.pop("PYTHON", None)
+    env.pop("MAKEFLAGS", None)
+    # -n: what make would do, without doing it (no installs, no network); the .venv check
+    # runs all the same, as make reads the Makefile.
+    return subprocess.run(
+        [make_path, "-n", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("venv_python", "said"),
+    [
+        ('echo "Python 3.10.12"', "made by Python 3.10.12"),
+        (None, "made by a Python that no longer runs"),
+        ("exit 1", "made by a Python that no longer runs"),
+    ],
+)
+def test_make_rebuilds_a_venv_of_an_old_or_broken_python(
+    tmp_path: Path, venv_python: str | None, said: str
+) -> None:
+    folder = project_copy(tmp_path, venv_python)
+    done = make(folder, "lint", f"PYTHON={sys.executable}")
+    assert done.returncode == 0, done.stderr
+    assert f"{said}; Kontext Bot needs 3.11 or newer: rebuilding it" in done.stderr
+    assert not (folder / ".venv").exists()
+    assert f"{sys.executable} -m venv .venv" in done.stdout.splitlines()
+    assert ".venv/bin/python -m pip install --quiet -e '.[dev]'" in done.stdout
+
+
+def test_make_keeps_a_good_venv(tmp_path: Path) -> None:
+    folder = project_copy(tmp_path, f'exec {sys.executable} "$@"')
+    done = make(folder, "lint")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and (folder / ".venv" / ".installed").exists()
+    assert done.stdout.splitlines()[0] == ".venv/bin/python -m ruff check ."
+
+
+def test_make_without_python_3_11_says_what_is_needed_in_one_line(tmp_path: Path) -> None:
+    folder = project_copy(tmp_path / "project", 'echo "Python 3.10.12"')
+    # A machine whose only Python is 3.10 (and the few tools the check uses).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("rm", "head", "sh"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "Python 3.10.12"\n')
+    (bin_dir / "python3").chmod(0o755)
+    done = make(folder, "run", path=str(bin_dir))
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[-1].endswith(
+        "*** Kontext Bot needs Python 3.11 or newer; install python3.11 and run make again.  Stop."
+    )
+    # PYTHON= naming an old one is refused the same way.
+    done = make(folder, "run", "PYTHON=python3", path=str(bin_dir))
+    assert "Kontext Bot needs Python 3.11 or newer" in done.stderr.splitlines()[-1]
+
+
+def test_ci_runs_lint_through_make_test() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: lint$", makefile, re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
