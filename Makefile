@@ -14,7 +14,7 @@ $(error Kontext Bot needs Python 3.11 or newer; install python3.11 and run make 
 endif
 endif
 
-.PHONY: run test lint bench bench-bot faults simulator backup
+.PHONY: run test lint bench bench-bot faults simulator postgres-server backup
 
 $(STAMP): pyproject.toml
 	$(if $(BUILD_PYTHON),$(BUILD_PYTHON) -m venv $(VENV))
@@ -25,8 +25,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) bot.py $(ARGS)
 
-test: lint
+test: lint postgres-server
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The PostgreSQL tests start a throwaway server of their own from the server binaries (Debian
+# keeps them off the PATH); install them where this machine lacks them.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
 # Format, lint and types: CI runs these with the tests.
 lint: $(STAMP)

@@ -28,12 +28,14 @@ from discord.ext import commands
 
 import cogs
 from cogs._errors import KontextTree
+from services.account import Account
 from services.budget import Budgets
 from services.bundle import Services
 from services.community import Community
 from services.edits import EditService
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.modlog import ModLog
 from services.retention import Retention, keep_pruning
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
@@ -126,6 +128,8 @@ class KontextBot(commands.Bot):
         self.wavespeed = await self._resources.enter_async_context(
             wavespeed_client(self.settings, self.http_session)
         )
+        # The account that pays; in a dry run the simulator's pretend one, which it bills.
+        account = Account(self.wavespeed, self.settings.wavespeed.low_balance_usd)
         community = Community(
             self.repository,
             ServerRules.defaults(self.settings.defaults, self.settings.budget),
@@ -138,6 +142,13 @@ class KontextBot(commands.Bot):
             self.settings.jobs,
             clock=self.clock,
             webhooks=await self._receive_webhooks(self.wavespeed),
+            modlog=ModLog(
+                self.repository,
+                community,
+                self.clock,
+                account=account,
+                balance_check_s=self.settings.wavespeed.balance_check_s,
+            ),
         )
         self._services = Services(
             edits=EditService(
@@ -150,6 +161,7 @@ class KontextBot(commands.Bot):
             ),
             jobs=jobs,
             community=community,
+            account=account,
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,

@@ -31,7 +31,10 @@ def message_for(error: BaseException) -> str:
         return literal(original.user_message)
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down a little: try again in {error.retry_after:.0f} s."
-    if isinstance(error, app_commands.MissingPermissions | app_commands.BotMissingPermissions):
+    if isinstance(error, app_commands.MissingPermissions):
+        needed = " and ".join(map(_permission_name, error.missing_permissions))
+        return f"Only members with the {needed} permission can use that."
+    if isinstance(error, app_commands.BotMissingPermissions):
         return "That needs permissions that are missing here."
     if isinstance(error, app_commands.NoPrivateMessage):
         return "That only works in a server."
@@ -39,6 +42,14 @@ def message_for(error: BaseException) -> str:
         return "You can't use that here."
     log.error("unexpected error in an interaction", exc_info=original)
     return UNEXPECTED
+
+
+def _permission_name(name: str) -> str:
+    """A permission as the Discord app names it: manage_guild is "Manage Server"."""
+    return PERMISSION_NAMES.get(name, name.replace("_", " ").title())
+
+
+PERMISSION_NAMES = {"manage_guild": "Manage Server"}
 
 
 async def tell_member(interaction: discord.Interaction, error: BaseException) -> None:

@@ -26,6 +26,8 @@ class BackupError(Exception):
 
 def backup(database: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy `database` to `target` atomically; return the target's path."""
+    if str(database).startswith(("postgresql:", "postgres:")):
+        raise BackupError("backup error: the store is PostgreSQL: back it up with pg_dump")
     source_path, target_path = Path(database), Path(target)
     if not source_path.is_file():
         raise BackupError(f"backup error: there is no database at {source_path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .account import Account
 from .community import Community
 from .edits import EditService
 from .intake import Intake
@@ -17,6 +18,8 @@ class Services:
 
     edits: EditService
     jobs: JobService
+    # The WaveSpeed account that pays: its balance.
+    account: Account
     # Each server's rules (who may spend what, where, on which models) and its members' spending.
     community: Community
     # The image pool: attachments are read, and large images reworked, under its admission.

@@ -15,15 +15,18 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import ValidationError
 
-from .budget import BudgetLimits, Budgets, Usage
+from .budget import BudgetLimits, Budgets, Usage, day_start, month_start
+from .money import to_micros
 from .origin import Origin
-from .rules import WAVESPEED_SAFETY_DEFAULT, ServerRules
-from .storage import BudgetHold, Repository, Spending
-from .wavespeed import InvalidInputError, KontextError, KontextRequest, ModelSpec
+from .rules import WAVESPEED_SAFETY_DEFAULT, BudgetSettings, ServerRules
+from .storage import BudgetHold, Repository, Spending, SpendingRow
+from .wavespeed import InvalidInputError, KontextError, KontextRequest, ModelSpec, model_for_path
+from .wavespeed.catalog import COMMAND_FAMILIES, Family
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,15 @@ class Community:
                     log.warning("server %s: stored rule %s ignored", guild_id, name)
             return rules
 
+    async def log_channels(self) -> dict[int, int]:
+        """Each server's log channel, by server, for the servers that have one."""
+        channels = {}
+        for guild_id in await self._repository.servers_with_rules():
+            channel_id = (await self.rules(guild_id)).log_channel_id
+            if channel_id is not None:
+                channels[guild_id] = channel_id
+        return channels
+
     async def change(self, guild_id: int, by: int, **changes: Any) -> ServerRules:
         """Change some of a server's rules; InvalidInputError (in a member's words) if the
         result does not hold together, and nothing is stored."""
@@ -108,6 +120,7 @@ class Community:
         as_json = merged.model_dump(mode="json")
         kept = {name: as_json[name] for name in {*stored, *changes}}
         await self._repository.set_server_rule_changes(guild_id, kept, by=by, at=self._clock())
+        log.info("server %s: %s changed by %s", guild_id, ", ".join(sorted(changes)), by)
         return merged
 
     async def reset(self, guild_id: int, by: int, names: Iterable[str]) -> ServerRules:
@@ -115,16 +128,88 @@ class Community:
         stored = await self._repository.server_rule_changes(guild_id)
         kept = {name: value for name, value in stored.items() if name not in set(names)}
         await self._repository.set_server_rule_changes(guild_id, kept, by=by, at=self._clock())
+        log.info("server %s: %s reset by %s", guild_id, ", ".join(sorted(set(names))), by)
         return await self.rules(guild_id)
 
     async def ban(self, guild_id: int, member_id: int, by: int) -> bool:
-        return await self._repository.ban(guild_id, member_id, by=by, at=self._clock())
+        banned = await self._repository.ban(guild_id, member_id, by=by, at=self._clock())
+        if banned:
+            log.info("server %s: member %s banned by %s", guild_id, member_id, by)
+        return banned
 
     async def unban(self, guild_id: int, member_id: int) -> bool:
-        return await self._repository.unban(guild_id, member_id)
+        lifted = await self._repository.unban(guild_id, member_id)
+        if lifted:
+            log.info("server %s: member %s unbanned", guild_id, member_id)
+        return lifted
 
     async def banned(self, guild_id: int) -> list[int]:
         return await self._repository.banned(guild_id)
+
+    async def change_models(
+        self, guild_id: int, by: int, offered: str | None, default: Family | None
+    ) -> ServerRules:
+        """Set the models offered ("pro dev") and the default one. When the default is left out
+        and the current one is no longer offered, the first offered model becomes the default."""
+        changes: dict[str, Any] = {}
+        if offered is not None:
+            changes["models"] = parse_models(offered)
+        models = changes.get("models") or (await self.rules(guild_id)).models
+        if default is not None:
+            if default not in models:
+                offered_names = ", ".join(family.display_name for family in models)
+                raise InvalidInputError(
+                    f"{default.display_name} is not one of the models offered "
+                    f"({offered_names}): offer it too, or choose another default."
+                )
+            changes["default_model"] = default
+        elif (await self.rules(guild_id)).default_model not in models:
+            changes["default_model"] = models[0]
+        return await self.change(guild_id, by, **changes)
+
+    async def change_budget(self, guild_id: int, by: int, **texts: str | None) -> ServerRules:
+        """Change budgets as an admin writes them: an amount ("2.50", "$5"), a count for
+        member_daily_images, "none" for no cap, "default" for the config's value; None leaves a
+        budget as it is. Nothing changes unless every one of them reads."""
+        changes: dict[str, Any] = {}
+        defaults: list[str] = []
+        for name, text in texts.items():
+            if name not in BudgetSettings.model_fields:
+                raise ValueError(f"{name} is not a budget")
+            if text is None:
+                continue
+            word = " ".join(text.split()).casefold()
+            if word in DEFAULT_WORDS:
+                defaults.append(name)
+            elif name == "member_daily_images":
+                changes[name] = parse_count(text)
+            else:
+                changes[name] = parse_usd(text)
+        if changes:
+            await self.change(guild_id, by, **changes)
+        if defaults:
+            return await self.reset(guild_id, by, defaults)
+        return await self.rules(guild_id)
+
+    async def add_to(self, guild_id: int, by: int, name: ListName, value: int | str) -> bool:
+        """Add a channel, role or blocked word to a server's list; False if it was there."""
+        rules = await self.rules(guild_id)
+        current: tuple[Any, ...] = getattr(rules, name)
+        value = _tidy(name, value)
+        if value in current:
+            return False
+        await self.change(guild_id, by, **{name: (*current, value)})
+        return True
+
+    async def remove_from(self, guild_id: int, by: int, name: ListName, value: int | str) -> bool:
+        """Take a channel, role or blocked word off a server's list; False if it was not on it."""
+        rules = await self.rules(guild_id)
+        current: tuple[Any, ...] = getattr(rules, name)
+        value = _tidy(name, value)
+        if value not in current:
+            return False
+        await self.change(guild_id, by, **{name: tuple(v for v in current if v != value)})
+        return True
 
     # --- Members --------------------------------------------------------------------------------
 
@@ -150,6 +235,19 @@ class Community:
         lines.append((await self.usage(guild_id, member_id)).text())
         return "\n".join(lines)
 
+    async def server_usage(self, guild_id: int) -> ServerUsage:
+        """What a server has spent today and this month, by member and by model."""
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        today, month = day_start(now), month_start(now)
+        return ServerUsage(
+            today=_period(
+                today, await self._repository.server_spending(guild_id, since=today.timestamp())
+            ),
+            month=_period(
+                month, await self._repository.server_spending(guild_id, since=month.timestamp())
+            ),
+        )
+
     # --- The check every job passes -------------------------------------------------------------
 
     async def admit(self, origin: Origin, spec: ModelSpec, request: KontextRequest) -> Admission:
@@ -174,6 +272,141 @@ class Community:
             also=_cooldown(rules.cooldown_s),
         )
         return Admission(request, hold, rules.nsfw.shows_in(origin.age_restricted))
+
+
+# --- Admins' words -------------------------------------------------------------------------------
+
+# The lists a server's admins add to and take from.
+ListName = Literal["channels", "roles", "blocked_words"]
+# What an admin writes for "no cap", and for "back to the config's value".
+NO_CAP_WORDS = frozenset({"none", "no cap", "off", "unlimited"})
+DEFAULT_WORDS = frozenset({"default", "reset"})
+
+
+def parse_usd(text: str) -> Decimal | None:
+    """An amount in US dollars as an admin writes it ("2.50", "$5"); None for "none"."""
+    written = " ".join(text.split())
+    if written.casefold() in NO_CAP_WORDS:
+        return None
+    try:
+        amount = Decimal(written.removeprefix("$").replace(",", "").strip())
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        raise InvalidInputError(
+            f"'{written}' is not an amount in US dollars: write it like 5 or 2.50, "
+            "or none for no cap."
+        )
+    if amount < 0:
+        raise InvalidInputError(f"A budget cannot be negative ({written}).")
+    try:
+        to_micros(amount)
+    except ValueError:
+        raise InvalidInputError(f"{written} is finer than a millionth of a dollar.") from None
+    return amount
+
+
+def parse_count(text: str) -> int | None:
+    """A whole number of images as an admin writes it; None for "none"."""
+    written = " ".join(text.split())
+    if written.casefold() in NO_CAP_WORDS:
+        return None
+    if not re.fullmatch(r"\d{1,9}", written):
+        raise InvalidInputError(
+            f"'{written}' is not a number of images: write a whole number like 25, "
+            "or none for no cap."
+        )
+    return int(written)
+
+
+def parse_models(text: str) -> tuple[Family, ...]:
+    """The families named in `text` ("pro dev", "pro, max"), in the order written."""
+    names = [name for name in re.split(r"[\s,]+", text.casefold()) if name]
+    by_name = {family.value: family for family in COMMAND_FAMILIES}
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not names:
+        raise InvalidInputError(
+            f"Name the models to offer from: {', '.join(by_name)} (for example: pro dev)."
+        )
+    return tuple(dict.fromkeys(by_name[name] for name in names))
+
+
+def _tidy(name: ListName, value: int | str) -> int | str:
+    return tidy_word(str(value)) if name == "blocked_words" else int(value)
+
+
+def tidy_word(text: str) -> str:
+    """A blocked word or phrase as it is kept and matched: one space between words, any case."""
+    word = " ".join(text.split()).casefold()
+    if not word:
+        raise InvalidInputError("Write a word or phrase.")
+    return word
+
+
+# --- A server's spending ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Money (micro-dollars), images and jobs counted by the ledger."""
+
+    amount_micros: int = 0
+    images: int = 0
+    jobs: int = 0
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.amount_micros + other.amount_micros,
+            self.images + other.images,
+            self.jobs + other.jobs,
+        )
+
+
+_Key = TypeVar("_Key", int, str)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodUsage:
+    """A server's spending since `since`; members and models largest first."""
+
+    since: dt.datetime
+    total: Spent
+    by_member: tuple[tuple[int, Spent], ...]
+    # By the model's name (as members see it in results).
+    by_model: tuple[tuple[str, Spent], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUsage:
+    """What a server has spent today and this month (UTC)."""
+
+    today: PeriodUsage
+    month: PeriodUsage
+
+
+def _period(since: dt.datetime, rows: Iterable[SpendingRow]) -> PeriodUsage:
+    members: dict[int, Spent] = {}
+    models: dict[str, Spent] = {}
+    total = Spent()
+    for row in rows:
+        spent = Spent(row.amount_micros, row.images, row.jobs)
+        members[row.member_id] = members.get(row.member_id, Spent()) + spent
+        name = _model_name(row.model_path)
+        models[name] = models.get(name, Spent()) + spent
+        total += spent
+    return PeriodUsage(since, total, _largest_first(members), _largest_first(models))
+
+
+def _largest_first(spent: dict[_Key, Spent]) -> tuple[tuple[_Key, Spent], ...]:
+    return tuple(sorted(spent.items(), key=lambda item: (-item[1].amount_micros, -item[1].images)))
+
+
+def _model_name(path: str) -> str:
+    try:
+        return model_for_path(path).name
+    except InvalidInputError:
+        # A model the catalog no longer lists: its path is still a fair name.
+        return path
 
 
 def _limits(rules: ServerRules, guild_id: int | None) -> BudgetLimits:
@@ -268,8 +501,10 @@ def _seconds(value: float) -> str:
 
 def _explain(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or "that setting"
+    field = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not field:
+        return f"That doesn't work: {message}."
     return f"That doesn't work for {field.replace('_', ' ')}: {message}."
 
 
@@ -278,6 +513,14 @@ __all__ = [
     "BannedError",
     "Community",
     "CooldownError",
+    "ListName",
+    "PeriodUsage",
     "RefusedHereError",
+    "ServerUsage",
+    "Spent",
     "blocked_word_in",
+    "parse_count",
+    "parse_models",
+    "parse_usd",
+    "tidy_word",
 ]

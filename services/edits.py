@@ -304,7 +304,7 @@ class EditService:
     async def _pick(self, origin: Origin, model: str | None, kind: ModelKind) -> ModelSpec:
         """The model the member named, or their server's default."""
         if model is None:
-            model = (await self._community.rules(origin.guild_id)).default_model
+            model = (await self._community.rules(origin.guild_id)).default_for(kind)
         return pick_model(model, kind)
 
     async def _enqueue(

@@ -37,6 +37,8 @@ def check_endpoint(port: int, *, timeout: float = 5.0) -> str | None:
 
 def check_store(database: Path) -> str | None:
     """None when the job store is there and migrated; else why not."""
+    if str(database).startswith(("postgresql:", "postgres:")):
+        return None  # a server of its own: the bot's health endpoint (HEALTH_PORT) tells
     if not database.is_file():
         return f"unhealthy: no job store at {database}"
     try:

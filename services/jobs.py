@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -41,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
+from .modlog import LogEntry, LogNote, ModLog
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
 from .storage import (
@@ -144,6 +146,15 @@ class Presenter(Protocol):
         """Tell the requester, privately where possible; never a new public message."""
         ...
 
+    async def post_log_entry(self, entry: LogEntry) -> None:
+        """Post an ended job's entry in its server's log channel, pinging nobody; raises
+        whatever the chat service answered when it did not take it."""
+        ...
+
+    async def post_log_note(self, note: LogNote) -> None:
+        """Post a note in a server's log channel (as `post_log_entry`)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Status:
@@ -220,8 +231,12 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
+        modlog: ModLog | None = None,
     ) -> None:
         self._repository = repository
+        # What servers' log channels are told; posted by `_aside` tasks, never waited for.
+        self._modlog = modlog
+        self._aside_tasks: set[asyncio.Task[None]] = set()
         self._webhooks = webhooks
         self._client = client
         self._settings = settings
@@ -312,7 +327,11 @@ class JobService:
             await asyncio.gather(*late, return_exceptions=True)
         # Job tasks wait or sleep (their state is stored); work an in-flight step started
         # after the wait above is cut off with them.
-        remaining: list[asyncio.Future[Any]] = [*self._tasks.values(), *self._in_flight]
+        remaining: list[asyncio.Future[Any]] = [
+            *self._tasks.values(),
+            *self._in_flight,
+            *self._aside_tasks,
+        ]
         for work in remaining:
             work.cancel()
         await asyncio.gather(*remaining, return_exceptions=True)
@@ -342,6 +361,12 @@ class JobService:
             created_at=self._clock(),
         )
         self._wake.set()
+        if self._modlog is not None and new.hold is not None and job.guild_id is not None:
+            # Spending grew: a budget may have reached the line its moderators hear of.
+            self._aside(
+                self._post_notes(functools.partial(self._modlog.budget_notes, job)),
+                f"notes-{job.id}",
+            )
         return job
 
     async def position(self, job_id: int) -> int | None:
@@ -360,6 +385,7 @@ class JobService:
         # The caller shows the cancellation next: no queue position may land after it.
         await self._status.end(job_id)
         self._wake.set()
+        self._log_ending(cancelled)
         return CancelOutcome.CANCELLED
 
     # --- The queue ------------------------------------------------------------------------------
@@ -475,6 +501,7 @@ class JobService:
                 error=CRASHED_MESSAGE,
             ) or await self._repository.job(job_id)
             await self._report(job, CRASHED_MESSAGE)
+            self._log_ending(job)
 
     # --- Submit once ----------------------------------------------------------------------------
 
@@ -781,6 +808,7 @@ class JobService:
                 await self._presenter.finish_status(delivered, posted)
             except Exception:
                 log.warning("job %d: the status line was not updated", job.id, exc_info=True)
+            self._log_ending(delivered)
         return delivered
 
     async def _post_and_record(
@@ -814,6 +842,7 @@ class JobService:
         )
         if failed is not None:
             await self._report(failed, message)
+            self._log_ending(failed)
         return failed
 
     # --- Helpers --------------------------------------------------------------------------------
@@ -845,6 +874,7 @@ class JobService:
         )
         if failed is not None:
             await self._report(failed, message, retry=retry)
+            self._log_ending(failed)
         return failed
 
     async def _report(self, job: JobRecord, message: str, *, retry: bool = False) -> None:
@@ -855,6 +885,62 @@ class JobService:
             await self._presenter.report_failure(job, message, retry=retry)
         except Exception:
             log.exception("job %d: could not tell the requester about its failure", job.id)
+
+    # --- Log channels: after the fact, best effort ----------------------------------------------
+
+    def _aside(self, work: Awaitable[None], name: str) -> None:
+        """Run `work` on its own: nobody waits for it, and a stop cancels it."""
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._aside_tasks.add(task)
+        task.add_done_callback(self._aside_tasks.discard)
+
+    def _log_ending(self, job: JobRecord) -> None:
+        """Log a job whose ending is stored in its server's log channel, if it has one."""
+        if self._modlog is None:
+            return
+        if job.guild_id is not None:
+            self._aside(self._post_log_entry(job), f"log-{job.id}")
+        if job.status == JobStatus.DELIVERED:
+            # Images were paid for: the account's balance may have run low.
+            self._aside(self._post_notes(self._modlog.balance_notes), f"balance-{job.id}")
+
+    async def _post_log_entry(self, job: JobRecord) -> None:
+        assert self._modlog is not None
+        try:
+            entry = await self._modlog.entry_for(job)
+        except Exception:
+            log.exception("job %d: its log entry could not be made", job.id)
+            return
+        if entry is not None and self._presenter is not None:
+            presenter = self._presenter
+            await self._post_aside(entry.channel_id, lambda: presenter.post_log_entry(entry))
+
+    async def _post_notes(self, due: Callable[[], Awaitable[list[LogNote]]]) -> None:
+        try:
+            notes = await due()
+        except Exception:
+            log.exception("the notes due for log channels could not be checked")
+            return
+        presenter = self._presenter
+        for note in notes:
+            log.info("server %d: %s", note.guild_id, note.text)
+            if presenter is not None:
+                await self._post_aside(
+                    note.channel_id, functools.partial(presenter.post_log_note, note)
+                )
+
+    async def _post_aside(self, channel_id: int, post: Callable[[], Awaitable[None]]) -> None:
+        """One log channel post, in the request budget's status lane: behind every delivery
+        and ending. Tried once; a failure is the modlog's to report."""
+        assert self._modlog is not None
+        try:
+            await self._status.aside()
+            await post()
+        except Exception as exc:
+            self._modlog.not_posted(channel_id, exc)
+        else:
+            self._modlog.posted(channel_id)
 
     async def _progress(
         self, job: JobRecord, stage: Stage, detail: str, *, at_once: bool = True

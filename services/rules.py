@@ -14,7 +14,13 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .wavespeed.catalog import COMMAND_FAMILIES, DEFAULT_FAMILY, Family
+from .wavespeed.catalog import (
+    COMMAND_FAMILIES,
+    DEFAULT_FAMILY,
+    Family,
+    ModelKind,
+    families_offering,
+)
 
 # WaveSpeed's own safety_tolerance when a request names none (the model pages' default).
 WAVESPEED_SAFETY_DEFAULT = 2
@@ -109,6 +115,14 @@ class ServerRules(DefaultRules, BudgetSettings):
     @classmethod
     def defaults(cls, defaults: DefaultRules, budget: BudgetSettings) -> ServerRules:
         return cls(**defaults.model_dump(), **budget.model_dump())
+
+    def default_for(self, kind: ModelKind) -> Family:
+        """The model a command of `kind` uses when the member names none: the server's default,
+        or else the first model it offers that does that work (Dev makes no images from text)."""
+        offering = families_offering(kind)
+        if self.default_model in offering:
+            return self.default_model
+        return next((family for family in self.models if family in offering), self.default_model)
 
     def with_changes(self, changes: dict[str, Any]) -> ServerRules:
         """These rules with some fields changed, validated as a whole (ValueError if not)."""

@@ -138,6 +138,12 @@ class WaveSpeedSettings(_Section):
     webhook_port: int = Field(default=8585, ge=0, le=65535)
     webhook_safety_poll_s: float = Field(default=30.0, gt=0)
 
+    # Below this balance (US dollars), each server's log channel is told once a day to top it
+    # up, and /kontext-admin balance warns; unset: never. The balance is asked after a
+    # delivered job, at most every balance_check_s seconds.
+    low_balance_usd: Decimal | None = Field(default=Decimal("5.00"), ge=0, decimal_places=6)
+    balance_check_s: float = Field(default=300.0, ge=0)
+
     @field_validator("webhook_url")
     @classmethod
     def _public_https(cls, value: str | None) -> str | None:

@@ -7,8 +7,8 @@ none of them Discord-specific (the caller's `send` does the talking):
 - Spacing: a job's status is sent at most once every `min_gap_s`, except its first and those
   published `at_once` (a new stage: few per job, and a member waits to see them).
 - One budget: every request the bot makes to the chat service takes a slot of one
-  `RequestBudget`; result posts go first, then jobs' endings, then status edits, and each
-  of the latter may use only part of it.
+  `RequestBudget`; result posts go first, then jobs' endings, then status edits and log
+  channel posts, and each of the latter may use only part of it.
 - Endings win: once a job has ended, its pending status is dropped and nothing newer is sent,
   so a stale "Generating…" never overwrites "Done".
 """
@@ -190,6 +190,11 @@ class StatusUpdater(Generic[P]):
     async def urgent(self) -> None:
         """A slot for a delivery (a result post or a look for one), ahead of everything else."""
         await self._budget.take(Lane.DELIVERY)
+
+    async def aside(self) -> None:
+        """A slot for a request nobody waits on (a post in a server's log channel): after
+        deliveries and endings, taking turns with status edits in their share."""
+        await self._budget.take(Lane.STATUS)
 
     async def _run(self) -> None:
         while True:

@@ -13,7 +13,6 @@ and says so, which is what lets several workers share one store later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -22,13 +21,22 @@ import logging
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import aiosqlite
 
+from .database import (
+    Database,
+    PostgresDatabase,
+    Row,
+    SqliteDatabase,
+    Transaction,
+    as_dict,
+)
 from .money import to_micros
 
 log = logging.getLogger(__name__)
@@ -327,6 +335,17 @@ class SpendingRow(NamedTuple):
     jobs: int
 
 
+class LedgerEntry(NamedTuple):
+    """A job's row in the ledger: its amount and whether it is held, settled or released."""
+
+    amount_micros: int
+    state: str
+
+    @property
+    def billed(self) -> bool:
+        return self.state != "released" and self.amount_micros > 0
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetHold:
     """A new job's hold: taken in `create_job` if `check` (given what is spent) does not raise."""
@@ -358,8 +377,8 @@ _JOB_BOOL = {"nsfw_allowed"}
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
-def _job_from_row(row: aiosqlite.Row) -> JobRecord:
-    values = dict(zip(row.keys(), row, strict=True))
+def _job_from_row(row: Row) -> JobRecord:
+    values = as_dict(row)
     for name in _JOB_JSON:
         if values[name] is not None:
             values[name] = json.loads(values[name])
@@ -380,136 +399,104 @@ def _placeholders(values: Sequence[Any]) -> str:
 
 
 class Repository:
-    """Async access to the job store. Use `await Repository.open(path)`; `close()` at the end."""
+    """Async access to the job store. Use `await Repository.open(where)`; `close()` at the end.
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._db = connection
-        # The single writer: one statement or one unit of work at a time on the connection.
-        self._lock = asyncio.Lock()
+    `where` is a SQLite file (the default, embedded), or a `postgresql://` URL for a fleet of
+    processes sharing one store; the SQL is the same (services/database.py runs it on either).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
 
     @classmethod
-    async def open(cls, path: str | Path) -> Repository:
+    async def open(cls, where: str | Path) -> Repository:
         """Open (creating and migrating) the store; StoreError says in one line what is wrong."""
-        where = str(path)
-        if where != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"database error: cannot create the folder of {where} ({exc.strerror}): "
-                    "set [storage] database to a writable path"
-                ) from None
+        if is_postgres_url(str(where)):
+            database: Database = await _open_postgres(str(where))
+        else:
+            database = await _open_sqlite(where)
+        repository = cls(database)
         try:
-            # Opened once plainly first: a failed aiosqlite connect leaves its thread behind.
-            await asyncio.to_thread(_try_open, where)
-            connection = await aiosqlite.connect(path, timeout=5.0)
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"database error: cannot open {where} ({exc}): "
-                "set [storage] database to a writable path"
-            ) from None
-        repository = cls(connection)
-        try:
-            connection.row_factory = aiosqlite.Row
-            await connection.execute("PRAGMA foreign_keys = ON")
-            # Before anything is written: a new file frees pruned pages as it goes (see
-            # `_use_incremental_vacuum` for a store made before that).
-            await connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            await connection.execute("PRAGMA journal_mode = WAL")
-            await connection.execute("PRAGMA busy_timeout = 5000")
             await repository.migrate()
-            await repository._use_incremental_vacuum()
             # A write now, not at the first job: a read-only file fails at start-up.
             await repository._probe_write()
+            # Space freed since the last run goes back (the first start of a store made before
+            # retention turns SQLite's incremental vacuum on, with one VACUUM).
+            await database.reclaim_space()
         except BaseException as exc:
             # The connection's thread would keep the process alive (a hang at exit): close it.
-            await connection.close()
+            await database.close()
             if isinstance(exc, StoreError):
                 raise
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(_explain(where, exc)) from None
+                raise StoreError(_explain(str(where), exc)) from None
             raise
         return repository
 
     async def close(self) -> None:
         await self._db.close()
 
-    @contextlib.asynccontextmanager
-    async def _unit_of_work(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction, alone on the connection: all of it is written, or none."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.rollback()
-                raise
-            await self._db.commit()
-
-    async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._lock, self._db.execute(query, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _fetchone(self, query: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._lock, self._db.execute(query, params) as cursor:
-            return await cursor.fetchone()
-
     async def migrate(self) -> int:
         """Apply the migrations this database lacks; return its version afterwards."""
-        row = await self._fetchone("PRAGMA user_version")
-        version = int(row[0]) if row else 0
+        version = await self._db.schema_version()
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"database error: the database is at schema version {version}, newer than this "
                 f"bot understands ({len(MIGRATIONS)}): upgrade the bot, or restore a backup"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript would commit on its own; run the statements inside one transaction.
-            async with self._unit_of_work() as db:
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
+            async with self._db.transaction() as tx:
+                # Two processes starting together: the second waits, then finds it done.
+                await tx.lock("migrations")
+                if await self._db.schema_version_in(tx) >= number:
+                    continue
+                for statement in self._db.schema(script):
+                    await tx.execute(statement)
+                await self._db.set_schema_version(tx, number)
             log.info("database migrated to schema version %d", number)
         return len(MIGRATIONS)
 
     async def _probe_write(self) -> None:
-        async with self._unit_of_work() as db:
-            await db.execute("PRAGMA user_version = " + str(len(MIGRATIONS)))
+        async with self._db.transaction() as tx:
+            await self._db.set_schema_version(tx, len(MIGRATIONS))
 
     # --- Images ---------------------------------------------------------------------------------
 
     @staticmethod
-    async def _add_image(db: aiosqlite.Connection, image: NewImage) -> int:
+    async def _add_image(tx: Transaction, image: NewImage) -> int:
         """Store image bytes once (by content hash) and return their id, inside a unit of work."""
         digest = hashlib.sha256(image.data).hexdigest()
         # The same bytes again bring back an image whose bytes were pruned.
-        await db.execute(
+        await tx.execute(
             "INSERT INTO images (sha256, content_type, width, height, data, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET"
             " data = excluded.data, created_at = excluded.created_at, pruned_at = NULL"
             " WHERE images.pruned_at IS NOT NULL",
             (digest, image.content_type, image.width, image.height, image.data, time.time()),
         )
-        async with db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)) as cursor:
-            row = await cursor.fetchone()
+        row = await tx.fetchone("SELECT id FROM images WHERE sha256 = ?", (digest,))
         assert row is not None
         return int(row["id"])
 
     @classmethod
     async def _set_job_images(
-        cls, db: aiosqlite.Connection, job_id: int, role: str, images: Sequence[NewImage]
+        cls, tx: Transaction, job_id: int, role: str, images: Sequence[NewImage]
     ) -> None:
-        await db.execute("DELETE FROM job_images WHERE job_id = ? AND role = ?", (job_id, role))
+        await tx.execute("DELETE FROM job_images WHERE job_id = ? AND role = ?", (job_id, role))
         for position, image in enumerate(images):
-            image_id = await cls._add_image(db, image)
-            await db.execute(
+            image_id = await cls._add_image(tx, image)
+            await tx.execute(
                 "INSERT INTO job_images (job_id, role, position, image_id, nsfw, source_url)"
                 " VALUES (?,?,?,?,?,?)",
                 (job_id, role, position, image_id, int(image.nsfw), image.source_url),
             )
 
     async def job_images(self, job_id: int, role: str) -> list[JobImage]:
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT i.id, i.content_type, i.width, i.height, i.data, i.pruned_at, j.nsfw,"
             " j.source_url FROM job_images j JOIN images i ON i.id = j.image_id"
             " WHERE j.job_id = ? AND j.role = ? ORDER BY j.position",
@@ -534,14 +521,14 @@ class Repository:
     # --- Chains ---------------------------------------------------------------------------------
 
     async def chain(self, chain_id: int) -> Chain:
-        row = await self._fetchone("SELECT * FROM chains WHERE id = ?", (chain_id,))
+        row = await self._db.fetchone("SELECT * FROM chains WHERE id = ?", (chain_id,))
         if row is None:
             raise LookupError(f"chain {chain_id}")
-        return Chain(**dict(zip(row.keys(), row, strict=True)))
+        return Chain(**as_dict(row))
 
     async def chain_for_thread(self, thread_id: int) -> Chain | None:
-        row = await self._fetchone("SELECT * FROM chains WHERE thread_id = ?", (thread_id,))
-        return Chain(**dict(zip(row.keys(), row, strict=True))) if row else None
+        row = await self._db.fetchone("SELECT * FROM chains WHERE thread_id = ?", (thread_id,))
+        return Chain(**as_dict(row)) if row else None
 
     # --- Jobs -----------------------------------------------------------------------------------
 
@@ -574,11 +561,13 @@ class Repository:
             values.get("guild_id"),
         ):
             raise ValueError("a hold is for the job's own member and server")
-        async with self._unit_of_work() as db:
+        async with self._db.transaction() as tx:
+            # Budgets and turns are read, then written: one writer of jobs at a time.
+            await tx.lock("jobs")
             if hold is not None:
                 hold.check(
                     await self._spent(
-                        db,
+                        tx,
                         hold.guild_id,
                         hold.member_id,
                         day_start=hold.day_start,
@@ -586,32 +575,33 @@ class Repository:
                     )
                 )
             if new_chain:
-                cursor = await db.execute(
+                chain = await tx.fetchone(
                     "INSERT INTO chains (guild_id, channel_id, owner_id, created_at)"
-                    " VALUES (?,?,?,?)",
+                    " VALUES (?,?,?,?) RETURNING id",
                     (values.get("guild_id"), values["channel_id"], values["requester_id"], now),
                 )
-                values["chain_id"] = cursor.lastrowid
+                assert chain is not None
+                values["chain_id"] = int(chain["id"])
             served = _starting_statuses()
-            async with db.execute(
+            row = await tx.fetchone(
                 "SELECT"
                 f" (SELECT COALESCE(MAX(turn), 0) FROM jobs WHERE status IN ({served})),"
                 " (SELECT COALESCE(MAX(turn), -1) FROM jobs WHERE requester_id = ?)",
                 (values["requester_id"],),
-            ) as cursor:
-                row = await cursor.fetchone()
+            )
             assert row is not None
             values["turn"] = max(int(row[0]), int(row[1]) + 1)
             names = list(values)
-            cursor = await db.execute(
-                f"INSERT INTO jobs ({', '.join(names)}) VALUES ({_placeholders(names)})",
+            inserted = await tx.fetchone(
+                f"INSERT INTO jobs ({', '.join(names)}) VALUES ({_placeholders(names)})"
+                " RETURNING id",
                 [_to_column(name, values[name]) for name in names],
             )
-            job_id = cursor.lastrowid
-            assert job_id is not None
-            await self._set_job_images(db, job_id, "input", inputs)
+            assert inserted is not None
+            job_id = int(inserted["id"])
+            await self._set_job_images(tx, job_id, "input", inputs)
             if hold is not None:
-                await db.execute(
+                await tx.execute(
                     "INSERT INTO budget_holds (job_id, guild_id, member_id, amount_micros,"
                     " images, state, created_at) VALUES (?,?,?,?,?,'held',?)",
                     (
@@ -643,36 +633,35 @@ class Repository:
         self._check_columns(values)
         values = {**values, "status": to_status, "updated_at": time.time()}
         assignments = ", ".join(f"{name} = ?" for name in values)
-        async with self._unit_of_work() as db:
-            cursor = await db.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN"
                 f" ({_placeholders(sources)})",
                 [*(_to_column(n, v) for n, v in values.items()), job_id, *sources],
             )
-            if cursor.rowcount != 1:
+            if changed != 1:
                 return None
             if outputs is not None:
-                await self._set_job_images(db, job_id, "output", outputs)
-            await self._end_hold(db, job_id, to_status, values["updated_at"])
+                await self._set_job_images(tx, job_id, "output", outputs)
+            await self._end_hold(tx, job_id, to_status, values["updated_at"])
         return await self.job(job_id)
 
     # --- The budget ledger ----------------------------------------------------------------------
 
     @staticmethod
-    async def _end_hold(db: aiosqlite.Connection, job_id: int, status: str, now: float) -> None:
+    async def _end_hold(tx: Transaction, job_id: int, status: str, now: float) -> None:
         """Settle a job's hold at its cost once made; release it when it failed or was
         cancelled. Inside the transition's transaction; a hold already ended stays as it is."""
         if status in _RELEASING:
-            await db.execute(
+            await tx.execute(
                 "UPDATE budget_holds SET state = 'released', ended_at = ?"
                 " WHERE job_id = ? AND state = 'held'",
                 (now, job_id),
             )
         elif status == JobStatus.SUCCEEDED:
-            async with db.execute("SELECT cost FROM jobs WHERE id = ?", (job_id,)) as cursor:
-                row = await cursor.fetchone()
+            row = await tx.fetchone("SELECT cost FROM jobs WHERE id = ?", (job_id,))
             cost = None if row is None or row["cost"] is None else to_micros(row["cost"])
-            await db.execute(
+            await tx.execute(
                 "UPDATE budget_holds SET state = 'settled', ended_at = ?,"
                 " amount_micros = COALESCE(?, amount_micros) WHERE job_id = ? AND state = 'held'",
                 (now, cost, job_id),
@@ -680,23 +669,24 @@ class Repository:
 
     @staticmethod
     async def _spent(
-        db: aiosqlite.Connection,
+        tx: Transaction,
         guild_id: int | None,
         member_id: int,
         *,
         day_start: float,
         month_start: float,
     ) -> Spending:
-        async with db.execute(
+        row = await tx.fetchone(
             "SELECT"
             " COALESCE(SUM(CASE WHEN created_at >= ? THEN amount_micros END), 0),"
             " COALESCE(SUM(amount_micros), 0),"
             " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN amount_micros END), 0),"
             " COALESCE(SUM(CASE WHEN member_id = ? THEN amount_micros END), 0),"
             " COALESCE(SUM(CASE WHEN member_id = ? AND created_at >= ? THEN images END), 0),"
-            " (SELECT MAX(created_at) FROM budget_holds WHERE member_id = ? AND guild_id IS ?"
-            "  AND state != 'released')"
-            " FROM budget_holds WHERE guild_id IS ? AND created_at >= ? AND state != 'released'",
+            " (SELECT MAX(created_at) FROM budget_holds WHERE member_id = ?"
+            "  AND guild_id IS NOT DISTINCT FROM ? AND state != 'released')"
+            " FROM budget_holds WHERE guild_id IS NOT DISTINCT FROM ? AND created_at >= ?"
+            " AND state != 'released'",
             (
                 day_start,
                 member_id,
@@ -709,10 +699,11 @@ class Repository:
                 guild_id,
                 month_start,
             ),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
-        server_day, server_month, member_day, member_month, member_day_images, last_at = row
+        server_day, server_month, member_day, member_month, member_day_images, last_at = (
+            row[i] for i in range(6)
+        )
         return Spending(
             server_day=int(server_day),
             server_month=int(server_month),
@@ -726,37 +717,50 @@ class Repository:
         self, guild_id: int | None, member_id: int, *, day_start: float, month_start: float
     ) -> Spending:
         """What the ledger counts for this server and member since the given day and month."""
-        async with self._lock:
+        async with self._db.transaction() as tx:
             return await self._spent(
-                self._db, guild_id, member_id, day_start=day_start, month_start=month_start
+                tx, guild_id, member_id, day_start=day_start, month_start=month_start
             )
+
+    async def hold_of(self, job_id: int) -> LedgerEntry | None:
+        """What the ledger holds for a job (its amount and state); None for a job not priced."""
+        row = await self._db.fetchone(
+            "SELECT amount_micros, state FROM budget_holds WHERE job_id = ?", (job_id,)
+        )
+        return None if row is None else LedgerEntry(int(row[0]), str(row[1]))
 
     async def server_spending(self, guild_id: int, *, since: float) -> list[SpendingRow]:
         """What a server's ledger counts since `since`, by member and model, largest first."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT h.member_id, j.model_path, SUM(h.amount_micros), SUM(h.images), COUNT(*)"
             " FROM budget_holds h JOIN jobs j ON j.id = h.job_id"
             " WHERE h.guild_id = ? AND h.created_at >= ? AND h.state != 'released'"
             " GROUP BY h.member_id, j.model_path ORDER BY SUM(h.amount_micros) DESC",
             (guild_id, since),
         )
-        return [SpendingRow(*(row[i] for i in range(5))) for row in rows]
+        # SUM is NUMERIC on PostgreSQL: counted in Python as the integers they are.
+        return [SpendingRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     # --- Community controls ---------------------------------------------------------------------
 
     async def server_rule_changes(self, guild_id: int) -> dict[str, Any]:
         """The rules a server's admins changed (field -> value as JSON), or nothing."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT changes FROM server_rules WHERE guild_id = ?", (guild_id,)
         )
         return dict(json.loads(row["changes"])) if row else {}
+
+    async def servers_with_rules(self) -> list[int]:
+        """Every server whose admins changed a rule (the others follow the defaults)."""
+        rows = await self._db.fetchall("SELECT guild_id FROM server_rules ORDER BY guild_id")
+        return [int(row[0]) for row in rows]
 
     async def set_server_rule_changes(
         self, guild_id: int, changes: dict[str, Any], *, by: int, at: float
     ) -> None:
         """Store a server's changed rules (all of them: this replaces what was stored)."""
-        async with self._unit_of_work() as db:
-            await db.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO server_rules (guild_id, changes, changed_by, changed_at)"
                 " VALUES (?,?,?,?) ON CONFLICT (guild_id) DO UPDATE SET"
                 " changes = excluded.changes, changed_by = excluded.changed_by,"
@@ -766,31 +770,31 @@ class Repository:
 
     async def ban(self, guild_id: int, member_id: int, *, by: int, at: float) -> bool:
         """Ban a member from the bot in a server; False if they already were."""
-        async with self._unit_of_work() as db:
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO server_bans (guild_id, member_id, banned_by, banned_at)"
-                " VALUES (?,?,?,?)",
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "INSERT INTO server_bans (guild_id, member_id, banned_by, banned_at)"
+                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                 (guild_id, member_id, by, at),
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
     async def unban(self, guild_id: int, member_id: int) -> bool:
         """Lift a ban; False if the member was not banned."""
-        async with self._unit_of_work() as db:
-            cursor = await db.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
                 (guild_id, member_id),
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
     async def is_banned(self, guild_id: int, member_id: int) -> bool:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT 1 FROM server_bans WHERE guild_id = ? AND member_id = ?", (guild_id, member_id)
         )
         return row is not None
 
     async def banned(self, guild_id: int) -> list[int]:
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT member_id FROM server_bans WHERE guild_id = ? ORDER BY banned_at", (guild_id,)
         )
         return [int(row[0]) for row in rows]
@@ -798,19 +802,19 @@ class Repository:
     async def claim_note(self, guild_id: int, kind: str, *, period_start: float, at: float) -> bool:
         """True the first time a note of `kind` is claimed for this server and period: so a
         note is sent once, even when two jobs cross the line together or the bot restarts."""
-        async with self._unit_of_work() as db:
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO server_notes (guild_id, kind, period_start, sent_at)"
-                " VALUES (?,?,?,?)",
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "INSERT INTO server_notes (guild_id, kind, period_start, sent_at)"
+                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                 (guild_id, kind, period_start, at),
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
     async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
         """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's
         new head: all in one transaction, so a restart never posts a recorded result again."""
-        async with self._unit_of_work() as db:
-            cursor = await db.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 "UPDATE jobs SET status = ?, delivered_at = ?, updated_at = ?,"
                 " result_message_id = ?, result_channel_id = ? WHERE id = ? AND status = ?",
                 (
@@ -823,24 +827,22 @@ class Repository:
                     JobStatus.DELIVERING,
                 ),
             )
-            if cursor.rowcount != 1:
+            if changed != 1:
                 return None
-            await self._record_post(db, job, posted)
+            await self._record_post(tx, job, posted)
         return await self.job(job.id)
 
     async def record_post(self, job: JobRecord, posted: PostedResult) -> None:
         """A result shown again (an Undo): its message, and the thread started on it."""
-        async with self._unit_of_work() as db:
-            await self._record_post(db, job, posted)
+        async with self._db.transaction() as tx:
+            await self._record_post(tx, job, posted)
 
     @classmethod
-    async def _record_post(
-        cls, db: aiosqlite.Connection, job: JobRecord, posted: PostedResult
-    ) -> None:
+    async def _record_post(cls, tx: Transaction, job: JobRecord, posted: PostedResult) -> None:
         # The posted step becomes its chain's head: what a plain message in the thread edits.
-        await cls._insert_message(db, posted.message_id, posted.channel_id, job.id, "result")
+        await cls._insert_message(tx, posted.message_id, posted.channel_id, job.id, "result")
         if job.chain_id is not None:
-            await db.execute(
+            await tx.execute(
                 "UPDATE chains SET head_job_id = ?, thread_id = COALESCE(thread_id, ?)"
                 " WHERE id = ?",
                 (job.id, posted.thread_id, job.chain_id),
@@ -852,8 +854,8 @@ class Repository:
         if not values:
             raise ValueError("nothing to update")
         assignments = ", ".join(f"{name} = ?" for name in values)
-        async with self._unit_of_work() as db:
-            await db.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ?",
                 [*(_to_column(name, value) for name, value in values.items()), job_id],
             )
@@ -866,7 +868,7 @@ class Repository:
             raise ValueError(f"not updatable job columns: {sorted(unknown)}")
 
     async def job(self, job_id: int) -> JobRecord:
-        row = await self._fetchone(f"{_SELECT_JOB} WHERE id = ?", (job_id,))
+        row = await self._db.fetchone(f"{_SELECT_JOB} WHERE id = ?", (job_id,))
         if row is None:
             raise LookupError(f"job {job_id}")
         return _job_from_row(row)
@@ -875,23 +877,24 @@ class Repository:
         self, member_id: int, guild_id: int | None, *, limit: int
     ) -> list[JobRecord]:
         """A member's newest delivered results in one server (or in DMs), newest first."""
-        rows = await self._fetchall(
-            f"{_SELECT_JOB} WHERE requester_id = ? AND status = ? AND guild_id IS ?"
-            " AND result_message_id IS NOT NULL ORDER BY delivered_at DESC, id DESC LIMIT ?",
+        rows = await self._db.fetchall(
+            f"{_SELECT_JOB} WHERE requester_id = ? AND status = ?"
+            " AND guild_id IS NOT DISTINCT FROM ? AND result_message_id IS NOT NULL"
+            " ORDER BY delivered_at DESC, id DESC LIMIT ?",
             (member_id, JobStatus.DELIVERED, guild_id, limit),
         )
         return [_job_from_row(row) for row in rows]
 
     async def jobs_with_status(self, statuses: Iterable[str]) -> list[JobRecord]:
         wanted = list(statuses)
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"{_SELECT_JOB} WHERE status IN ({_placeholders(wanted)}) ORDER BY id", wanted
         )
         return [_job_from_row(row) for row in rows]
 
     async def open_jobs(self) -> tuple[list[JobRecord], list[int]]:
         """Every job with work left, and the ids of rows that could not be read (set aside)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"{_SELECT_JOB} WHERE status IN ({_placeholders(OPEN_STATUSES)}) ORDER BY id",
             OPEN_STATUSES,
         )
@@ -904,15 +907,15 @@ class Repository:
                 log.error("job %s: unreadable row (%s); set aside", row["id"], exc)
                 broken.append(int(row["id"]))
         for job_id in broken:
-            async with self._unit_of_work() as db:
-                await db.execute(
+            async with self._db.transaction() as tx:
+                await tx.execute(
                     "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
                 )
         return jobs, broken
 
     async def queued_in_order(self, limit: int) -> list[JobRecord]:
         """Waiting jobs in the order they start: by turn, then first come."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"{_SELECT_JOB} WHERE status = ? ORDER BY turn, id LIMIT ?",
             (JobStatus.QUEUED, limit),
         )
@@ -920,7 +923,7 @@ class Repository:
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 for the next job to start, 2 for the one after...; None once started or gone."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT (SELECT COUNT(*) FROM jobs q WHERE q.status = ? AND"
             " (q.turn < j.turn OR (q.turn = j.turn AND q.id <= j.id)))"
             " FROM jobs j WHERE j.id = ? AND j.status = ?",
@@ -934,7 +937,7 @@ class Repository:
         A job sent before `running_since` no longer counts: it may be stuck, and it must not
         hold everyone else up while it waits out its deadline.
         """
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT requester_id, COUNT(*) FROM jobs"
             f" WHERE status IN ({_placeholders(SLOT_STATUSES)})"
             " AND NOT (status IN (?, ?) AND COALESCE(submitted_at, submit_started_at) < ?)"
@@ -948,7 +951,7 @@ class Repository:
 
         WaveSpeed's own inference timing, not our round trips, so slow polling cannot feed
         back into later estimates."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT inference_ms FROM jobs WHERE model_path = ? AND inference_ms IS NOT NULL"
             " ORDER BY id DESC LIMIT 20",
             (model_path,),
@@ -959,15 +962,17 @@ class Repository:
 
     async def prediction_taken(self, prediction_id: str) -> bool:
         """Whether a job already owns this prediction (so a lost submit cannot adopt it)."""
-        row = await self._fetchone("SELECT 1 FROM jobs WHERE prediction_id = ?", (prediction_id,))
+        row = await self._db.fetchone(
+            "SELECT 1 FROM jobs WHERE prediction_id = ?", (prediction_id,)
+        )
         return row is not None
 
     async def lineage(self, job_id: int) -> list[JobRecord]:
         """The job and its ancestors, oldest first: a chain's history up to this step."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"""
             WITH RECURSIVE lineage(id, depth) AS (
-                SELECT ?, 0
+                SELECT CAST(? AS BIGINT), 0
                 UNION ALL
                 SELECT jobs.parent_id, lineage.depth + 1 FROM jobs
                 JOIN lineage ON jobs.id = lineage.id WHERE jobs.parent_id IS NOT NULL
@@ -983,16 +988,17 @@ class Repository:
 
     @staticmethod
     async def _insert_message(
-        db: aiosqlite.Connection, message_id: int, channel_id: int, job_id: int, kind: str
+        tx: Transaction, message_id: int, channel_id: int, job_id: int, kind: str
     ) -> None:
-        await db.execute(
-            "INSERT OR REPLACE INTO messages (message_id, channel_id, job_id, kind)"
-            " VALUES (?,?,?,?)",
+        await tx.execute(
+            "INSERT INTO messages (message_id, channel_id, job_id, kind) VALUES (?,?,?,?)"
+            " ON CONFLICT (message_id) DO UPDATE SET channel_id = excluded.channel_id,"
+            " job_id = excluded.job_id, kind = excluded.kind",
             (message_id, channel_id, job_id, kind),
         )
 
     async def job_for_message(self, message_id: int) -> JobRecord | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT job_id FROM messages WHERE message_id = ?", (message_id,)
         )
         return await self.job(int(row["job_id"])) if row else None
@@ -1004,12 +1010,12 @@ class Repository:
         if kind is not None:
             query += " AND kind = ?"
             params.append(kind)
-        rows = await self._fetchall(query + " ORDER BY message_id", params)
+        rows = await self._db.fetchall(query + " ORDER BY message_id", params)
         return [(int(r["channel_id"]), int(r["message_id"])) for r in rows]
 
     async def forget_message(self, message_id: int) -> None:
-        async with self._unit_of_work() as db:
-            await db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+        async with self._db.transaction() as tx:
+            await tx.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
 
     # --- Retention ------------------------------------------------------------------------------
 
@@ -1018,54 +1024,94 @@ class Repository:
         their rows (and every job, chain and ledger row). Return how many were pruned.
 
         In batches, each its own short transaction, so jobs never wait long behind a prune;
-        the freed pages are then given back to the file system (`reclaim_space`).
+        the freed space is then given back (`Database.reclaim_space`).
         """
         pruned = 0
         while True:
-            async with self._unit_of_work() as db:
-                cursor = await db.execute(
-                    "UPDATE images SET data = X'', pruned_at = ? WHERE id IN ("
+            async with self._db.transaction() as tx:
+                count = await tx.execute(
+                    "UPDATE images SET data = ?, pruned_at = ? WHERE id IN ("
                     " SELECT i.id FROM images i WHERE i.pruned_at IS NULL AND i.created_at < ?"
                     " AND NOT EXISTS (SELECT 1 FROM job_images ji JOIN jobs j ON j.id = ji.job_id"
                     "  WHERE ji.image_id = i.id AND (j.created_at >= ? OR j.status IN"
                     f"  ({_placeholders(OPEN_STATUSES)})))"
                     " LIMIT ?)",
-                    (at, before, before, *OPEN_STATUSES, batch),
+                    (b"", at, before, before, *OPEN_STATUSES, batch),
                 )
-                count = cursor.rowcount
             pruned += count
             if count < batch:
                 break
         if pruned:
-            await self.reclaim_space()
+            await self._db.reclaim_space()
         return pruned
-
-    async def reclaim_space(self) -> None:
-        """Give free pages back to the file system: an incremental vacuum, then a checkpoint
-        that truncates the write-ahead log (the file shrinks once no reader holds it)."""
-        async with self._lock:
-            # Each step of the pragma frees one page, and `execute` steps once: a script runs
-            # it to the end (there is no open transaction for it to commit).
-            await self._db.executescript("PRAGMA incremental_vacuum;")
-            async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
-                await cursor.fetchall()
-
-    async def _use_incremental_vacuum(self) -> None:
-        """A store made before retention lacks incremental auto-vacuum: one VACUUM turns it on
-        (it rewrites the file, so it runs once, at the first start of this version)."""
-        row = await self._fetchone("PRAGMA auto_vacuum")
-        if row is not None and int(row[0]) == 2:  # INCREMENTAL
-            return
-        log.info("database: turning on incremental vacuum (a one-time VACUUM of the store)")
-        async with self._lock:
-            await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            await self._db.execute("VACUUM")
 
 
 def _starting_statuses() -> str:
     """SQL list of the statuses of jobs that have left the queue (their turn was served)."""
     left = [s for s in JobStatus if s not in (JobStatus.QUEUED, JobStatus.CANCELLED)]
     return ", ".join(f"'{s.value}'" for s in left)
+
+
+def is_postgres_url(where: str) -> bool:
+    return where.startswith(("postgresql://", "postgres://"))
+
+
+async def _open_sqlite(path: str | Path) -> SqliteDatabase:
+    where = str(path)
+    if where != ":memory:":
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"database error: cannot create the folder of {where} ({exc.strerror}): "
+                "set [storage] database to a writable path"
+            ) from None
+    try:
+        # Opened once plainly first: a failed aiosqlite connect leaves its thread behind.
+        await asyncio.to_thread(_try_open, where)
+        connection = await aiosqlite.connect(path, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"database error: cannot open {where} ({exc}): "
+            "set [storage] database to a writable path"
+        ) from None
+    try:
+        connection.row_factory = aiosqlite.Row
+        await connection.execute("PRAGMA foreign_keys = ON")
+        # Before anything is written: a new file gives pruned pages back as it goes.
+        await connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        await connection.execute("PRAGMA journal_mode = WAL")
+        await connection.execute("PRAGMA busy_timeout = 5000")
+    except BaseException as exc:
+        await connection.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(_explain(where, exc)) from None
+        raise
+    return SqliteDatabase(connection)
+
+
+async def _open_postgres(url: str) -> PostgresDatabase:
+    shown = _without_password(url)
+    try:
+        return await PostgresDatabase.connect(url)
+    except (TimeoutError, OSError) as exc:
+        raise StoreError(
+            f"database error: cannot reach PostgreSQL at {shown} ({exc}): start it, or check "
+            "[storage] database"
+        ) from None
+    except Exception as exc:  # asyncpg's errors: a refused login, a missing database...
+        raise StoreError(
+            f"database error: PostgreSQL at {shown} refused the connection "
+            f"({type(exc).__name__}: {exc}): check [storage] database"
+        ) from None
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _try_open(where: str) -> None:

@@ -1,8 +1,10 @@
-"""Shared fixtures: the WaveSpeed simulator on a loopback port and a client pointed at it."""
+"""Shared fixtures: the WaveSpeed simulator on a loopback port and a client pointed at it, and
+where a job store lives: a SQLite file, or a database on a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -11,6 +13,7 @@ from pydantic import SecretStr
 from services.settings import WaveSpeedSettings
 from services.simulator import SimulatorConfig, WaveSpeedSimulator, run_simulator
 from services.wavespeed import WaveSpeedClient, create_session
+from tests.postgres import PostgresServer, postgres_server
 
 API_KEY = "test-key"
 
@@ -72,3 +75,19 @@ def make_client(
 @pytest.fixture
 def client(make_client: Callable[..., WaveSpeedClient]) -> WaveSpeedClient:
     return make_client()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; each test takes a fresh database on it."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's job store lives, once on each engine (`Repository.open` takes either)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return await server.new_database()

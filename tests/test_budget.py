@@ -165,9 +165,9 @@ def test_budget_settings_come_from_the_file_and_the_environment(
 
 
 async def test_holds_are_taken_with_the_job_settled_at_cost_and_released_on_failure_and_cancel(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
-    path = tmp_path / "jobs.sqlite3"
+    path = store_location
     repository = await Repository.open(path)
     try:
         budgets = budgets_on(repository, server_daily_usd="0.10")
@@ -214,9 +214,9 @@ async def test_holds_are_taken_with_the_job_settled_at_cost_and_released_on_fail
 
 
 async def test_yesterdays_spending_does_not_count_today_but_counts_this_month(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+    repository = await Repository.open(store_location)
     try:
         yesterday = Ledger(
             repository, (NOW - dt.timedelta(days=1)).timestamp, server_daily_usd="0.04"

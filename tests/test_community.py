@@ -3,6 +3,7 @@ passes (bans, channels, roles, models, words, safety, cooldown), against a real 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,14 +17,18 @@ from services.community import (
     Community,
     CooldownError,
     RefusedHereError,
+    Spent,
     blocked_word_in,
+    parse_count,
+    parse_models,
+    parse_usd,
 )
 from services.origin import Origin
 from services.rules import BudgetSettings, DefaultRules, NsfwPolicy, ServerRules
 from services.settings import load_settings
 from services.storage import Repository
 from services.wavespeed import InvalidInputError, KontextRequest, ModelSpec, model_for_path
-from services.wavespeed.catalog import Family, validate_request
+from services.wavespeed.catalog import Family, ModelKind, validate_request
 
 GUILD, CHANNEL, THREAD, OTHER_CHANNEL = 500, 10, 11, 12
 ALICE, BOB, ADMIN = 1, 2, 3
@@ -41,8 +46,8 @@ class Clock:
 
 
 @pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[Repository]:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def repository(store_location: str) -> AsyncIterator[Repository]:
+    repository = await Repository.open(store_location)
     yield repository
     await repository.close()
 
@@ -80,9 +85,9 @@ async def store(repository: Repository, spec: ModelSpec, admitted: Any, member: 
 
 
 async def test_a_servers_changes_are_kept_over_the_defaults_and_survive_a_restart(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
-    path = tmp_path / "jobs.sqlite3"
+    path = store_location
     clock = Clock()
     repository = await Repository.open(path)
     try:
@@ -261,3 +266,96 @@ async def test_a_servers_budget_override_applies_to_its_jobs(repository: Reposit
         await store(repository, PRO, await community.admit(origin(BOB), PRO, request()), BOB)
     usage = await community.usage(GUILD, ALICE)
     assert "$0.01 left of $0.05" in usage.text()
+
+
+# --- What admins change, in their own words -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [("5", Decimal("5")), ("$2.50", Decimal("2.50")), (" 0 ", Decimal("0")), ("None", None)],
+)
+def test_a_budget_reads_as_dollars_or_no_cap(text: str, amount: Decimal | None) -> None:
+    assert parse_usd(text) == amount
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("abc", "'abc' is not an amount in US dollars"),
+        ("-1", "A budget cannot be negative"),
+        ("nan", "is not an amount"),
+        ("0.0000001", "finer than a millionth"),
+    ],
+)
+def test_a_budget_that_does_not_read_says_why(text: str, says: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(says)):
+        parse_usd(text)
+
+
+def test_counts_and_models_read_as_admins_write_them() -> None:
+    assert parse_count("25") == 25 and parse_count("none") is None
+    with pytest.raises(InvalidInputError, match="whole number"):
+        parse_count("-3")
+    assert parse_models("Pro, dev  pro") == (Family.PRO, Family.DEV)
+    with pytest.raises(InvalidInputError, match="pro, max, dev, dev-ultra-fast"):
+        parse_models("pro lora")
+
+
+async def test_admins_change_models_budgets_and_lists(repository: Repository) -> None:
+    community = community_on(repository, Clock(), member_daily_usd="1")
+    # The default follows when it is no longer offered.
+    rules = await community.change_models(GUILD, ADMIN, "max dev", None)
+    assert rules.models == (Family.MAX, Family.DEV) and rules.default_model is Family.MAX
+    with pytest.raises(InvalidInputError, match="Kontext Pro is not one of the models offered"):
+        await community.change_models(GUILD, ADMIN, None, Family.PRO)
+
+    rules = await community.change_budget(
+        GUILD, ADMIN, server_daily_usd="3", member_daily_usd="none", member_daily_images="4"
+    )
+    assert rules.server_daily_usd == Decimal("3") and rules.member_daily_usd is None
+    assert rules.member_daily_images == 4
+    with pytest.raises(InvalidInputError):
+        await community.change_budget(GUILD, ADMIN, server_daily_usd="1", member_daily_images="x")
+    rules = await community.change_budget(GUILD, ADMIN, member_daily_usd="default")
+    assert rules.member_daily_usd == Decimal("1") and rules.server_daily_usd == Decimal("3")
+
+    assert await community.add_to(GUILD, ADMIN, "blocked_words", "  Bad   WORD ")
+    assert not await community.add_to(GUILD, ADMIN, "blocked_words", "bad word")
+    assert await community.add_to(GUILD, ADMIN, "channels", CHANNEL)
+    assert (await community.rules(GUILD)).blocked_words == ("bad word",)
+    assert await community.remove_from(GUILD, ADMIN, "blocked_words", "BAD word")
+    assert not await community.remove_from(GUILD, ADMIN, "channels", OTHER_CHANNEL)
+    rules = await community.rules(GUILD)
+    assert rules.blocked_words == () and rules.channels == (CHANNEL,)
+
+
+async def test_server_usage_counts_today_and_this_month_by_member_and_model(
+    repository: Repository,
+) -> None:
+    clock = Clock()
+    community = community_on(repository, clock)
+    # Yesterday's job counts for the month only; a released hold counts nowhere.
+    clock.now -= 86_400
+    await store(repository, PRO, await community.admit(origin(ALICE), PRO, request()))
+    clock.now += 86_400
+    await store(repository, MAX, await community.admit(origin(BOB), MAX, request(MAX)), BOB)
+    await store(repository, PRO, await community.admit(origin(ALICE), PRO, request()))
+
+    usage = await community.server_usage(GUILD)
+    assert usage.today.total == Spent(120_000, 2, 2)
+    assert usage.today.by_member == ((BOB, Spent(80_000, 1, 1)), (ALICE, Spent(40_000, 1, 1)))
+    assert usage.today.by_model == (
+        ("Kontext Max Text-to-Image", Spent(80_000, 1, 1)),
+        ("Kontext Pro Text-to-Image", Spent(40_000, 1, 1)),
+    )
+    assert usage.month.total == Spent(160_000, 3, 3)
+    assert usage.month.by_member == ((ALICE, Spent(80_000, 2, 2)), (BOB, Spent(80_000, 1, 1)))
+    assert (await community.server_usage(GUILD + 1)).month.by_member == ()
+
+
+def test_a_default_that_cannot_do_the_work_falls_back_to_one_offered_that_can() -> None:
+    rules = ServerRules(models=(Family.DEV, Family.MAX), default_model=Family.DEV)
+    assert rules.default_for(ModelKind.EDIT) is Family.DEV
+    # Kontext Dev makes no images from text: /imagine with no model named uses Max.
+    assert rules.default_for(ModelKind.TEXT_TO_IMAGE) is Family.MAX

@@ -215,7 +215,7 @@ async def test_after_a_restart_a_post_that_landed_is_found_not_posted_again(
 
         repository = await Repository.open(database)
         try:
-            async with repository._unit_of_work() as db:
+            async with repository._db.transaction() as db:
                 await db.execute(
                     "UPDATE jobs SET status = 'delivering', result_message_id = NULL WHERE id = ?",
                     (job_id,),

@@ -555,7 +555,7 @@ async def test_an_unreadable_row_is_set_aside_and_the_rest_go_on(
 ) -> None:
     broken = await make_service().enqueue(edit(ALICE, "broken"))
     fine = await make_service().enqueue(edit(BOB, "fine"))
-    async with repository._unit_of_work() as db:  # a row damaged by hand, or by a bug
+    async with repository._db.transaction() as db:  # a row damaged by hand, or by a bug
         await db.execute("UPDATE jobs SET params = '{not json' WHERE id = ?", (broken.id,))
 
     service = make_service()
@@ -565,7 +565,7 @@ async def test_an_unreadable_row_is_set_aside_and_the_rest_go_on(
         await presenter.wait_for(lambda: fine.id in presenter.delivered)
     finally:
         await service.stop()
-    row = await repository._fetchone("SELECT status FROM jobs WHERE id = ?", (broken.id,))
+    row = await repository._db.fetchone("SELECT status FROM jobs WHERE id = ?", (broken.id,))
     assert row is not None and row[0] == JobStatus.SET_ASIDE
 
 

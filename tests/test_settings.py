@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.rules import DefaultRules
 from services.settings import ConfigError, load_settings
 from services.wavespeed.retry import RetryPolicy, parse_retry_after
 
@@ -18,7 +19,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in list(os.environ):
         if name.startswith(
-            ("DISCORD_", "WAVESPEED_", "SIMULATOR_", "LOGGING_", "KONTEXT_", "BUDGET_")
+            ("DISCORD_", "WAVESPEED_", "SIMULATOR_", "LOGGING_", "KONTEXT_", "BUDGET_", "DEFAULTS_")
         ):
             monkeypatch.delenv(name)
 
@@ -33,6 +34,8 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(EXAMPLE)
     assert settings.discord.api_base_url == "https://discord.com/api/v10"
     assert settings.wavespeed.base64_output is False
+    # [defaults] shows the built-in defaults.
+    assert settings.defaults == DefaultRules()
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,8 +36,8 @@ def job_values(member: int = 1, prompt: str = "p") -> dict[str, object]:
     }
 
 
-async def test_a_job_is_stored_with_its_images_and_chain_or_not_at_all(tmp_path: Path) -> None:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def test_a_job_is_stored_with_its_images_and_chain_or_not_at_all(store_location: str) -> None:
+    repository = await Repository.open(store_location)
     try:
         job = await repository.create_job(
             inputs=[NewImage(make_png(), "image/png", 64, 48)], new_chain=True, **job_values()
@@ -50,14 +50,14 @@ async def test_a_job_is_stored_with_its_images_and_chain_or_not_at_all(tmp_path:
         with pytest.raises(TypeError):
             await repository.create_job(inputs=[bad], new_chain=True, **job_values(prompt="x"))
         assert [j.id for j in await repository.jobs_with_status([JobStatus.QUEUED])] == [job.id]
-        row = await repository._fetchone("SELECT COUNT(*) FROM chains")
+        row = await repository._db.fetchone("SELECT COUNT(*) FROM chains")
         assert row is not None and row[0] == 1
     finally:
         await repository.close()
 
 
-async def test_a_transition_happens_once_whoever_tries(tmp_path: Path) -> None:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def test_a_transition_happens_once_whoever_tries(store_location: str) -> None:
+    repository = await Repository.open(store_location)
     try:
         job = await repository.create_job(**job_values())
         results = await asyncio.gather(
@@ -73,8 +73,8 @@ async def test_a_transition_happens_once_whoever_tries(tmp_path: Path) -> None:
         await repository.close()
 
 
-async def test_many_concurrent_jobs_keep_their_own_images(tmp_path: Path) -> None:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def test_many_concurrent_jobs_keep_their_own_images(store_location: str) -> None:
+    repository = await Repository.open(store_location)
     try:
         jobs = await asyncio.gather(
             *(
@@ -103,8 +103,8 @@ async def test_many_concurrent_jobs_keep_their_own_images(tmp_path: Path) -> Non
         await repository.close()
 
 
-async def test_delivered_with_its_message_thread_and_head_in_one_step(tmp_path: Path) -> None:
-    repository = await Repository.open(tmp_path / "jobs.sqlite3")
+async def test_delivered_with_its_message_thread_and_head_in_one_step(store_location: str) -> None:
+    repository = await Repository.open(store_location)
     try:
         job = await repository.create_job(new_chain=True, **job_values())
         await repository.transition(job.id, JobStatus.QUEUED, JobStatus.DELIVERING)
@@ -121,8 +121,8 @@ async def test_delivered_with_its_message_thread_and_head_in_one_step(tmp_path: 
         await repository.close()
 
 
-async def test_fair_turns_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
+async def test_fair_turns_survive_a_restart(store_location: str) -> None:
+    path = store_location
     repository = await Repository.open(path)
     a1 = await repository.create_job(**job_values(member=1))
     a2 = await repository.create_job(**job_values(member=1))

@@ -25,6 +25,7 @@ import discord
 from services.bundle import Services
 from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
+from services.modlog import LOW_BALANCE_NOTE, LogEntry, LogNote
 from services.recent import RecentSet
 from services.storage import JobImage, JobRecord, PostedResult
 
@@ -378,6 +379,25 @@ class DiscordPresenter:
         except discord.HTTPException as exc:
             # Direct messages closed: the log is all that is left.
             log.warning("job %d: could not tell the requester (%s): %s", job.id, exc, message)
+
+    # --- Log channels ---------------------------------------------------------------------------
+
+    async def post_log_entry(self, entry: LogEntry) -> None:
+        # Who asked is mentioned so moderators can tell, never pinged.
+        await self._post_in_log(entry.guild_id, entry.channel_id, render.log_line(entry))
+
+    async def post_log_note(self, note: LogNote) -> None:
+        icon = "💳" if note.kind == LOW_BALANCE_NOTE else "📊"
+        await self._post_in_log(note.guild_id, note.channel_id, f"{icon} {note.text}")
+
+    async def _post_in_log(self, guild_id: int, channel_id: int, content: str) -> None:
+        channel = await self._channel(channel_id)
+        # A server's jobs are told in that server only, whatever id its rules hold.
+        if getattr(getattr(channel, "guild", None), "id", None) != guild_id or not isinstance(
+            channel, discord.abc.Messageable
+        ):
+            raise LookupError(f"channel {channel_id} is not a text channel of server {guild_id}")
+        await channel.send(content=content, allowed_mentions=discord.AllowedMentions.none())
 
     # --- Helpers --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import discord
 
 from services.jobs import Stage
+from services.modlog import LogEntry, Outcome
 from services.storage import JobRecord
 from services.wavespeed import model_for_path
 
@@ -25,6 +26,7 @@ STAGE_ICONS = {
     Stage.GENERATING: "🎨",
     Stage.POSTING: "📤",
 }
+LOG_ICONS = {Outcome.DELIVERED: "✅", Outcome.FAILED: "❌", Outcome.CANCELLED: "🚫"}
 OPTION_LABELS = {
     "guidance_scale": "Guidance",
     "safety_tolerance": "Safety tolerance",
@@ -120,3 +122,18 @@ def details_embed(
 
 def mention(member_id: int) -> str:
     return f"<@{member_id}>"
+
+
+def log_line(entry: LogEntry) -> str:
+    """An ended job in one line of a server's log channel: who, what, the model, the cost,
+    and the result's link (or why there is none). The member's words are shown as written."""
+    if entry.outcome is Outcome.FAILED:
+        where = f"failed: {literal(entry.reason or 'no reason given')}"
+    elif entry.outcome is Outcome.CANCELLED:
+        where = "cancelled"
+    else:
+        where = entry.link or "delivered"
+    return (
+        f"{LOG_ICONS[entry.outcome]} {mention(entry.member_id)} **{entry.action}** "
+        f"“{literal(entry.instruction)}” · {entry.model} · {entry.cost} · {where}"
+    )

@@ -54,12 +54,28 @@ class Snowflakes:
         self._last = 0
         self._increment = 0
 
-    def next(self) -> int:
+    def next(self, *, on_shard: tuple[int, int] | None = None) -> int:
+        """The next id; `on_shard=(k, count)`: one whose guild would live on shard k of
+        `count` (`(id >> 22) % count == k`), stamped up to `count` ms ahead to get there and
+        in a millisecond of its own, so that two such guilds can be told apart by some other
+        shard count (ids of one millisecond share a shard whatever the count)."""
         ms = int(self._clock.now() * 1000) - DISCORD_EPOCH_MS
         self._increment = (self._increment + 1) & 0xFFF
         value = (ms << 22) | (1 << 17) | self._increment
         # Two ids in the same millisecond (or after a clock jump backwards in wall time)
         # must still sort in creation order, as Discord's do.
         value = max(value, self._last + 1)
+        if on_shard is not None:
+            shard_id, count = on_shard
+            if count < 1 or not 0 <= shard_id < count:
+                raise ValueError(f"no shard {shard_id} of {count}")
+            stamp = max(value >> 22, (self._last >> 22) + 1)
+            stamp += (shard_id - stamp) % count
+            value = (stamp << 22) | (1 << 17) | self._increment
         self._last = value
         return value
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard a guild's events go to, as Discord computes it."""
+    return (guild_id >> 22) % shard_count

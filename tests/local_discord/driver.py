@@ -139,11 +139,13 @@ class DiscordDriver:
         return max(place, self.user.nitro_upload_limit)
 
     async def _bot_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Events sent before the bot identified would be lost; wait for its session."""
+        """Events sent before the bot identified would be lost; wait for its session (with
+        shards, the session of the shard this channel's guild, or a DM's shard 0, is on)."""
+        guild_id = self.channel.guild_id
         await self.state.wait_until(
-            self.discord.gateway.live_sessions,
+            lambda: [s for s in self.discord.gateway.live_sessions() if s.receives(guild_id)],
             timeout=timeout,
-            what="the bot's gateway session",
+            what="the bot's gateway session for this channel's shard",
         )
 
     # -- interactions ----------------------------------------------------------------------

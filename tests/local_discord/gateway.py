@@ -18,11 +18,22 @@ takes its place with the same token:
 - a connection that stops heartbeating (a frozen, half-dead process) is closed with 4000
   after `heartbeat_timeout_ms` (default twice the interval plus a second): its session stays
   resumable, as Discord's docs say;
-- IDENTIFY is allowed once per `identify_interval_s` (Discord's max_concurrency 1 means one
-  per 5 seconds); one sooner is answered INVALID_SESSION, and discord.py identifies again
-  5 seconds later. Measured on the local clock, so a test can `clock.advance` past it;
+- IDENTIFY is allowed once per `identify_interval_s` (5 s) in each of `max_concurrency`
+  buckets, a shard's bucket being `shard_id % max_concurrency` (an unsharded connection is
+  shard 0); one sooner is answered INVALID_SESSION, and discord.py identifies again 5 seconds
+  later. Measured on the local clock, so a test can `clock.advance` past it;
+- a day allows `session_start_total` IDENTIFYs (`GET /gateway/bot`'s session_start_limit);
+  one past that resets the token and ends every session, as Discord does;
 - a wrong token closes the connection with 4004 (also after a REST login that worked, when a
   test sets `token_reset`), and a privileged intent the portal has not allowed with 4014.
+
+Sharding, as Discord documents it: IDENTIFY may carry `shard: [shard_id, num_shards]`; a
+guild lives on shard `(guild_id >> 22) % num_shards`, and a session receives READY's guild
+list, GUILD_CREATE and every event of a guild (interactions included) only for its own
+shard's guilds; events of no guild (DMs) go to shard 0 only. A connection without `shard` is
+shard 0 of 1 and gets everything. An invalid shard (id outside 0..num_shards-1, num_shards < 1)
+is closed with 4010, and a session that would hold more than `max_guilds_per_shard` guilds
+(2,500 on Discord) with 4011. `recommended_shards` is what `GET /gateway/bot` answers.
 
 Message Content is privileged: an IDENTIFY asking for it while the portal switch is off is
 closed with 4014, and a session without it gets every message (MESSAGE_CREATE, MESSAGE_UPDATE,
@@ -42,12 +53,14 @@ import json
 import logging
 import secrets
 import zlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .clock import shard_of
+from .models import Guild
 from .payloads import (
     guild_create_payload,
     interaction_without_content,
@@ -73,8 +86,17 @@ PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT
 # Close codes.
 UNKNOWN_OPCODE, DECODE_ERROR, NOT_AUTHENTICATED, AUTHENTICATION_FAILED = 4001, 4002, 4003, 4004
 ALREADY_AUTHENTICATED, DISALLOWED_INTENTS = 4005, 4014
+INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011
 
 BACKLOG_MAX = 5000
+# Discord: at most 2,500 guilds a shard; it recommends about 1,000.
+MAX_GUILDS_PER_SHARD = 2500
+RECOMMENDED_GUILDS_PER_SHARD = 1000
+# Session starts a day (GET /gateway/bot's session_start_limit.total for most bots).
+SESSION_START_TOTAL = 1000
+SESSION_START_WINDOW_S = 24 * 60 * 60.0
+# How far `recommended_shards` looks for a count that puts no shard over the cap.
+_MAX_RECOMMENDED_SHARDS = 4096
 
 
 @dataclass
@@ -83,11 +105,25 @@ class Session:
 
     id: str
     intents: int
+    # (shard_id, num_shards) from IDENTIFY; None: unsharded, which is shard 0 of 1.
+    shard: tuple[int, int] | None = None
     seq: int = 0
     backlog: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=BACKLOG_MAX))
     connection: Connection | None = None
     # Local clock time the last connection ended (None while connected).
     disconnected_at: float | None = None
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether this session gets the events of this guild (None: of no guild, such as
+        DMs, which Discord sends to shard 0 only)."""
+        shard_id, count = self.shard or (0, 1)
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, count) == shard_id
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The data of every `name` dispatch this session was sent (from its backlog)."""
+        return [frame["d"] for frame in self.backlog if frame["t"] == name]
 
 
 class Connection:
@@ -150,6 +186,9 @@ class Gateway:
         heartbeat_timeout_ms: int | None = None,
         identify_interval_s: float = 5.0,
         session_resume_window_s: float = 180.0,
+        max_concurrency: int = 1,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
+        session_start_total: int = SESSION_START_TOTAL,
     ) -> None:
         self._state = state
         self._clock = state.clock
@@ -161,6 +200,11 @@ class Gateway:
             else 2 * heartbeat_interval_ms + 1000
         )
         self.identify_interval_s = identify_interval_s
+        if max_concurrency < 1 or max_guilds_per_shard < 1 or session_start_total < 1:
+            raise ValueError("max_concurrency, max_guilds_per_shard and session_start_total >= 1")
+        self.max_concurrency = max_concurrency
+        self.max_guilds_per_shard = max_guilds_per_shard
+        self.session_start_total = session_start_total
         self.session_resume_window_s = session_resume_window_s
         self.message_content_allowed = message_content_allowed
         self.url = ""
@@ -176,7 +220,13 @@ class Gateway:
         # The token was reset in the developer portal after the bot logged in over REST: its
         # next IDENTIFY is closed with 4004, as Discord does.
         self.token_reset = False
-        self._last_identify_at: float | None = None
+        # Local clock time of the last IDENTIFY let through, by rate-limit bucket
+        # (shard_id % max_concurrency).
+        self._last_identify_at: dict[int, float] = {}
+        # Local clock times of the sessions started (IDENTIFYs let through) in the last day.
+        self.session_starts: list[float] = []
+        # IDENTIFYs closed for an invalid shard (4010) or too many guilds for one (4011).
+        self.shard_refusals: list[tuple[int, str]] = []
         self.resumes = 0
         self.heartbeats = 0
         self.connection_paths: list[str] = []
@@ -196,7 +246,10 @@ class Gateway:
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self._expire_sessions()
+        guild_id = _event_guild_id(event, data)
         for session in list(self.sessions.values()):
+            if not session.receives(guild_id):
+                continue
             payload = _for_intents(event, data, session.intents, self._state.bot_user.id)
             if payload is not None:
                 self._send_dispatch(session, event, payload)
@@ -269,6 +322,46 @@ class Gateway:
     async def close(self) -> None:
         for connection in list(self.connections):
             await connection.close(1001, "local discord shutting down")
+
+    # -- sharding ---------------------------------------------------------------------------
+
+    def bot_guilds(self, shard: tuple[int, int] | None = None) -> list[Guild]:
+        """The guilds the bot is in; with `shard`, those on that shard only."""
+        state = self._state
+        guilds = [g for g in state.guilds.values() if state.bot_user.id in g.members]
+        if shard is None:
+            return guilds
+        shard_id, count = shard
+        return [g for g in guilds if shard_of(g.id, count) == shard_id]
+
+    def recommended_shards(self) -> int:
+        """The shard count `GET /gateway/bot` recommends: about one shard per 1,000 guilds
+        (never more guilds than the cap), and at least as many as keep every shard within
+        `max_guilds_per_shard` for the guilds the bot is in now, so following the
+        recommendation never ends in 4011."""
+        ids = [g.id for g in self.bot_guilds()]
+        per_shard = min(RECOMMENDED_GUILDS_PER_SHARD, self.max_guilds_per_shard)
+        count = max(1, -(-len(ids) // per_shard))
+        while count < _MAX_RECOMMENDED_SHARDS:
+            held = Counter(shard_of(guild_id, count) for guild_id in ids)
+            if max(held.values(), default=0) <= self.max_guilds_per_shard:
+                break
+            count += 1
+        return count
+
+    def session_start_limit(self) -> dict[str, int]:
+        """`session_start_limit` of `GET /gateway/bot`: what is left of the day's IDENTIFYs."""
+        now = self._clock.now()
+        self.session_starts = [t for t in self.session_starts if now - t < SESSION_START_WINDOW_S]
+        reset_after = (
+            self.session_starts[0] + SESSION_START_WINDOW_S - now if self.session_starts else 0.0
+        )
+        return {
+            "total": self.session_start_total,
+            "remaining": max(0, self.session_start_total - len(self.session_starts)),
+            "reset_after": int(reset_after * 1000),
+            "max_concurrency": self.max_concurrency,
+        }
 
     # -- one connection -------------------------------------------------------------------
 
@@ -368,28 +461,52 @@ class Gateway:
         if data.get("token") != self._token or self.token_reset:
             await connection.close(AUTHENTICATION_FAILED, "Authentication failed.")
             return False
+        shard = _parse_shard(data["shard"]) if "shard" in data else None
+        if "shard" in data and shard is None:
+            log.info("gateway: IDENTIFY with an invalid shard %r", data["shard"])
+            self.shard_refusals.append((INVALID_SHARD, repr(data["shard"])))
+            await connection.close(INVALID_SHARD, "Invalid shard.")
+            self._state.changed()
+            return False
         intents = int(data.get("intents") or 0)
         if intents & MESSAGE_CONTENT and not self.message_content_allowed:
             await connection.close(DISALLOWED_INTENTS, "Disallowed intent(s).")
             return False
+        guilds = self.bot_guilds(shard or (0, 1))
+        if len(guilds) > self.max_guilds_per_shard:
+            log.info(
+                "gateway: shard %s would hold %d guilds (at most %d): sharding required",
+                shard or (0, 1),
+                len(guilds),
+                self.max_guilds_per_shard,
+            )
+            self.shard_refusals.append((SHARDING_REQUIRED, f"{len(guilds)} guilds"))
+            await connection.close(SHARDING_REQUIRED, "Sharding required.")
+            self._state.changed()
+            return False
         now = self._clock.now()
-        if (
-            self._last_identify_at is not None
-            and now - self._last_identify_at < self.identify_interval_s
-        ):
-            # max_concurrency 1: one IDENTIFY per 5 s. The client should identify again later.
+        bucket = (shard[0] if shard else 0) % self.max_concurrency
+        last = self._last_identify_at.get(bucket)
+        if last is not None and now - last < self.identify_interval_s:
+            # max_concurrency IDENTIFYs per 5 s, one for each bucket (shard_id %
+            # max_concurrency). The client should identify again later.
             self.identify_refusals += 1
             log.info(
-                "gateway: IDENTIFY %.1f s after the last one: invalid session",
-                now - self._last_identify_at,
+                "gateway: IDENTIFY %.1f s after the last one of bucket %d: invalid session",
+                now - last,
+                bucket,
             )
             connection.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
             self._state.changed()
             return True
-        self._last_identify_at = now
+        if self.session_start_limit()["remaining"] <= 0:
+            await self._session_starts_exhausted(connection)
+            return False
+        self._last_identify_at[bucket] = now
+        self.session_starts.append(now)
         self.identifies += 1
         # A session of its own: others (an earlier process's) live on until they end.
-        session = Session(secrets.token_hex(16), intents, connection=connection)
+        session = Session(secrets.token_hex(16), intents, shard=shard, connection=connection)
         self.sessions[session.id] = session
         self.identified.append(session)
         connection.session = session
@@ -402,11 +519,7 @@ class Gateway:
                 "mfa_enabled": False,
                 "email": None,
             },
-            "guilds": [
-                {"id": str(g.id), "unavailable": True}
-                for g in state.guilds.values()
-                if state.bot_user.id in g.members
-            ],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_url,
@@ -420,15 +533,32 @@ class Gateway:
             "guild_join_requests": [],
             "_trace": ["local-discord"],
         }
-        if "shard" in data:
-            ready["shard"] = data["shard"]
+        if shard is not None:
+            ready["shard"] = list(shard)
         self._send_dispatch(session, "READY", ready)
-        for guild in state.guilds.values():
-            if state.bot_user.id in guild.members and intents & GUILDS:
+        if intents & GUILDS:
+            for guild in guilds:
                 self._send_dispatch(session, "GUILD_CREATE", guild_create_payload(state, guild))
-        log.info("gateway: bot identified (session %s, intents %s)", session.id, intents)
+        log.info(
+            "gateway: bot identified (session %s, shard %s, intents %s)",
+            session.id,
+            shard,
+            intents,
+        )
         state.changed()
         return True
+
+    async def _session_starts_exhausted(self, connection: Connection) -> None:
+        """Discord: past the day's session starts, every session of the bot ends and its
+        token is reset (the owner gets an email). Any IDENTIFY after that fails with 4004."""
+        log.warning("gateway: the day's %d session starts are used up", self.session_start_total)
+        self.token_reset = True
+        self.sessions.clear()
+        for other in list(self.connections):
+            if other is not connection:
+                await other.close(AUTHENTICATION_FAILED, "Authentication failed.")
+        await connection.close(AUTHENTICATION_FAILED, "Authentication failed.")
+        self._state.changed()
 
     async def _resume(self, connection: Connection, data: dict[str, Any]) -> bool:
         self._expire_sessions()
@@ -455,7 +585,7 @@ class Gateway:
     def _members_chunk(self, connection: Connection, data: dict[str, Any]) -> None:
         session = connection.session
         guild = self._state.guilds.get(int(data.get("guild_id") or 0))
-        if session is None or guild is None:
+        if session is None or guild is None or not session.receives(guild.id):
             return
         members = [member_payload(self._state, guild, m.user) for m in guild.members.values()]
         chunk = {
@@ -468,6 +598,27 @@ class Gateway:
         if data.get("nonce"):
             chunk["nonce"] = data["nonce"]
         self._send_dispatch(session, "GUILD_MEMBERS_CHUNK", chunk)
+
+
+def _parse_shard(value: Any) -> tuple[int, int] | None:
+    """IDENTIFY's `shard: [shard_id, num_shards]`, or None if Discord would refuse it."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    shard_id, count = value
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (shard_id, count)):
+        return None
+    if count < 1 or not 0 <= shard_id < count:
+        return None
+    return shard_id, count
+
+
+def _event_guild_id(event: str, data: dict[str, Any]) -> int | None:
+    """The guild an event belongs to (it decides the shard), or None for DMs and the like."""
+    raw = data.get("id") if event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") else None
+    raw = raw if raw is not None else data.get("guild_id")
+    if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+        return int(raw)
+    return None
 
 
 def _for_intents(

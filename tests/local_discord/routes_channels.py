@@ -493,18 +493,18 @@ async def add_reaction(call: Call) -> web.Response:
     if emoji not in message.reactions:
         call.require(channel, Perm.ADD_REACTIONS, "adding a new reaction")
     message.reactions.setdefault(emoji, set()).add(call.state.bot_user.id)
-    call.state.dispatch(
-        "MESSAGE_REACTION_ADD",
-        {
-            "user_id": str(call.state.bot_user.id),
-            "channel_id": str(channel.id),
-            "message_id": str(message.id),
-            "guild_id": str(channel.guild_id),
-            "emoji": {"id": None, "name": emoji},
-            "burst": False,
-            "type": 0,
-        },
-    )
+    event: dict[str, Any] = {
+        "user_id": str(call.state.bot_user.id),
+        "channel_id": str(channel.id),
+        "message_id": str(message.id),
+        "emoji": {"id": None, "name": emoji},
+        "burst": False,
+        "type": 0,
+    }
+    if channel.guild_id is not None:
+        # A DM's reaction has no guild_id (and goes to shard 0).
+        event["guild_id"] = str(channel.guild_id)
+    call.state.dispatch("MESSAGE_REACTION_ADD", event)
     return no_content()
 
 

@@ -97,16 +97,14 @@ async def get_gateway(call: Call) -> web.Response:
 
 @routes.add("GET", "/gateway/bot")
 async def get_gateway_bot(call: Call) -> web.Response:
+    """The recommended shard count for the guilds the bot is in now, and what is left of the
+    day's IDENTIFYs (see `gateway.Gateway`)."""
+    gateway = call.discord.gateway
     return json_response(
         {
-            "url": call.discord.gateway.url,
-            "shards": 1,
-            "session_start_limit": {
-                "total": 1000,
-                "remaining": 999,
-                "reset_after": 86_400_000,
-                "max_concurrency": 1,
-            },
+            "url": gateway.url,
+            "shards": gateway.recommended_shards(),
+            "session_start_limit": gateway.session_start_limit(),
         }
     )
 

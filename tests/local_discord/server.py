@@ -46,8 +46,15 @@ class LocalDiscordConfig:
     heartbeat_interval_ms: int = 41_250
     # A connection silent for this long is closed (None: twice the interval plus a second).
     heartbeat_timeout_ms: int | None = None
-    # One IDENTIFY per this many seconds of the local clock (Discord: max_concurrency 1 = 5 s).
+    # One IDENTIFY per this many seconds of the local clock in each of `max_concurrency`
+    # buckets (shard_id % max_concurrency; Discord: 5 s, and max_concurrency 1 for most bots).
     identify_interval_s: float = 5.0
+    max_concurrency: int = 1
+    # Guilds a shard may hold: an IDENTIFY that would hold more is closed with 4011 Sharding
+    # required (Discord: 2,500). A test makes it small to need shards with a few guilds.
+    max_guilds_per_shard: int = 2500
+    # IDENTIFYs a day (GET /gateway/bot's session_start_limit.total).
+    session_start_total: int = 1000
     # How long a session whose connection dropped stays resumable ("a few minutes").
     session_resume_window_s: float = 180.0
     # Whether the app may use the privileged Message Content intent (the portal switch). Even
@@ -97,6 +104,9 @@ class LocalDiscord:
             heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
             identify_interval_s=self.config.identify_interval_s,
             session_resume_window_s=self.config.session_resume_window_s,
+            max_concurrency=self.config.max_concurrency,
+            max_guilds_per_shard=self.config.max_guilds_per_shard,
+            session_start_total=self.config.session_start_total,
         )
         self.rest = RestApi(self, [core_routes, channel_routes, interaction_routes])
         self.typing: list[int] = []
@@ -120,6 +130,27 @@ class LocalDiscord:
         general = state.add_text_channel(guild, "general")
         images = state.add_text_channel(guild, "images", topic="FLUX.1 Kontext edits")
         return guild, general, images
+
+    def add_guild(
+        self, name: str, *, on_shard: tuple[int, int] | None = None
+    ) -> tuple[Guild, Channel]:
+        """Another guild the bot is in, set up like the first: the bot (with the configured
+        permissions), alice and bob as members, and a #general; returns it and its #general.
+        `on_shard=(k, count)`: its id puts it on shard k of `count`. Made before the bot
+        connects, it comes in READY and GUILD_CREATE like the first (no event announces it
+        to a bot already connected)."""
+        state = self.state
+        guild = state.add_guild(
+            name,
+            state.owner,
+            everyone_permissions=self.config.everyone_permissions,
+            premium_tier=self.config.premium_tier,
+            on_shard=on_shard,
+        )
+        state.add_member(guild, state.bot_user, permissions=self.config.bot_permissions)
+        for member in (self.user, self.stranger):
+            state.add_member(guild, member)
+        return guild, state.add_text_channel(guild, "general")
 
     # -- lifecycle -------------------------------------------------------------------------
 

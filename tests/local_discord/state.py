@@ -151,9 +151,17 @@ class DiscordState:
         return user
 
     def add_guild(
-        self, name: str, owner: User, *, everyone_permissions: int, premium_tier: int = 0
+        self,
+        name: str,
+        owner: User,
+        *,
+        everyone_permissions: int,
+        premium_tier: int = 0,
+        on_shard: tuple[int, int] | None = None,
     ) -> Guild:
-        guild_id = self.ids.next()
+        """A guild; `on_shard=(k, count)` gives it an id that puts it on shard k of `count`
+        (`(id >> 22) % count == k`), so a test knows which shard receives its events."""
+        guild_id = self.ids.next(on_shard=on_shard)
         guild = Guild(guild_id, name, owner.id, self.clock.iso(), premium_tier=premium_tier)
         # @everyone's role id is the guild id.
         guild.roles[guild_id] = Role(guild_id, "@everyone", int(everyone_permissions))
