@@ -41,8 +41,8 @@ VOLUME ["/data"]
 WORKDIR /data
 USER kontext
 
-# With HEALTH_PORT set, the bot's /healthz endpoint on that port is asked; without it, the job
-# store must be there and migrated (services/healthcheck.py).
+# With [monitoring] port set (MONITORING_PORT), the bot's own /healthz is asked; without it, the
+# job store must be there and migrated (services/healthcheck.py).
 HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-m", "services.healthcheck"]
 

@@ -33,8 +33,11 @@ from services.budget import Budgets
 from services.bundle import Services
 from services.community import Community
 from services.edits import EditService
+from services.health import GatewayState, HealthCheck, monitoring_routes
 from services.intake import open_intake
 from services.jobs import JobService, WebhookMode
+from services.logs import configure_logging
+from services.metrics import Metrics
 from services.modlog import ModLog
 from services.retention import Retention, keep_pruning
 from services.rules import ServerRules
@@ -42,7 +45,8 @@ from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
 from services.storage import Repository, StoreError
 from services.wavespeed import WaveSpeedClient, create_session
-from services.wavespeed.webhooks import WebhookInbox, serve_inbox
+from services.wavespeed.webhooks import WebhookInbox
+from services.webserver import Listener, Route, serve
 
 log = logging.getLogger("kontext.bot")
 
@@ -82,6 +86,8 @@ class KontextBot(commands.Bot):
         # `options` go to discord.py as they are (the end-to-end tests lower
         # `guild_ready_timeout`); `extra_extensions` load after cogs/ (a test-only probe cog);
         # `clock` is what token expiry is measured on (tests move it 15 minutes ahead).
+        # Metrics first: discord.py takes the trace that counts its 429s as it is built.
+        metrics = Metrics()
         super().__init__(
             # No text commands: only app commands, and the cog's listener for replies. An
             # empty prefix list matches nothing (and asks for no Message Content warning).
@@ -92,8 +98,12 @@ class KontextBot(commands.Bot):
             # Nobody is pinged unless a message names who: the bot echoes members' text and
             # the image service's, so "@everyone" in either must stay words.
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=metrics.discord_trace(),
             **options,
         )
+        self.metrics = metrics
+        # Where /healthz and /metrics are served, once they are ([monitoring] port).
+        self.monitoring_port: int | None = None
         self.settings = settings
         self.clock = clock
         self._sync = sync
@@ -126,7 +136,7 @@ class KontextBot(commands.Bot):
             create_session(self.settings.wavespeed)
         )
         self.wavespeed = await self._resources.enter_async_context(
-            wavespeed_client(self.settings, self.http_session)
+            wavespeed_client(self.settings, self.http_session, observe=self.metrics.observe_request)
         )
         # The account that pays; in a dry run the simulator's pretend one, which it bills.
         account = Account(self.wavespeed, self.settings.wavespeed.low_balance_usd)
@@ -136,12 +146,14 @@ class KontextBot(commands.Bot):
             Budgets(self.repository, self.clock),
             self.clock,
         )
+        webhooks = await self._receive_webhooks(self.wavespeed)
         jobs = JobService(
             self.repository,
             self.wavespeed,
             self.settings.jobs,
             clock=self.clock,
-            webhooks=await self._receive_webhooks(self.wavespeed),
+            webhooks=webhooks,
+            metrics=self.metrics,
             modlog=ModLog(
                 self.repository,
                 community,
@@ -166,6 +178,7 @@ class KontextBot(commands.Bot):
             simulated=self.wavespeed.simulated,
             clock=self.clock,
         )
+        await self._serve_http(webhooks)
         # Old image bytes are dropped in the background, hourly (jobs and the ledger stay).
         self.retention = await self._resources.enter_async_context(
             keep_pruning(
@@ -200,7 +213,8 @@ class KontextBot(commands.Bot):
         )
 
     async def _receive_webhooks(self, client: WaveSpeedClient) -> WebhookMode | None:
-        """Webhook mode, when a webhook URL is set: the secret, and a server for deliveries."""
+        """Webhook mode, when a webhook URL is set: the secret and an inbox for deliveries
+        (`_serve_http` serves it)."""
         settings = self.settings.wavespeed
         if settings.webhook_url is None:
             return None
@@ -210,12 +224,52 @@ class KontextBot(commands.Bot):
             else await client.webhook_secret()
         )
         inbox = WebhookInbox(secret)
-        path = urlsplit(settings.webhook_url).path or "/"
-        port = await self._resources.enter_async_context(
-            serve_inbox(inbox, host=settings.webhook_host, port=settings.webhook_port, path=path)
-        )
-        log.info("receiving WaveSpeed webhooks on %s:%d%s", settings.webhook_host, port, path)
         return WebhookMode(inbox, settings.webhook_url, settings.webhook_safety_poll_s)
+
+    async def _serve_http(self, webhooks: WebhookMode | None) -> None:
+        """One HTTP server for WaveSpeed's webhooks and /healthz and /metrics, when either is
+        on (see services/webserver.py for how their ports are shared)."""
+        listeners: list[Listener] = []
+        hooks = self.settings.wavespeed
+        path = ""
+        if webhooks is not None:
+            path = urlsplit(webhooks.url).path or "/"
+            route = Route("POST", path, webhooks.inbox.handle)
+            listeners.append(Listener("webhooks", hooks.webhook_host, hooks.webhook_port, [route]))
+        monitoring = self.settings.monitoring
+        if monitoring.port is not None:
+            assert self.wavespeed is not None
+            health = HealthCheck(
+                self._gateway_state,
+                self.repository,
+                self.wavespeed,
+                wavespeed_every_s=monitoring.wavespeed_check_s,
+                timeout_s=monitoring.check_timeout_s,
+            )
+            routes = monitoring_routes(health, self.metrics, self.repository)
+            listeners.append(Listener("monitoring", monitoring.host, monitoring.port, routes))
+        if not listeners:
+            return
+        ports = await self._resources.enter_async_context(serve(listeners))
+        if "webhooks" in ports:
+            log.info(
+                "receiving WaveSpeed webhooks on %s:%d%s",
+                hooks.webhook_host,
+                ports["webhooks"],
+                path,
+            )
+        if "monitoring" in ports:
+            self.monitoring_port = ports["monitoring"]
+            log.info(
+                "health and metrics on http://%s:%d/healthz and /metrics",
+                monitoring.host,
+                self.monitoring_port,
+            )
+
+    def _gateway_state(self) -> GatewayState:
+        # is_ready() stays true while discord.py reconnects: the socket says whether it is up.
+        socket_open = self.ws is not None and self.ws.open
+        return GatewayState(self.is_ready() and not self.is_closed() and socket_open, self.latency)
 
     async def sync_commands(self, guild_id: int | None) -> None:
         """Publish the slash commands: to one guild (instant) or globally (up to an hour)."""
@@ -259,19 +313,6 @@ def point_at_discord(settings: Settings) -> None:
     """Aim discord.py at the configured REST API and gateway (a proxy, or a local Discord)."""
     discord.http.Route.BASE = settings.discord.api_base_url.rstrip("/")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # discord.py's gateway chatter is noise at INFO; aiosqlite's debug lines carry every
-    # query's parameters, image bytes included.
-    quieter = max(logging.getLevelName(level), logging.WARNING)
-    for noisy in ("discord", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(quieter)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -318,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, settings.logging.format)
     sync_guild = None
     if args.sync not in (None, "global"):
         if not args.sync.isdigit():

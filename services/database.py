@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import aiosqlite
@@ -36,6 +36,14 @@ class Row(Protocol):
 
 def as_dict(row: Row) -> dict[str, Any]:
     return {name: row[name] for name in row.keys()}  # noqa: SIM118 (a row, not a dict)
+
+
+class Reader(Protocol):
+    """What reads: a database, or a transaction."""
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
 class Transaction(Protocol):
@@ -83,6 +91,14 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def reclaim_space(self) -> None:
         """Give the space of deleted data back to the file system."""
+
+    @abc.abstractmethod
+    async def notify(self, tx: Transaction) -> None:
+        """Tell the store's other processes, once `tx` commits, that the queue changed."""
+
+    @abc.abstractmethod
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process tells of a change (see `notify`)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -142,11 +158,14 @@ class SqliteDatabase(Database):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
             try:
+                await self._connection.execute("BEGIN IMMEDIATE")
                 yield _SqliteTransaction(self._connection)
             except BaseException:
-                await self._connection.rollback()
+                # Cancelled even while BEGIN was on its way: never leave a transaction open
+                # for the next unit of work to trip over.
+                if self._connection.in_transaction:
+                    await self._connection.rollback()
                 raise
             await self._connection.commit()
 
@@ -183,6 +202,13 @@ class SqliteDatabase(Database):
             async with self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
                 await cursor.fetchall()
 
+    # A SQLite store has one process, which wakes itself: nobody else to tell or hear from.
+    async def notify(self, tx: Transaction) -> None:
+        return None
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        return None
+
     async def close(self) -> None:
         await self._connection.close()
 
@@ -190,6 +216,8 @@ class SqliteDatabase(Database):
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\?")
+# Where processes sharing a store tell each other the queue changed.
+CHANGES_CHANNEL = "kontext_jobs"
 _TYPES = (
     # An `id INTEGER PRIMARY KEY` is SQLite's auto-numbered row id.
     (
@@ -258,6 +286,9 @@ class PostgresDatabase(Database):
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
+        # The connection kept for LISTEN (a pooled one would be handed to others).
+        self._listener: Any = None
+        self._callbacks: list[Callable[..., None]] = []
 
     @classmethod
     async def connect(cls, dsn: str, *, max_connections: int = 10) -> PostgresDatabase:
@@ -296,5 +327,22 @@ class PostgresDatabase(Database):
         # PostgreSQL's autovacuum does this on its own.
         return None
 
+    async def notify(self, tx: Transaction) -> None:
+        # Delivered at commit, and not at all on rollback.
+        await tx.execute(f"NOTIFY {CHANGES_CHANNEL}")
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        if self._listener is None:
+            self._listener = await self._pool.acquire()
+        callback = lambda *_: wake()  # noqa: E731 (asyncpg passes four arguments)
+        self._callbacks.append(callback)
+        await self._listener.add_listener(CHANGES_CHANNEL, callback)
+
     async def close(self) -> None:
+        if self._listener is not None:
+            for callback in self._callbacks:
+                await self._listener.remove_listener(CHANGES_CHANNEL, callback)
+            self._callbacks.clear()
+            await self._pool.release(self._listener)
+            self._listener = None
         await self._pool.close()

@@ -1,14 +1,13 @@
 """Is the bot healthy? `python -m services.healthcheck` exits 0 if so, 1 with one line if not.
 
-The container's HEALTHCHECK. With `HEALTH_PORT` set (the bot's optional health endpoint), it asks
-`GET http://127.0.0.1:$HEALTH_PORT/healthz` and wants a 200. Without it, it checks what the bot
-cannot run without: its job store is there, readable, and migrated (the bot writes its schema
-version at start-up, so a store at version 0 means the bot never got that far).
+The container's HEALTHCHECK. With `[monitoring] port` set (`MONITORING_PORT`), it asks the bot's
+own `GET /healthz` there (gateway, store and WaveSpeed) and wants a 200. Without it, it checks
+what the bot cannot run without: its job store is there, readable, and migrated (the bot writes
+its schema version at start-up, so a store at version 0 means the bot never got that far).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import urllib.error
@@ -17,13 +16,14 @@ from pathlib import Path
 
 from .settings import ConfigError, load_settings
 
-HEALTH_PORT_ENV = "HEALTH_PORT"
 HEALTH_PATH = "/healthz"
 
 
-def check_endpoint(port: int, *, timeout: float = 5.0) -> str | None:
+def check_endpoint(host: str, port: int, *, timeout: float = 10.0) -> str | None:
     """None when the health endpoint answers 200; else why not."""
-    url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # listening everywhere: ask it on loopback
+    url = f"http://{host}:{port}{HEALTH_PATH}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             if response.status == 200:
@@ -38,7 +38,7 @@ def check_endpoint(port: int, *, timeout: float = 5.0) -> str | None:
 def check_store(database: Path) -> str | None:
     """None when the job store is there and migrated; else why not."""
     if str(database).startswith(("postgresql:", "postgres:")):
-        return None  # a server of its own: the bot's health endpoint (HEALTH_PORT) tells
+        return None  # a server of its own: the bot's /healthz ([monitoring] port) tells
     if not database.is_file():
         return f"unhealthy: no job store at {database}"
     try:
@@ -56,17 +56,16 @@ def check_store(database: Path) -> str | None:
 
 
 def main() -> int:
-    port = os.environ.get(HEALTH_PORT_ENV, "").strip()
-    if port:
-        if not port.isdigit():
-            problem: str | None = f"unhealthy: {HEALTH_PORT_ENV}={port!r} is not a port number"
-        else:
-            problem = check_endpoint(int(port))
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        problem: str | None = f"unhealthy: {exc}"
     else:
-        try:
-            problem = check_store(load_settings().storage.database)
-        except ConfigError as exc:
-            problem = f"unhealthy: {exc}"
+        monitoring = settings.monitoring
+        if monitoring.port:
+            problem = check_endpoint(monitoring.host, monitoring.port)
+        else:
+            problem = check_store(settings.storage.database)
     if problem:
         print(problem, file=sys.stderr)
         return 1

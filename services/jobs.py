@@ -34,6 +34,9 @@ import datetime as dt
 import enum
 import functools
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -42,6 +45,8 @@ from typing import Any, Protocol, TypeVar
 from .breaker import CircuitBreaker
 from .fingerprint import fingerprint_of, matches
 from .images import header_size
+from .logs import bind_job, bind_prediction
+from .metrics import Metrics
 from .modlog import LogEntry, LogNote, ModLog
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
@@ -231,9 +236,14 @@ class JobService:
         *,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookMode | None = None,
+        metrics: Metrics | None = None,
         modlog: ModLog | None = None,
     ) -> None:
         self._repository = repository
+        # This process among a fleet's workers: who holds a job's lease.
+        self.worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._leases_checked_at = 0.0
+        self._metrics = metrics
         # What servers' log channels are told; posted by `_aside` tasks, never waited for.
         self._modlog = modlog
         self._aside_tasks: set[asyncio.Task[None]] = set()
@@ -282,15 +292,50 @@ class JobService:
         """Pick up what a previous run left open, then start taking jobs."""
         self._presenter = presenter
         self._status.start()
-        jobs, broken = await self._repository.open_jobs()
+        _, broken = await self._repository.open_jobs()
         if broken:
             log.error("set aside %d unreadable job rows: %s", len(broken), broken)
-        for job in jobs:
-            await self._recover(job)
+        # One process on its own store takes on everything a previous run left; a worker of a
+        # fleet only what no live worker holds (the others renew their leases).
+        await self._take_on_orphans(everything=not self._repository.shared)
+        await self._repository.listen(self._wake.set)
         self._scheduler = asyncio.create_task(self._schedule(), name="job-scheduler")
         self._wake.set()
 
+    def _lease_end(self) -> float:
+        # Leases are compared by every process of a fleet: wall-clock time, never a test clock.
+        return time.time() + self._settings.lease_s
+
+    async def _take_on_orphans(self, *, everything: bool = False) -> None:
+        """Drive the open jobs whose worker is gone, from where they stood."""
+        taken = await self._repository.claim_orphans(
+            self.worker, now=time.time(), lease_until=self._lease_end(), everything=everything
+        )
+        for job_id in taken:
+            if job_id in self._tasks:
+                continue
+            try:
+                job = await self._repository.job(job_id)
+            except (TypeError, ValueError) as exc:
+                log.error("job %d: unreadable row (%s); set aside", job_id, exc)
+                await self._repository.set_aside(job_id)
+                continue
+            await self._recover(job)
+
+    async def _keep_leases(self) -> None:
+        """Renew this worker's leases and take on jobs other workers left, now and then."""
+        now = time.time()
+        if now < self._leases_checked_at + self._settings.lease_s / 3:
+            return
+        self._leases_checked_at = now
+        await self._repository.renew_leases(self.worker, lease_until=self._lease_end())
+        await self._take_on_orphans()
+
     async def _recover(self, job: JobRecord) -> None:
+        with bind_job(job.id, job.prediction_id):
+            await self._recover_job(job)
+
+    async def _recover_job(self, job: JobRecord) -> None:
         if job.status == JobStatus.STARTING:
             # Taken from the queue but never sent: it goes back in its place.
             await self._repository.transition(job.id, JobStatus.STARTING, JobStatus.QUEUED)
@@ -336,6 +381,9 @@ class JobService:
             work.cancel()
         await asyncio.gather(*remaining, return_exceptions=True)
         await self._status.stop()
+        # Stopping on purpose: other workers need not wait for the leases to run out.
+        with contextlib.suppress(Exception):
+            await self._repository.release_leases(self.worker)
 
     # --- Taking jobs ----------------------------------------------------------------------------
 
@@ -400,6 +448,7 @@ class JobService:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                await self._keep_leases()
                 if not self._breaker.is_open:
                     await self._start_what_fits()
                 await self._announce_positions()
@@ -410,30 +459,26 @@ class JobService:
                 self._wake.set()
 
     async def _start_what_fits(self) -> None:
-        in_use = await self._repository.slots_in_use(
-            running_since=self._clock() - self._settings.slow_after_s
+        # Fleet-wide: the store decides what fits among every worker's jobs.
+        started = await self._repository.claim_startable(
+            self.worker,
+            max_concurrent=self._settings.max_concurrent,
+            per_member=self._settings.per_member,
+            running_since=self._clock() - self._settings.slow_after_s,
+            lease_until=self._lease_end(),
         )
-        free = self._settings.max_concurrent - sum(in_use.values())
-        if free <= 0:
-            return
-        # Enough waiting jobs to fill the free slots even when some members are at their cap.
-        waiting = await self._repository.queued_in_order(limit=free * 20 + 50)
-        for job in waiting:
-            if free <= 0:
-                break
-            if in_use.get(job.requester_id, 0) >= self._settings.per_member:
-                continue
-            started = await self._repository.transition(
-                job.id, JobStatus.QUEUED, JobStatus.STARTING
-            )
-            if started is None:
-                continue  # cancelled meanwhile
-            in_use[job.requester_id] = in_use.get(job.requester_id, 0) + 1
-            free -= 1
+        for job in started:
             self._announced.pop(job.id, None)
-            self._launch(started)
+            self._launch(job)
 
     async def _announce_positions(self) -> None:
+        # One worker of a fleet tells waiting members their place; the others would repeat it.
+        now = time.time()
+        if not await self._repository.hold_role(
+            "announcer", self.worker, now=now, lease_until=now + self._settings.lease_s
+        ):
+            self._announced.clear()
+            return
         waiting = await self._repository.queued_in_order(limit=self._settings.announce_limit)
         for position, job in enumerate(waiting, start=1):
             stage, text = (
@@ -466,7 +511,12 @@ class JobService:
             self._wake.set()
             if done.cancelled() or done.exception() is None:
                 return
-            log.error("job %d crashed", job.id, exc_info=done.exception())
+            log.error(
+                "job %d crashed",
+                job.id,
+                exc_info=done.exception(),
+                extra={"job_id": job.id, "prediction_id": job.prediction_id},
+            )
             if not self._closing:
                 report = asyncio.create_task(self._after_crash(job.id))
                 self._reports.add(report)
@@ -474,13 +524,21 @@ class JobService:
 
         task.add_done_callback(finished)
 
-    async def _drive(self, job: JobRecord | None) -> None:
+    async def _drive(self, job: JobRecord) -> None:
+        """The job's own task: every line logged while it runs carries the job's id, and its
+        prediction's once it has one (services/logs.py)."""
+        with bind_job(job.id, job.prediction_id):
+            await self._steps_of(job)
+
+    async def _steps_of(self, job: JobRecord | None) -> None:
         """Take the job through its steps until it ends, or another worker owns the next."""
         while job is not None and (step := self._steps.get(job.status)) is not None:
             if self._closing:
                 return  # stopping: the next start takes the job on from here
             began, job_id, status = time.perf_counter(), job.id, job.status
             job = await step(job)
+            if job is not None:
+                bind_prediction(job.prediction_id)
             log.debug(
                 "job %d: %s -> %s in %.0f ms",
                 job_id,
@@ -493,7 +551,7 @@ class JobService:
     async def _after_crash(self, job_id: int) -> None:
         # The job keeps its stored status: if it was never sent it fails (nothing charged);
         # otherwise the next start resumes it. Either way its member hears of it now.
-        with contextlib.suppress(Exception):
+        with bind_job(job_id), contextlib.suppress(Exception):
             job = await self._repository.transition(
                 job_id,
                 (JobStatus.QUEUED, JobStatus.STARTING),
@@ -802,6 +860,8 @@ class JobService:
                 look_first = look_first or exc.maybe_posted
                 attempt += 1
                 await asyncio.sleep(wait)
+        if delivered is not None and self._metrics is not None and job.completed_at is not None:
+            self._metrics.observe_posted(self._clock() - job.completed_at)
         if delivered is not None:
             try:
                 await self._status.end(job.id)
@@ -951,7 +1011,8 @@ class JobService:
 
     async def _show(self, job_id: int, status: _Status) -> None:
         if self._presenter is not None:
-            await self._presenter.show_progress(status.job, status.stage, status.detail)
+            with bind_job(job_id, status.job.prediction_id):
+                await self._presenter.show_progress(status.job, status.stage, status.detail)
 
 
 def _utc(timestamp: float) -> dt.datetime:

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
 from .wavespeed import WaveSpeedClient
+from .wavespeed.client import RequestObserver
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,12 @@ DRY_RUN_BANNER = (
 
 @asynccontextmanager
 async def wavespeed_client(
-    settings: Settings, session: aiohttp.ClientSession
+    settings: Settings, session: aiohttp.ClientSession, *, observe: RequestObserver | None = None
 ) -> AsyncIterator[WaveSpeedClient]:
-    """The client for this run; with no key, the simulator runs for as long as the context."""
+    """The client for this run; with no key, the simulator runs for as long as the context.
+    `observe` is told each request's kind and seconds (the bot's metrics)."""
     if settings.wavespeed.api_key is not None:
-        yield WaveSpeedClient(session, settings.wavespeed)
+        yield WaveSpeedClient(session, settings.wavespeed, observe=observe)
         return
     # A fresh key per run keeps the loopback simulator private to this process.
     key = secrets.token_urlsafe(24)
@@ -49,4 +51,4 @@ async def wavespeed_client(
         dry_run = settings.wavespeed.model_copy(
             update={"api_key": SecretStr(key), "base_url": simulator.base_url}
         )
-        yield WaveSpeedClient(session, dry_run, simulated=True)
+        yield WaveSpeedClient(session, dry_run, simulated=True, observe=observe)

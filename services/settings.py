@@ -228,6 +228,9 @@ class JobSettings(_Section):
     # question every breaker_probe_s until it answers.
     breaker_threshold: int = Field(default=3, ge=1)
     breaker_probe_s: float = Field(default=5.0, gt=0)
+    # A worker of a fleet (a PostgreSQL store) renews its jobs' leases every third of this;
+    # one that dies, its jobs are taken on by another worker this long after its last renewal.
+    lease_s: float = Field(default=30.0, gt=0)
     # On SIGTERM, how long submit requests already on their way may take to finish.
     shutdown_grace_s: float = Field(default=8.0, ge=0)
 
@@ -244,6 +247,23 @@ class LimitSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (time, level,
+    # logger, message, job_id and prediction_id when known, exception) for a log collector.
+    format: Literal["text", "json"] = "text"
+
+
+class MonitoringSettings(_Section):
+    """An HTTP port for operations: GET /healthz (JSON, 200 or 503) and GET /metrics
+    (Prometheus). Off unless `port` is set; 0 picks a free port (logged at start-up)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    # Loopback by default: the endpoints answer without a password.
+    host: str = "127.0.0.1"
+    # /healthz asks WaveSpeed a free question (the account balance) at most this often and
+    # reuses the answer in between, so frequent probes never hammer it.
+    wavespeed_check_s: float = Field(default=30.0, gt=0)
+    # How long each check of /healthz may take before it counts as failing.
+    check_timeout_s: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -265,6 +285,7 @@ class Settings(BaseSettings):
     # What a server has until its admins change it with /kontext-admin.
     defaults: DefaultRules = DefaultRules()
     logging: LoggingSettings = LoggingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -32,6 +32,7 @@ import aiosqlite
 from .database import (
     Database,
     PostgresDatabase,
+    Reader,
     Row,
     SqliteDatabase,
     Transaction,
@@ -211,7 +212,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (guild_id, kind, period_start)
     )
     """,
-    # 5: retention. An image's bytes are dropped once no job newer than [storage]
+    # 5: a fleet of workers sharing one store. Each open job is leased to the worker driving
+    # it until `lease_until`; a worker that dies stops renewing, and another takes the job on
+    # from where it stood. A role only one worker may hold at a time (announcing queue places)
+    # is leased the same way.
+    """
+    ALTER TABLE jobs ADD COLUMN worker TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    CREATE INDEX jobs_by_worker ON jobs(worker);
+    CREATE TABLE fleet_roles (
+        name TEXT PRIMARY KEY,
+        worker TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    )
+    """,
+    # 6: retention. An image's bytes are dropped once no job newer than [storage]
     # retention_days uses it; its row (size, type, hash) stays for the jobs that name it, with
     # the time its bytes went (`data` is then empty).
     """
@@ -440,6 +455,15 @@ class Repository:
     async def close(self) -> None:
         await self._db.close()
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use this store at once (a PostgreSQL fleet)."""
+        return self._db.dialect == "postgres"
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when another process changes the queue (PostgreSQL's LISTEN)."""
+        await self._db.listen(wake)
+
     async def migrate(self) -> int:
         """Apply the migrations this database lacks; return its version afterwards."""
         version = await self._db.schema_version()
@@ -613,6 +637,8 @@ class Repository:
                         hold.at,
                     ),
                 )
+            # Workers in other processes wake to a new job at once.
+            await self._db.notify(tx)
         return await self.job(job_id)
 
     async def transition(
@@ -644,6 +670,9 @@ class Repository:
             if outputs is not None:
                 await self._set_job_images(tx, job_id, "output", outputs)
             await self._end_hold(tx, job_id, to_status, values["updated_at"])
+            if to_status not in OPEN_STATUSES:
+                # A place at WaveSpeed may have freed: other workers look at the queue again.
+                await self._db.notify(tx)
         return await self.job(job_id)
 
     # --- The budget ledger ----------------------------------------------------------------------
@@ -915,11 +944,7 @@ class Repository:
 
     async def queued_in_order(self, limit: int) -> list[JobRecord]:
         """Waiting jobs in the order they start: by turn, then first come."""
-        rows = await self._db.fetchall(
-            f"{_SELECT_JOB} WHERE status = ? ORDER BY turn, id LIMIT ?",
-            (JobStatus.QUEUED, limit),
-        )
-        return [_job_from_row(row) for row in rows]
+        return await _queued_in_order(self._db, limit)
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 for the next job to start, 2 for the one after...; None once started or gone."""
@@ -932,19 +957,114 @@ class Repository:
         return int(row[0]) if row else None
 
     async def slots_in_use(self, *, running_since: float) -> dict[int, int]:
-        """Member id -> their jobs holding a place at WaveSpeed now.
+        """Member id -> their jobs holding a place at WaveSpeed now (by every worker).
 
         A job sent before `running_since` no longer counts: it may be stuck, and it must not
         hold everyone else up while it waits out its deadline.
         """
-        rows = await self._db.fetchall(
-            "SELECT requester_id, COUNT(*) FROM jobs"
-            f" WHERE status IN ({_placeholders(SLOT_STATUSES)})"
-            " AND NOT (status IN (?, ?) AND COALESCE(submitted_at, submit_started_at) < ?)"
-            " GROUP BY requester_id",
-            (*SLOT_STATUSES, JobStatus.RUNNING, JobStatus.SUBMITTING, running_since),
-        )
-        return {int(row[0]): int(row[1]) for row in rows}
+        return await _slots_in_use(self._db, running_since)
+
+    # --- A fleet of workers ---------------------------------------------------------------------
+
+    async def claim_startable(
+        self,
+        worker: str,
+        *,
+        max_concurrent: int,
+        per_member: int,
+        running_since: float,
+        lease_until: float,
+    ) -> list[JobRecord]:
+        """Take from the queue what fits now, across every worker: in turn order, at most
+        `max_concurrent` holding a place at WaveSpeed and `per_member` for one member. Each job
+        taken is STARTING and leased to `worker`. One transaction under one lock, so two
+        workers never take the same job, nor together more than fits."""
+        taken: list[int] = []
+        async with self._db.transaction() as tx:
+            await tx.lock("scheduler")
+            in_use = await _slots_in_use(tx, running_since)
+            free = max_concurrent - sum(in_use.values())
+            if free <= 0:
+                return []
+            # Enough waiting jobs to fill the free slots even when some members are at their cap.
+            for job in await _queued_in_order(tx, free * 20 + 50):
+                if free <= 0:
+                    break
+                if in_use.get(job.requester_id, 0) >= per_member:
+                    continue
+                changed = await tx.execute(
+                    "UPDATE jobs SET status = ?, worker = ?, lease_until = ?, updated_at = ?"
+                    " WHERE id = ? AND status = ?",
+                    (
+                        JobStatus.STARTING,
+                        worker,
+                        lease_until,
+                        time.time(),
+                        job.id,
+                        JobStatus.QUEUED,
+                    ),
+                )
+                if changed != 1:
+                    continue  # cancelled meanwhile
+                in_use[job.requester_id] = in_use.get(job.requester_id, 0) + 1
+                free -= 1
+                taken.append(job.id)
+            await self._db.notify(tx)
+        return [await self.job(job_id) for job_id in taken]
+
+    async def claim_orphans(
+        self, worker: str, *, now: float, lease_until: float, everything: bool = False
+    ) -> list[int]:
+        """Lease to `worker` the open jobs nobody drives: taken from the queue but whose
+        worker's lease ran out (it died, or stopped). `everything`: every open job that has
+        left the queue, as one process on its own store does at start-up."""
+        moving = [s for s in OPEN_STATUSES if s != JobStatus.QUEUED]
+        condition = "" if everything else " AND (lease_until IS NULL OR lease_until < ?)"
+        params: list[Any] = [worker, lease_until, *moving]
+        if not everything:
+            params.append(now)
+        async with self._db.transaction() as tx:
+            rows = await tx.fetchall(
+                "UPDATE jobs SET worker = ?, lease_until = ?"
+                f" WHERE status IN ({_placeholders(moving)}){condition} RETURNING id",
+                params,
+            )
+        return sorted(int(row["id"]) for row in rows)
+
+    async def renew_leases(self, worker: str, *, lease_until: float) -> int:
+        """Keep the open jobs `worker` drives leased to it; how many it holds."""
+        async with self._db.transaction() as tx:
+            return await tx.execute(
+                "UPDATE jobs SET lease_until = ?"
+                f" WHERE worker = ? AND status IN ({_placeholders(OPEN_STATUSES)})",
+                (lease_until, worker, *OPEN_STATUSES),
+            )
+
+    async def release_leases(self, worker: str) -> None:
+        """A worker stopping on purpose: its open jobs may be taken on at once."""
+        async with self._db.transaction() as tx:
+            await tx.execute("UPDATE jobs SET lease_until = NULL WHERE worker = ?", (worker,))
+            await tx.execute("DELETE FROM fleet_roles WHERE worker = ?", (worker,))
+            await self._db.notify(tx)
+
+    async def hold_role(self, name: str, worker: str, *, now: float, lease_until: float) -> bool:
+        """Whether `worker` holds the fleet-wide role `name` (taken, or renewed, now)."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "INSERT INTO fleet_roles (name, worker, lease_until) VALUES (?,?,?)"
+                " ON CONFLICT (name) DO UPDATE SET worker = excluded.worker,"
+                " lease_until = excluded.lease_until"
+                " WHERE fleet_roles.worker = excluded.worker OR fleet_roles.lease_until < ?",
+                (name, worker, lease_until, now),
+            )
+        return changed == 1
+
+    async def set_aside(self, job_id: int) -> None:
+        """A row this version cannot read: kept for an operator, never worked on."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
+            )
 
     async def typical_inference_s(self, model_path: str) -> float | None:
         """The median inference time of the model's recent jobs, in seconds (None: no history).
@@ -966,6 +1086,25 @@ class Repository:
             "SELECT 1 FROM jobs WHERE prediction_id = ?", (prediction_id,)
         )
         return row is not None
+
+    # --- What monitoring reads ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """The cheapest read there is; raises when the store cannot answer (closed, broken)."""
+        await self._db.fetchone("SELECT 1")
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs the store holds in each status (statuses without jobs left out)."""
+        rows = await self._db.fetchall("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def settled_by_model(self) -> dict[str, int]:
+        """What the ledger settled (images made and charged), by model path, in micro-dollars."""
+        rows = await self._db.fetchall(
+            "SELECT j.model_path, SUM(h.amount_micros) FROM budget_holds h"
+            " JOIN jobs j ON j.id = h.job_id WHERE h.state = 'settled' GROUP BY j.model_path"
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def lineage(self, job_id: int) -> list[JobRecord]:
         """The job and its ancestors, oldest first: a chain's history up to this step."""
@@ -1044,6 +1183,24 @@ class Repository:
         if pruned:
             await self._db.reclaim_space()
         return pruned
+
+
+async def _queued_in_order(reader: Reader, limit: int) -> list[JobRecord]:
+    rows = await reader.fetchall(
+        f"{_SELECT_JOB} WHERE status = ? ORDER BY turn, id LIMIT ?", (JobStatus.QUEUED, limit)
+    )
+    return [_job_from_row(row) for row in rows]
+
+
+async def _slots_in_use(reader: Reader, running_since: float) -> dict[int, int]:
+    rows = await reader.fetchall(
+        "SELECT requester_id, COUNT(*) FROM jobs"
+        f" WHERE status IN ({_placeholders(SLOT_STATUSES)})"
+        " AND NOT (status IN (?, ?) AND COALESCE(submitted_at, submit_started_at) < ?)"
+        " GROUP BY requester_id",
+        (*SLOT_STATUSES, JobStatus.RUNNING, JobStatus.SUBMITTING, running_since),
+    )
+    return {int(row[0]): int(row[1]) for row in rows}
 
 
 def _starting_statuses() -> str:

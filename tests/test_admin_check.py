@@ -64,4 +64,5 @@ def test_the_group_is_for_servers_and_manage_server_by_default() -> None:
         "unban",
         "log-channel",
         "usage",
+        "balance",
     }

@@ -33,7 +33,8 @@ from services.simulator import Fault, SimulatorConfig, WaveSpeedSimulator
 from services.status import Lane, RequestBudget
 from services.storage import JobImage, JobRecord, NewImage, PostedResult, Repository
 from services.wavespeed import KontextError, WaveSpeedClient, model_for_path
-from services.wavespeed.webhooks import WebhookInbox, serve_inbox
+from services.wavespeed.webhooks import WebhookInbox
+from services.webserver import Listener, Route, serve
 from tests.conftest import API_KEY
 from tests.images import make_png
 
@@ -708,7 +709,9 @@ async def webhooks(
 ) -> AsyncIterator[WebhookMode]:
     """Webhook mode: an inbox served on loopback, as bot.py sets it up."""
     inbox = WebhookInbox(await make_client().webhook_secret())
-    async with serve_inbox(inbox, host="127.0.0.1", port=0, path="/hooks/wavespeed") as port:
+    route = Route("POST", "/hooks/wavespeed", inbox.handle)
+    async with serve([Listener("webhooks", "127.0.0.1", 0, [route])]) as ports:
+        port = ports["webhooks"]
         yield WebhookMode(inbox, f"http://127.0.0.1:{port}/hooks/wavespeed", safety_poll_s=30.0)
 
 

@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 from setuptools import find_packages
 
-from services.healthcheck import check_store
+from services.healthcheck import check_endpoint, check_store
 from services.healthcheck import main as health_main
 from services.storage import Repository
+from tests.local_discord import LocalDiscord, start_bot
+
+pytest_plugins = ("tests.local_discord.fixtures",)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,7 +144,7 @@ def test_the_health_check_reads_the_store_or_the_health_endpoint(
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            monkeypatch.setenv("HEALTH_PORT", str(server.server_address[1]))
+            monkeypatch.setenv("MONITORING_PORT", str(server.server_address[1]))
             assert health_main() == 0
         finally:
             server.shutdown()
@@ -245,3 +248,9 @@ def test_ci_runs_lint_through_make_test() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: lint\b", makefile, re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+async def test_the_health_check_asks_the_running_bots_healthz(local_discord: LocalDiscord) -> None:
+    async with start_bot(local_discord, settings_overrides={"monitoring": {"port": 0}}) as (_, bot):
+        assert bot.monitoring_port is not None
+        assert await asyncio.to_thread(check_endpoint, "0.0.0.0", bot.monitoring_port) is None

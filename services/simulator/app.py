@@ -150,6 +150,9 @@ class WaveSpeedSimulator:
         self.webhook_deliveries: list[WebhookDelivery] = []
         # Every prediction ever created, evicted ones included: what a double submit would add to.
         self.created_total = 0
+        # The most predictions ever open (created, not yet ended) at once: what a fleet's
+        # fleet-wide concurrency cap must keep down.
+        self.peak_open = 0
         # What the stored submit bodies hold, about (see `_keep_inputs_bounded`).
         self._input_bytes = 0
         # "http://host:port" while run_simulator runs it; None otherwise.
@@ -455,6 +458,10 @@ class WaveSpeedSimulator:
         )
         self._store(record, now)
         self.created_total += 1
+        self.peak_open = max(
+            self.peak_open,
+            sum(not p.status.terminal for p in self.predictions.values()),
+        )
         self._window.record(key, plan.count, now)
         self._reserved += cost
         self._spawn(self._jobs.run(record, plan, self._slots.claim(key)))
@@ -811,6 +818,7 @@ class WaveSpeedSimulator:
                 "predictions": {
                     "stored": len(self.predictions),
                     "created_total": self.created_total,
+                    "peak_open": self.peak_open,
                     "by_status": dict(by_status),
                     "items": self._created(),
                     "duplicates": self._duplicates(),

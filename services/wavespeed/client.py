@@ -117,6 +117,11 @@ class Submission:
         return self.prediction.id
 
 
+# Told the kind of each HTTP exchange ("submit", "result", "download", "upload", "history",
+# "balance", "account") and its seconds, failed ones included: the bot's latency metrics.
+RequestObserver = Callable[[str, float], None]
+
+
 class _Transient(Exception):
     """A failed attempt that may be tried again."""
 
@@ -141,6 +146,7 @@ class WaveSpeedClient:
         settings: WaveSpeedSettings,
         *,
         simulated: bool = False,
+        observe: RequestObserver | None = None,
     ) -> None:
         if settings.api_key is None:
             raise AuthenticationError("No WaveSpeed API key is configured.")
@@ -154,6 +160,7 @@ class WaveSpeedClient:
             max_s=settings.retry_max_s,
         )
         self.simulated = simulated
+        self._observe = observe
 
     @property
     def max_connections(self) -> int:
@@ -229,6 +236,7 @@ class WaveSpeedClient:
             # A sync submit is held open until the image is made (or WaveSpeed's own time-out).
             timeout_s=self._settings.sync_timeout_s if sync else self._settings.submit_timeout_s,
             repeatable=False,
+            kind="submit",
         )
         log.info("submitted %s as prediction %s (%s)", spec.path, prediction.id, prediction.status)
         return Submission(spec, request, prediction, estimate_cost(spec, request))
@@ -398,7 +406,7 @@ class WaveSpeedClient:
         listed = 0
         for page in range(1, max_pages + 1):
             envelope, _ = await self._api(
-                "POST", "/api/v3/predictions", json={**query, "page": page}
+                "POST", "/api/v3/predictions", json={**query, "page": page}, kind="history"
             )
             items, total, served_size = _history_page(envelope.data, page_size)
             listed += len(items)
@@ -428,11 +436,11 @@ class WaveSpeedClient:
         Retried like every read; an answer without a readable amount counts as malformed and
         ends, once the retries run out, as ServerError, never as a made-up zero.
         """
-        data, _ = await self._api_model(Balance, "GET", "/api/v3/balance")
+        data, _ = await self._api_model(Balance, "GET", "/api/v3/balance", kind="balance")
         return data.balance
 
     async def webhook_secret(self) -> str:
-        envelope, _ = await self._api("GET", "/api/v3/webhook/secret")
+        envelope, _ = await self._api("GET", "/api/v3/webhook/secret", kind="account")
         data = envelope.data if isinstance(envelope.data, dict) else {}
         secret = data.get("secret")
         if not isinstance(secret, str) or not secret:
@@ -490,6 +498,7 @@ class WaveSpeedClient:
             "/api/v3/media/upload/binary",
             body=form,
             timeout_s=self._settings.upload_timeout_s,
+            kind="upload",
         )
         return _field(envelope, "download_url")
 
@@ -503,6 +512,7 @@ class WaveSpeedClient:
                 "content_type": image.content_type,
             },
             timeout_s=self._settings.upload_timeout_s,
+            kind="upload",
         )
         ticket = envelope.data.get("upload") if isinstance(envelope.data, dict) else None
         if not isinstance(ticket, dict) or not ticket.get("url"):
@@ -516,6 +526,7 @@ class WaveSpeedClient:
             headers={str(k): str(v) for k, v in (ticket.get("headers") or {}).items()},
             body=lambda: image.data,
             timeout_s=self._settings.upload_timeout_s,
+            kind="upload",
         )
         return download_url
 
@@ -536,6 +547,7 @@ class WaveSpeedClient:
                     timeout_s=self._settings.download_timeout_s,
                     prediction_id=prediction.id,
                     until=until,
+                    kind="download",
                 )
                 return data, _checked_type(data), output
             try:
@@ -583,6 +595,7 @@ class WaveSpeedClient:
             f"/api/v3/predictions/{prediction_id}/result",
             prediction_id=prediction_id,
             until=until,
+            kind="result",
         )
         return prediction, parse_retry_after(headers.get("Retry-After"))
 
@@ -607,6 +620,7 @@ class WaveSpeedClient:
         prediction_id: str | None = None,
         expect: type[BaseModel] | None = None,
         until: float | None = None,
+        kind: str = "account",
     ) -> tuple[Envelope, Mapping[str, str]]:
         """A call to WaveSpeed's API (with the key), answered by an envelope.
 
@@ -657,6 +671,7 @@ class WaveSpeedClient:
             repeatable=repeatable,
             prediction_id=prediction_id,
             until=until,
+            kind=kind,
         )
 
     async def _call(
@@ -674,6 +689,7 @@ class WaveSpeedClient:
         repeatable: bool = True,
         prediction_id: str | None = None,
         until: float | None = None,
+        kind: str = "account",
     ) -> T:
         """One HTTP exchange under the retry policy. Raw aiohttp errors do not get out.
 
@@ -686,24 +702,29 @@ class WaveSpeedClient:
         )
         for attempt in itertools.count():
             retry_after: float | None = None
+            began = time.perf_counter()
             try:
-                async with self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    json=json,
-                    data=body() if body is not None else None,
-                    params=params,
-                    timeout=client_timeout,
-                ) as response:
-                    if (response.content_length or 0) > MAX_OUTPUT_BYTES:
-                        raise ServerError(
-                            detail="answer larger than any image we asked for",
-                            prediction_id=prediction_id,
-                        )
-                    raw = await response.read()
-                    log.debug("%s %s -> %s", method, urlsplit(url).path, response.status)
-                    result = interpret(response.status, response.headers, raw)
+                try:
+                    async with self._session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        json=json,
+                        data=body() if body is not None else None,
+                        params=params,
+                        timeout=client_timeout,
+                    ) as response:
+                        if (response.content_length or 0) > MAX_OUTPUT_BYTES:
+                            raise ServerError(
+                                detail="answer larger than any image we asked for",
+                                prediction_id=prediction_id,
+                            )
+                        raw = await response.read()
+                        log.debug("%s %s -> %s", method, urlsplit(url).path, response.status)
+                        result = interpret(response.status, response.headers, raw)
+                finally:
+                    if self._observe is not None:
+                        self._observe(kind, time.perf_counter() - began)
                 if verify is not None:
                     await verify(result)
                 return result

@@ -9,13 +9,12 @@ WaveSpeed retries failed deliveries up to 3 times, so the inbox treats a repeat 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,24 +143,6 @@ class WebhookInbox:
             log.warning("rejected a webhook delivery: %s", exc.detail)
             return web.Response(status=401, text="invalid signature")
         return web.Response(status=200, text="duplicate" if delivery.duplicate else "ok")
-
-
-@contextlib.asynccontextmanager
-async def serve_inbox(
-    inbox: WebhookInbox, *, host: str, port: int, path: str
-) -> AsyncIterator[int]:
-    """Receive deliveries for `inbox` on host:port at `path` while the block runs; yields the
-    port (useful with port 0)."""
-    app = web.Application(client_max_size=8 * 1024 * 1024)
-    app.router.add_post(path, inbox.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
 
 
 def _remember(store: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
