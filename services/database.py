@@ -66,6 +66,11 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, a unit of work of its own; how many rows it changed."""
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self.transaction() as tx:
             return await tx.fetchone(sql, params)
@@ -93,12 +98,13 @@ class Database(abc.ABC):
         """Give the space of deleted data back to the file system."""
 
     @abc.abstractmethod
-    async def notify(self, tx: Transaction) -> None:
-        """Tell the store's other processes, once `tx` commits, that the queue changed."""
+    async def notify(self, tx: Transaction, news: str = "") -> None:
+        """Tell the store's other processes, once `tx` commits, that something changed
+        (`news`: what, if more than "the queue")."""
 
     @abc.abstractmethod
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process tells of a change (see `notify`)."""
+    async def listen(self, hear: Callable[[str], None]) -> None:
+        """Call `hear` with the news whenever another process tells of a change."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -203,10 +209,10 @@ class SqliteDatabase(Database):
                 await cursor.fetchall()
 
     # A SQLite store has one process, which wakes itself: nobody else to tell or hear from.
-    async def notify(self, tx: Transaction) -> None:
+    async def notify(self, tx: Transaction, news: str = "") -> None:
         return None
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, hear: Callable[[str], None]) -> None:
         return None
 
     async def close(self) -> None:
@@ -327,14 +333,17 @@ class PostgresDatabase(Database):
         # PostgreSQL's autovacuum does this on its own.
         return None
 
-    async def notify(self, tx: Transaction) -> None:
+    async def notify(self, tx: Transaction, news: str = "") -> None:
         # Delivered at commit, and not at all on rollback.
-        await tx.execute(f"NOTIFY {CHANGES_CHANNEL}")
+        await tx.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, news))
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, hear: Callable[[str], None]) -> None:
         if self._listener is None:
             self._listener = await self._pool.acquire()
-        callback = lambda *_: wake()  # noqa: E731 (asyncpg passes four arguments)
+
+        def callback(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            hear(payload)
+
         self._callbacks.append(callback)
         await self._listener.add_listener(CHANGES_CHANNEL, callback)
 

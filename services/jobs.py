@@ -51,6 +51,7 @@ from .modlog import LogEntry, LogNote, ModLog
 from .settings import JobSettings
 from .status import RequestBudget, StatusUpdater
 from .storage import (
+    WEBHOOK_NEWS,
     BudgetHold,
     JobImage,
     JobRecord,
@@ -298,9 +299,30 @@ class JobService:
         # One process on its own store takes on everything a previous run left; a worker of a
         # fleet only what no live worker holds (the others renew their leases).
         await self._take_on_orphans(everything=not self._repository.shared)
-        await self._repository.listen(self._wake.set)
+        await self._repository.listen(self._hear)
+        if self._webhooks is not None and self._repository.shared:
+            self._webhooks.inbox.relay = self._relay_webhook
         self._scheduler = asyncio.create_task(self._schedule(), name="job-scheduler")
         self._wake.set()
+
+    def _hear(self, news: str) -> None:
+        """Another process of the fleet changed the queue, or relays a webhook delivery."""
+        if not news.startswith(WEBHOOK_NEWS):
+            self._wake.set()
+            return
+        prediction_id = news.removeprefix(WEBHOOK_NEWS)
+        if self._webhooks is not None and self._webhooks.inbox.awaits(prediction_id):
+            self._aside(self._take_relayed(prediction_id), f"relayed-{prediction_id}")
+
+    async def _relay_webhook(self, prediction: Prediction) -> None:
+        await self._repository.relay_webhook(
+            prediction.id, prediction.model_dump_json(), at=time.time()
+        )
+
+    async def _take_relayed(self, prediction_id: str) -> None:
+        body = await self._repository.relayed_webhook(prediction_id)
+        if body is not None and self._webhooks is not None:
+            self._webhooks.inbox.accept(Prediction.model_validate_json(body))
 
     def _lease_end(self) -> float:
         # Leases are compared by every process of a fleet: wall-clock time, never a test clock.
@@ -794,11 +816,20 @@ class JobService:
         """The webhook's word that the prediction ended, with a slow poll as the safety net;
         None at the deadline (the caller looks once more, then gives up)."""
         assert self._webhooks is not None
+        inbox = self._webhooks.inbox
         while (remaining := deadline - self._clock()) > 0:
-            with contextlib.suppress(TimeoutError):
-                return await self._webhooks.inbox.wait(
-                    prediction_id, timeout_s=min(self._webhooks.safety_poll_s, remaining)
-                )
+            waiting = asyncio.ensure_future(
+                inbox.wait(prediction_id, timeout_s=min(self._webhooks.safety_poll_s, remaining))
+            )
+            try:
+                await asyncio.sleep(0)  # the wait is registered: a relay from now on finds it
+                if self._repository.shared:
+                    # Delivered to another process of the fleet before this one waited for it.
+                    await self._take_relayed(prediction_id)
+                with contextlib.suppress(TimeoutError):
+                    return await waiting
+            finally:
+                waiting.cancel()
             try:
                 prediction = await self._client.get_prediction(prediction_id)
             except KontextError as exc:

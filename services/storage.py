@@ -215,7 +215,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: a fleet of workers sharing one store. Each open job is leased to the worker driving
     # it until `lease_until`; a worker that dies stops renewing, and another takes the job on
     # from where it stood. A role only one worker may hold at a time (announcing queue places)
-    # is leased the same way.
+    # is leased the same way. A webhook delivery that reached a process other than the one
+    # awaiting it is kept here for that one (any process may receive any delivery).
     """
     ALTER TABLE jobs ADD COLUMN worker TEXT;
     ALTER TABLE jobs ADD COLUMN lease_until REAL;
@@ -224,6 +225,11 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         worker TEXT NOT NULL,
         lease_until REAL NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        prediction_id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        received_at REAL NOT NULL
     )
     """,
     # 6: retention. An image's bytes are dropped once no job newer than [storage]
@@ -234,6 +240,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_by_created ON images(created_at)
     """,
 )
+
+# What a relayed webhook delivery's notification says, before the prediction id.
+WEBHOOK_NEWS = "webhook:"
 
 # A hold is released (it counts nothing) when its job ends in one of these.
 _RELEASING = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -460,9 +469,27 @@ class Repository:
         """Whether other processes may use this store at once (a PostgreSQL fleet)."""
         return self._db.dialect == "postgres"
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` when another process changes the queue (PostgreSQL's LISTEN)."""
-        await self._db.listen(wake)
+    async def listen(self, hear: Callable[[str], None]) -> None:
+        """Call `hear` when another process changes the queue ("") or relays a webhook
+        delivery ("webhook:<prediction id>"): PostgreSQL's LISTEN."""
+        await self._db.listen(hear)
+
+    async def relay_webhook(self, prediction_id: str, body: str, *, at: float) -> None:
+        """Keep a verified webhook delivery for the process whose job awaits it, and tell it."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO webhook_deliveries (prediction_id, body, received_at)"
+                " VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (prediction_id, body, at),
+            )
+            await self._db.notify(tx, f"{WEBHOOK_NEWS}{prediction_id}")
+
+    async def relayed_webhook(self, prediction_id: str) -> str | None:
+        """A delivery another process kept for this prediction (its verified body), if any."""
+        row = await self._db.fetchone(
+            "SELECT body FROM webhook_deliveries WHERE prediction_id = ?", (prediction_id,)
+        )
+        return None if row is None else str(row["body"])
 
     async def migrate(self) -> int:
         """Apply the migrations this database lacks; return its version afterwards."""
@@ -799,22 +826,20 @@ class Repository:
 
     async def ban(self, guild_id: int, member_id: int, *, by: int, at: float) -> bool:
         """Ban a member from the bot in a server; False if they already were."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO server_bans (guild_id, member_id, banned_by, banned_at)"
-                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                (guild_id, member_id, by, at),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "INSERT INTO server_bans (guild_id, member_id, banned_by, banned_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (guild_id, member_id, by, at),
+        )
+        return changed == 1
 
     async def unban(self, guild_id: int, member_id: int) -> bool:
         """Lift a ban; False if the member was not banned."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
-                (guild_id, member_id),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "DELETE FROM server_bans WHERE guild_id = ? AND member_id = ?",
+            (guild_id, member_id),
+        )
+        return changed == 1
 
     async def is_banned(self, guild_id: int, member_id: int) -> bool:
         row = await self._db.fetchone(
@@ -831,13 +856,12 @@ class Repository:
     async def claim_note(self, guild_id: int, kind: str, *, period_start: float, at: float) -> bool:
         """True the first time a note of `kind` is claimed for this server and period: so a
         note is sent once, even when two jobs cross the line together or the bot restarts."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO server_notes (guild_id, kind, period_start, sent_at)"
-                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                (guild_id, kind, period_start, at),
-            )
-            return changed == 1
+        changed = await self._db.execute(
+            "INSERT INTO server_notes (guild_id, kind, period_start, sent_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (guild_id, kind, period_start, at),
+        )
+        return changed == 1
 
     async def mark_delivered(self, job: JobRecord, posted: PostedResult) -> JobRecord | None:
         """DELIVERING -> DELIVERED with the message that shows it, its thread and the chain's
@@ -1033,12 +1057,11 @@ class Repository:
 
     async def renew_leases(self, worker: str, *, lease_until: float) -> int:
         """Keep the open jobs `worker` drives leased to it; how many it holds."""
-        async with self._db.transaction() as tx:
-            return await tx.execute(
-                "UPDATE jobs SET lease_until = ?"
-                f" WHERE worker = ? AND status IN ({_placeholders(OPEN_STATUSES)})",
-                (lease_until, worker, *OPEN_STATUSES),
-            )
+        return await self._db.execute(
+            "UPDATE jobs SET lease_until = ?"
+            f" WHERE worker = ? AND status IN ({_placeholders(OPEN_STATUSES)})",
+            (lease_until, worker, *OPEN_STATUSES),
+        )
 
     async def release_leases(self, worker: str) -> None:
         """A worker stopping on purpose: its open jobs may be taken on at once."""
@@ -1049,22 +1072,20 @@ class Repository:
 
     async def hold_role(self, name: str, worker: str, *, now: float, lease_until: float) -> bool:
         """Whether `worker` holds the fleet-wide role `name` (taken, or renewed, now)."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "INSERT INTO fleet_roles (name, worker, lease_until) VALUES (?,?,?)"
-                " ON CONFLICT (name) DO UPDATE SET worker = excluded.worker,"
-                " lease_until = excluded.lease_until"
-                " WHERE fleet_roles.worker = excluded.worker OR fleet_roles.lease_until < ?",
-                (name, worker, lease_until, now),
-            )
+        changed = await self._db.execute(
+            "INSERT INTO fleet_roles (name, worker, lease_until) VALUES (?,?,?)"
+            " ON CONFLICT (name) DO UPDATE SET worker = excluded.worker,"
+            " lease_until = excluded.lease_until"
+            " WHERE fleet_roles.worker = excluded.worker OR fleet_roles.lease_until < ?",
+            (name, worker, lease_until, now),
+        )
         return changed == 1
 
     async def set_aside(self, job_id: int) -> None:
         """A row this version cannot read: kept for an operator, never worked on."""
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
-            )
+        await self._db.execute(
+            "UPDATE jobs SET status = ? WHERE id = ?", (JobStatus.SET_ASIDE, job_id)
+        )
 
     async def typical_inference_s(self, model_path: str) -> float | None:
         """The median inference time of the model's recent jobs, in seconds (None: no history).

@@ -3,6 +3,7 @@ transaction, settled at cost, released on failure and cancel, and kept across re
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
@@ -234,3 +235,30 @@ async def test_yesterdays_spending_does_not_count_today_but_counts_this_month(
         assert (await today.usage(GUILD + 1, ALICE)).spent == Spending()
     finally:
         await repository.close()
+
+
+async def test_many_writers_at_once_never_spend_past_a_budget(store_location: str) -> None:
+    # Two processes' connections (a fleet's workers share one store) each storing ten jobs at
+    # once against a server budget that fits eight: exactly eight are stored.
+    stores = [await Repository.open(store_location), await Repository.open(store_location)]
+    try:
+        ledgers = [budgets_on(store, server_daily_usd="0.32") for store in stores]
+
+        async def store_one(n: int) -> bool:
+            ledger, store = ledgers[n % 2], stores[n % 2]
+            member = 100 + n
+            try:
+                await store.create_job(
+                    hold=ledger.hold_for(PRO, {"prompt": "p"}, GUILD, member),
+                    **job_values(member=member),
+                )
+            except BudgetExceededError:
+                return False
+            return True
+
+        stored = await asyncio.gather(*(store_one(n) for n in range(20)))
+        assert sum(stored) == 8
+        assert (await ledgers[0].usage(GUILD, ALICE)).spent.server_day == 320_000
+    finally:
+        for store in stores:
+            await store.close()

@@ -20,10 +20,13 @@ RESETS = r"it resets at 00:00 UTC \(in \d+ (h|min)\)\."
 
 
 async def test_a_server_budget_allows_two_pro_edits_and_refuses_the_third(
-    local_discord: LocalDiscord,
+    local_discord: LocalDiscord, store_location: str
 ) -> None:
+    # On both engines: a SQLite file, and a PostgreSQL database.
     async with shared_simulator(latency_s=0.5) as sim:
-        overrides = against(sim, budget={"server_daily_usd": "0.10"})
+        overrides = against(
+            sim, budget={"server_daily_usd": "0.10"}, storage={"database": store_location}
+        )
         async with start_bot(local_discord, settings_overrides=overrides) as (alice, _):
             # A job that fails at the image service gives its $0.04 back.
             sim.inject(Fault.TASK_FAILED)
@@ -101,3 +104,23 @@ async def test_history_says_so_when_there_is_nothing_yet(running_bot: RunningBot
     answer = await (await alice.slash("kontext history")).response()
     assert answer.ephemeral
     assert answer.content == "You have no results here yet: try `/edit` or `/imagine`."
+
+
+@pytest.mark.parametrize(
+    "bot_settings_overrides", [{"budget": {"member_daily_usd": "0.05", "server_daily_usd": "1"}}]
+)
+async def test_a_members_daily_budget_is_their_own(running_bot: RunningBot) -> None:
+    alice, _ = running_bot
+    first = await alice.slash("edit", image=make_png(), prompt="make it blue")
+    await first.response(starts("✅"), timeout=10)
+    second = await alice.slash("edit", image=make_png(), prompt="make it red")
+    refused = await second.response(starts("❌"), timeout=10)
+    assert refused.ephemeral
+    assert re.fullmatch(
+        r"❌ Your daily budget of \$0\.05 here is used up \(\$0\.01 left, not enough for this "
+        r"\$0\.04 request\); " + RESETS,
+        refused.content,
+    ), refused.content
+    # Bob's budget is his own, and the server's has room for him.
+    theirs = await alice.stranger.slash("edit", image=make_png(), prompt="make it green")
+    await theirs.response(starts("✅"), timeout=10)

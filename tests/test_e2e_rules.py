@@ -109,13 +109,14 @@ async def test_every_rule_refuses_every_path_and_nothing_is_sent(
 
 
 async def test_allowed_members_and_channels_go_through_and_rules_survive_a_restart(
-    local_discord: LocalDiscord, tmp_path: Any
+    local_discord: LocalDiscord, store_location: str
 ) -> None:
     guild = local_discord.guild.id
     state = local_discord.state
     artists = state.create_role(local_discord.guild, "artists")
     local_discord.guild.members[local_discord.user.id].role_ids.append(artists.id)
-    database = {"storage": {"database": str(tmp_path / "kontext.sqlite3")}}
+    # On both engines: a SQLite file, and a PostgreSQL database.
+    database = {"storage": {"database": store_location}}
     async with shared_simulator(latency_s=0) as sim:
         overrides = against(sim, **database, **MESSAGE_CONTENT)
         async with start_bot(local_discord, settings_overrides=overrides) as (alice, bot):

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from services.jobs import JobService
+from services.jobs import JobService, WebhookMode
 from services.settings import JobSettings
 from services.simulator import SimulatorConfig, WaveSpeedSimulator
 from services.storage import JobStatus, Repository
 from services.wavespeed import WaveSpeedClient
+from services.wavespeed.webhooks import WebhookInbox
+from services.webserver import Listener, Route, serve
 from tests.conftest import API_KEY
 from tests.postgres import PostgresServer
 from tests.test_jobs import FAST, RecordingPresenter, edit
@@ -110,3 +112,43 @@ async def test_a_dead_workers_jobs_are_taken_on_without_sending_them_again(
     # Each job was sent once: the heir found them at WaveSpeed instead of submitting again.
     assert simulator.created_total == CAP
     assert len(simulator.billed) == CAP
+
+
+async def test_a_webhook_delivery_reaches_the_worker_awaiting_it_whoever_receives_it(
+    store: str, make_client: Callable[..., WaveSpeedClient], simulator: WaveSpeedSimulator
+) -> None:
+    secret = await make_client().webhook_secret()
+    # Every delivery goes to the second worker's server, as a load balancer might send it.
+    inboxes = [WebhookInbox(secret), WebhookInbox(secret)]
+    route = Route("POST", "/hooks/wavespeed", inboxes[1].handle)
+    async with serve([Listener("webhooks", "127.0.0.1", 0, [route])]) as ports:
+        url = f"http://127.0.0.1:{ports['webhooks']}/hooks/wavespeed"
+        fleet = []
+        for inbox in inboxes:
+            repository = await Repository.open(store)
+            # No safety poll within the test: only a relayed delivery can end a job in time.
+            webhooks = WebhookMode(inbox, url, safety_poll_s=60.0)
+            service = JobService(
+                repository,
+                make_client(),
+                JobSettings(**{**FAST, "max_concurrent": CAP}),
+                webhooks=webhooks,
+            )
+            presenter = RecordingPresenter()
+            await service.start(presenter)
+            fleet.append((service, presenter, repository))
+        try:
+            jobs = [await fleet[0][0].enqueue(edit(1000 + i, f"job {i}")) for i in range(8)]
+            ids = {job.id for job in jobs}
+
+            def delivered() -> set[int]:
+                return {i for _, presenter, _ in fleet for i in presenter.delivered}
+
+            await until(lambda: delivered() == ids, within_s=30)
+            # The first worker drove some of them, and heard of their endings from the second.
+            assert fleet[0][1].delivered
+        finally:
+            for service, _, repository in fleet:
+                await service.stop()
+                await repository.close()
+    assert simulator.request_counts["result"] == 0

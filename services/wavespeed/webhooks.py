@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,8 @@ def verify(
 class Delivery:
     prediction: Prediction
     duplicate: bool
+    # A job of this process was waiting for it and has it now.
+    awaited: bool = False
 
 
 class WebhookInbox:
@@ -94,8 +96,12 @@ class WebhookInbox:
         tolerance_s: float = TOLERANCE_S,
         clock: Callable[[], float] = time.time,
         remember: int = 10_000,
+        relay: Callable[[Prediction], Awaitable[None]] | None = None,
     ) -> None:
         self._secret = secret
+        # Where an ended prediction nobody here awaits is passed on: to the process of a fleet
+        # whose job awaits it (any process may receive any delivery).
+        self.relay = relay
         self._tolerance_s = tolerance_s
         self._clock = clock
         self._remember = remember
@@ -113,12 +119,22 @@ class WebhookInbox:
         if duplicate:
             log.debug("duplicate webhook delivery %s for %s ignored", webhook_id, prediction.id)
             return Delivery(prediction, duplicate=True)
-        if prediction.status.terminal:
-            _remember(self._results, prediction.id, prediction, self._remember)
-            waiter = self._waiters.pop(prediction.id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(prediction)
-        return Delivery(prediction, duplicate=False)
+        return Delivery(prediction, duplicate=False, awaited=self.accept(prediction))
+
+    def accept(self, prediction: Prediction) -> bool:
+        """Take an ended prediction (verified here, or by the process that relayed it); whether
+        a job here was waiting for it."""
+        if not prediction.status.terminal:
+            return False
+        _remember(self._results, prediction.id, prediction, self._remember)
+        waiter = self._waiters.pop(prediction.id, None)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(prediction)
+        return True
+
+    def awaits(self, prediction_id: str) -> bool:
+        return prediction_id in self._waiters
 
     async def wait(self, prediction_id: str, timeout_s: float) -> Prediction:
         """The prediction's final state once delivered; TimeoutError after `timeout_s`."""
@@ -142,6 +158,10 @@ class WebhookInbox:
         except WebhookVerificationError as exc:
             log.warning("rejected a webhook delivery: %s", exc.detail)
             return web.Response(status=401, text="invalid signature")
+        ended = delivery.prediction.status.terminal
+        if self.relay is not None and ended and not (delivery.duplicate or delivery.awaited):
+            # Answered only once passed on: a failure here makes WaveSpeed deliver again.
+            await self.relay(delivery.prediction)
         return web.Response(status=200, text="duplicate" if delivery.duplicate else "ok")
 
 
