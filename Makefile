@@ -1,14 +1,23 @@
 # Two entry points: `make run` starts the bot, `make test` runs the whole suite.
 # Each creates .venv and installs what it needs on first use (Python 3.11+ required).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-bot faults simulator postgres-server
+# A .venv made by an older Python, or whose Python no longer runs (upgraded or removed since),
+# is removed here and built again below with the newest Python 3.11+ on PATH (or PYTHON=...).
+VENV_STATE := $(shell sh scripts/python_ok.sh venv $(VENV))
+ifneq ($(VENV_STATE),ok)
+BUILD_PYTHON := $(shell sh scripts/python_ok.sh find $(PYTHON))
+ifeq ($(BUILD_PYTHON),)
+$(error Kontext Bot needs Python 3.11 or newer; install python3.11 and run make again)
+endif
+endif
+
+.PHONY: run test lint bench bench-bot faults simulator postgres-server backup
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(if $(BUILD_PYTHON),$(BUILD_PYTHON) -m venv $(VENV))
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -48,3 +57,7 @@ faults: $(STAMP)
 
 simulator: $(STAMP)
 	$(PY) -m services.simulator $(ARGS)
+
+# A consistent copy of the job store, safe while the bot runs: make backup ARGS=PATH
+backup: $(STAMP)
+	$(PY) -m services.backup $(ARGS)

@@ -39,6 +39,7 @@ from services.jobs import JobService, WebhookMode
 from services.logs import configure_logging
 from services.metrics import Metrics
 from services.modlog import ModLog
+from services.retention import Retention, keep_pruning
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
@@ -115,6 +116,7 @@ class KontextBot(commands.Bot):
         # closed by whoever opened it.
         self.repository = repository
         self._services: Services | None = None
+        self.retention: Retention | None = None
 
     @property
     def services(self) -> Services:
@@ -161,7 +163,14 @@ class KontextBot(commands.Bot):
             ),
         )
         self._services = Services(
-            edits=EditService(self.repository, jobs, self.wavespeed, intake, community),
+            edits=EditService(
+                self.repository,
+                jobs,
+                self.wavespeed,
+                intake,
+                community,
+                retention_days=self.settings.storage.retention_days,
+            ),
             jobs=jobs,
             community=community,
             account=account,
@@ -170,6 +179,12 @@ class KontextBot(commands.Bot):
             clock=self.clock,
         )
         await self._serve_http(webhooks)
+        # Old image bytes are dropped in the background, hourly (jobs and the ledger stay).
+        self.retention = await self._resources.enter_async_context(
+            keep_pruning(
+                Retention(self.repository, self.settings.storage.retention_days, clock=self.clock)
+            )
+        )
         for name in [*extension_names(), *self._extra_extensions]:
             try:
                 await self.load_extension(name)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 
 class Row(Protocol):
@@ -89,6 +92,10 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def schema(self, script: str) -> list[str]:
         """A migration's statements, in this engine's column types."""
+
+    @abc.abstractmethod
+    async def reclaim_space(self) -> None:
+        """Give the space of deleted data back to the file system."""
 
     @abc.abstractmethod
     async def notify(self, tx: Transaction, news: str = "") -> None:
@@ -186,6 +193,20 @@ class SqliteDatabase(Database):
 
     def schema(self, script: str) -> list[str]:
         return statements(script)
+
+    async def reclaim_space(self) -> None:
+        # Each step of the pragma frees one page and `execute` steps once: a script runs it to
+        # the end. The checkpoint then truncates the write-ahead log, and the file shrinks.
+        async with self._lock:
+            async with self._connection.execute("PRAGMA auto_vacuum") as cursor:
+                row = await cursor.fetchone()
+            if row is None or int(row[0]) != 2:  # not INCREMENTAL: a store made before it
+                log.info("database: turning on incremental vacuum (a one-time VACUUM)")
+                await self._connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                await self._connection.execute("VACUUM")
+            await self._connection.executescript("PRAGMA incremental_vacuum;")
+            async with self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                await cursor.fetchall()
 
     # A SQLite store has one process, which wakes itself: nobody else to tell or hear from.
     async def notify(self, tx: Transaction, news: str = "") -> None:
@@ -307,6 +328,10 @@ class PostgresDatabase(Database):
 
     def schema(self, script: str) -> list[str]:
         return postgres_schema(script)
+
+    async def reclaim_space(self) -> None:
+        # PostgreSQL's autovacuum does this on its own.
+        return None
 
     async def notify(self, tx: Transaction, news: str = "") -> None:
         # Delivered at commit, and not at all on rollback.

@@ -50,6 +50,18 @@ class ResultGoneError(KontextError):
     default_message = "I can't find that image any more; it may have been deleted."
 
 
+class ImageExpiredError(KontextError):
+    """A step whose image bytes were dropped by retention ([storage] retention_days)."""
+
+    own_words = True
+
+    def __init__(self, days: int) -> None:
+        super().__init__(
+            f"That image is older than {days} days and no longer kept, so I can't work on it "
+            "any more. Upload it again with /edit to carry on."
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Details:
     job: JobRecord
@@ -65,8 +77,12 @@ class EditService:
         client: WaveSpeedClient,
         intake: Intake,
         community: Community,
+        *,
+        retention_days: int = 30,
     ) -> None:
         self._repository = repository
+        # For the answer about a step whose images were pruned (services/retention.py).
+        self._retention_days = retention_days
         self._jobs = jobs
         self._client = client
         self._intake = intake
@@ -140,7 +156,7 @@ class EditService:
                 f"That result has {len(outputs)} image{'s' if len(outputs) > 1 else ''}; "
                 f"pick a number from 1 to {len(outputs)}."
             )
-        prepared = _prepared(outputs[image_number - 1].image)
+        prepared = self._kept(outputs[image_number - 1].image)
         spec = pick_model(model_for_path(parent.model_path).family, ModelKind.EDIT)
         request = self._prepare(spec, prompt, [prepared], None)
         if not self._may_change(origin, parent, await self._chain(parent)):
@@ -163,7 +179,7 @@ class EditService:
         self._check_may_change(origin, original, await self._chain(original))
         spec = model_for_path(original.model_path)
         prepared = [
-            _prepared(entry.image) for entry in await self._repository.job_images(job_id, "input")
+            self._kept(entry.image) for entry in await self._repository.job_images(job_id, "input")
         ]
         options = {k: v for k, v in original.params.items() if k not in {"prompt", "seed"}}
         request = self._prepare(spec, original.prompt, prepared, options)
@@ -185,7 +201,10 @@ class EditService:
         if job.parent_id is None:
             raise NothingToUndoError()
         previous = await self._repository.job(job.parent_id)
-        return previous, await self._repository.job_images(previous.id, "output")
+        outputs = await self._repository.job_images(previous.id, "output")
+        for entry in outputs:
+            self._kept(entry.image)
+        return previous, outputs
 
     async def record_post(self, job: JobRecord, posted: PostedResult) -> None:
         """A step shown again (by Undo) is its chain's head, and its message a result."""
@@ -197,7 +216,7 @@ class EditService:
         if original.requester_id != origin.member_id:
             raise NotAllowedError()
         spec = model_for_path(original.model_path)
-        inputs = [_prepared(e.image) for e in await self._repository.job_images(job_id, "input")]
+        inputs = [self._kept(e.image) for e in await self._repository.job_images(job_id, "input")]
         options = {k: v for k, v in original.params.items() if k != "prompt"}
         request = self._prepare(spec, original.prompt, inputs, options)
         return await self._enqueue(
@@ -327,6 +346,12 @@ class EditService:
                 hold=admission.hold,
             )
         )
+
+    def _kept(self, image: StoredImage) -> PreparedImage:
+        """A stored image as an input again, if its bytes are still kept."""
+        if image.pruned_at is not None:
+            raise ImageExpiredError(self._retention_days)
+        return _prepared(image)
 
     async def _chain(self, job: JobRecord) -> Chain | None:
         return await self._repository.chain(job.chain_id) if job.chain_id else None

@@ -232,6 +232,13 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     )
     """,
+    # 6: retention. An image's bytes are dropped once no job newer than [storage]
+    # retention_days uses it; its row (size, type, hash) stays for the jobs that name it, with
+    # the time its bytes went (`data` is then empty).
+    """
+    ALTER TABLE images ADD COLUMN pruned_at REAL;
+    CREATE INDEX images_by_created ON images(created_at)
+    """,
 )
 
 # What a relayed webhook delivery's notification says, before the prediction id.
@@ -248,6 +255,8 @@ class StoredImage:
     width: int
     height: int
     data: bytes = field(repr=False)
+    # When its bytes were dropped ([storage] retention_days); `data` is empty from then on.
+    pruned_at: float | None = None
 
 
 class JobImage(NamedTuple):
@@ -439,6 +448,9 @@ class Repository:
             await repository.migrate()
             # A write now, not at the first job: a read-only file fails at start-up.
             await repository._probe_write()
+            # Space freed since the last run goes back (the first start of a store made before
+            # retention turns SQLite's incremental vacuum on, with one VACUUM).
+            await database.reclaim_space()
         except BaseException as exc:
             # The connection's thread would keep the process alive (a hang at exit): close it.
             await database.close()
@@ -509,9 +521,12 @@ class Repository:
     async def _add_image(tx: Transaction, image: NewImage) -> int:
         """Store image bytes once (by content hash) and return their id, inside a unit of work."""
         digest = hashlib.sha256(image.data).hexdigest()
+        # The same bytes again bring back an image whose bytes were pruned.
         await tx.execute(
             "INSERT INTO images (sha256, content_type, width, height, data, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET"
+            " data = excluded.data, created_at = excluded.created_at, pruned_at = NULL"
+            " WHERE images.pruned_at IS NOT NULL",
             (digest, image.content_type, image.width, image.height, image.data, time.time()),
         )
         row = await tx.fetchone("SELECT id FROM images WHERE sha256 = ?", (digest,))
@@ -533,14 +548,21 @@ class Repository:
 
     async def job_images(self, job_id: int, role: str) -> list[JobImage]:
         rows = await self._db.fetchall(
-            "SELECT i.id, i.content_type, i.width, i.height, i.data, j.nsfw, j.source_url"
-            " FROM job_images j JOIN images i ON i.id = j.image_id"
+            "SELECT i.id, i.content_type, i.width, i.height, i.data, i.pruned_at, j.nsfw,"
+            " j.source_url FROM job_images j JOIN images i ON i.id = j.image_id"
             " WHERE j.job_id = ? AND j.role = ? ORDER BY j.position",
             (job_id, role),
         )
         return [
             JobImage(
-                StoredImage(r["id"], r["content_type"], r["width"], r["height"], bytes(r["data"])),
+                StoredImage(
+                    r["id"],
+                    r["content_type"],
+                    r["width"],
+                    r["height"],
+                    bytes(r["data"]),
+                    r["pruned_at"],
+                ),
                 bool(r["nsfw"]),
                 r["source_url"],
             )
@@ -1155,6 +1177,34 @@ class Repository:
         async with self._db.transaction() as tx:
             await tx.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
 
+    # --- Retention ------------------------------------------------------------------------------
+
+    async def prune_images(self, *, before: float, at: float, batch: int = 200) -> int:
+        """Drop the bytes of images no job since `before` uses, and no job with work left; keep
+        their rows (and every job, chain and ledger row). Return how many were pruned.
+
+        In batches, each its own short transaction, so jobs never wait long behind a prune;
+        the freed space is then given back (`Database.reclaim_space`).
+        """
+        pruned = 0
+        while True:
+            async with self._db.transaction() as tx:
+                count = await tx.execute(
+                    "UPDATE images SET data = ?, pruned_at = ? WHERE id IN ("
+                    " SELECT i.id FROM images i WHERE i.pruned_at IS NULL AND i.created_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM job_images ji JOIN jobs j ON j.id = ji.job_id"
+                    "  WHERE ji.image_id = i.id AND (j.created_at >= ? OR j.status IN"
+                    f"  ({_placeholders(OPEN_STATUSES)})))"
+                    " LIMIT ?)",
+                    (b"", at, before, before, *OPEN_STATUSES, batch),
+                )
+            pruned += count
+            if count < batch:
+                break
+        if pruned:
+            await self._db.reclaim_space()
+        return pruned
+
 
 async def _queued_in_order(reader: Reader, limit: int) -> list[JobRecord]:
     rows = await reader.fetchall(
@@ -1206,6 +1256,8 @@ async def _open_sqlite(path: str | Path) -> SqliteDatabase:
     try:
         connection.row_factory = aiosqlite.Row
         await connection.execute("PRAGMA foreign_keys = ON")
+        # Before anything is written: a new file gives pruned pages back as it goes.
+        await connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await connection.execute("PRAGMA journal_mode = WAL")
         await connection.execute("PRAGMA busy_timeout = 5000")
     except BaseException as exc:
