@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -41,9 +40,12 @@ class Retention:
 
     async def prune_once(self) -> int:
         """One prune now; how many images lost their bytes."""
+        now = self._clock()
+        # Webhook deliveries relayed between a fleet's processes matter while a job waits
+        # (minutes): a day later they are only clutter, whatever images are kept.
+        await self._repository.forget_relayed_webhooks(before=now - DAY_S)
         if self.days <= 0:
             return 0
-        now = self._clock()
         pruned = await self._repository.prune_images(before=now - self.days * DAY_S, at=now)
         if pruned:
             log.info(
@@ -56,7 +58,8 @@ class Retention:
         while True:
             try:
                 await self.prune_once()
-            except sqlite3.Error:
+            except Exception:
+                # Either engine's error, or a connection lost: the loop must outlive one pass.
                 log.exception("retention: the prune failed; trying again in an hour")
             await asyncio.sleep(self._interval_s)
 

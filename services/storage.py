@@ -1179,6 +1179,12 @@ class Repository:
 
     # --- Retention ------------------------------------------------------------------------------
 
+    async def forget_relayed_webhooks(self, *, before: float) -> int:
+        """Drop webhook deliveries relayed between processes before `before`."""
+        return await self._db.execute(
+            "DELETE FROM webhook_deliveries WHERE received_at < ?", (before,)
+        )
+
     async def prune_images(self, *, before: float, at: float, batch: int = 200) -> int:
         """Drop the bytes of images no job since `before` uses, and no job with work left; keep
         their rows (and every job, chain and ledger row). Return how many were pruned.

@@ -175,3 +175,16 @@ async def test_reroll_undo_and_edit_of_a_pruned_step_say_it_is_no_longer_kept(
     assert (await submitted.response(starts("❌"))).content == EXPIRED
     # What needs no image bytes still works: the chain's history.
     assert history(await details(alice, step2)) == ["1. make it blue", "2. add a red hat"]
+
+
+async def test_relayed_webhook_deliveries_are_forgotten_after_a_day(store_location: str) -> None:
+    repository = await Repository.open(store_location)
+    try:
+        await repository.relay_webhook("p-old", '{"id": "p-old"}', at=time.time())
+        await repository.relay_webhook("p-new", '{"id": "p-new"}', at=later(1.5))
+        # Even with images kept for good, a relayed delivery is only kept for a day.
+        await Retention(repository, 0, clock=lambda: later(2)).prune_once()
+        assert await repository.relayed_webhook("p-old") is None
+        assert await repository.relayed_webhook("p-new") == '{"id": "p-new"}'
+    finally:
+        await repository.close()
