@@ -462,8 +462,8 @@ class JobService:
 
     async def _schedule(self) -> None:
         # Woken by every change, and now and then anyway: a job turning slow frees its place
-        # without any event.
-        tick = min(5.0, self._settings.slow_after_s / 2)
+        # without any event, and a fleet's worker renews its leases in time.
+        tick = min(5.0, self._settings.slow_after_s / 2, self._settings.lease_s / 3)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick):
