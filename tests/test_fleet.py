@@ -75,9 +75,10 @@ async def test_workers_share_the_queue_and_one_cap_and_drive_each_job_once(
 
         await until(lambda: delivered() == ids, within_s=60)
         by_worker = [set(presenter.delivered) for _, presenter, _ in fleet]
-        # No job was delivered by two workers, and all of them worked.
+        # No job was delivered by two workers, and jobs stored through the first worker were
+        # taken by others too (who worked most is up to timing).
         assert sum(len(d) for d in by_worker) == len(ids)
-        assert all(by_worker), [len(d) for d in by_worker]
+        assert sum(1 for d in by_worker if d) >= 2, [len(d) for d in by_worker]
     finally:
         for service, _, repository in fleet:
             await service.stop()
@@ -103,8 +104,14 @@ async def test_a_dead_workers_jobs_are_taken_on_without_sending_them_again(
     heir, presenter, heir_store = await worker(store, make_client, lease_s=1.0)
     try:
         await until(lambda: {job.id for job in jobs} <= set(presenter.delivered), within_s=20)
-        for job in jobs:
-            assert (await heir_store.job(job.id)).status == JobStatus.DELIVERED
+        # The post comes first, the DELIVERED mark right after it.
+        statuses: set[str] = set()
+        for _ in range(100):
+            statuses = {(await heir_store.job(job.id)).status for job in jobs}
+            if statuses == {JobStatus.DELIVERED}:
+                break
+            await asyncio.sleep(0.05)
+        assert statuses == {JobStatus.DELIVERED}
     finally:
         await heir.stop()
         await heir_store.close()
@@ -114,6 +121,18 @@ async def test_a_dead_workers_jobs_are_taken_on_without_sending_them_again(
     assert len(simulator.billed) == CAP
 
 
+@pytest.mark.parametrize(
+    "simulator_config",
+    [
+        SimulatorConfig(
+            api_keys=frozenset({API_KEY}),
+            # Long enough for the second worker to start while the first one's jobs run.
+            latency_s=2.0,
+            max_output_side=64,
+            max_concurrent_per_key=50,
+        )
+    ],
+)
 async def test_a_webhook_delivery_reaches_the_worker_awaiting_it_whoever_receives_it(
     store: str, make_client: Callable[..., WaveSpeedClient], simulator: WaveSpeedSimulator
 ) -> None:
@@ -121,32 +140,39 @@ async def test_a_webhook_delivery_reaches_the_worker_awaiting_it_whoever_receive
     # Every delivery goes to the second worker's server, as a load balancer might send it.
     inboxes = [WebhookInbox(secret), WebhookInbox(secret)]
     route = Route("POST", "/hooks/wavespeed", inboxes[1].handle)
+    fleet: list[tuple[JobService, RecordingPresenter, Repository]] = []
+
+    async def start(inbox: WebhookInbox) -> JobService:
+        repository = await Repository.open(store)
+        # No safety poll within the test: only a relayed delivery can end a job in time.
+        service = JobService(
+            repository,
+            make_client(),
+            JobSettings(**{**FAST, "max_concurrent": CAP}),
+            webhooks=WebhookMode(inbox, url, safety_poll_s=60.0),
+        )
+        presenter = RecordingPresenter()
+        await service.start(presenter)
+        fleet.append((service, presenter, repository))
+        return service
+
     async with serve([Listener("webhooks", "127.0.0.1", 0, [route])]) as ports:
         url = f"http://127.0.0.1:{ports['webhooks']}/hooks/wavespeed"
-        fleet = []
-        for inbox in inboxes:
-            repository = await Repository.open(store)
-            # No safety poll within the test: only a relayed delivery can end a job in time.
-            webhooks = WebhookMode(inbox, url, safety_poll_s=60.0)
-            service = JobService(
-                repository,
-                make_client(),
-                JobSettings(**{**FAST, "max_concurrent": CAP}),
-                webhooks=webhooks,
-            )
-            presenter = RecordingPresenter()
-            await service.start(presenter)
-            fleet.append((service, presenter, repository))
         try:
-            jobs = [await fleet[0][0].enqueue(edit(1000 + i, f"job {i}")) for i in range(8)]
+            # The first worker takes three jobs alone; their deliveries will reach the second.
+            first = await start(inboxes[0])
+            jobs = [await first.enqueue(edit(1000 + i, f"job {i}")) for i in range(CAP)]
+            await until(lambda: simulator.created_total == CAP, within_s=10)
+            second = await start(inboxes[1])
+            jobs += [await second.enqueue(edit(2000 + i, f"more {i}")) for i in range(CAP)]
             ids = {job.id for job in jobs}
 
             def delivered() -> set[int]:
                 return {i for _, presenter, _ in fleet for i in presenter.delivered}
 
             await until(lambda: delivered() == ids, within_s=30)
-            # The first worker drove some of them, and heard of their endings from the second.
-            assert fleet[0][1].delivered
+            # The first worker heard of its jobs' endings from the second, at once.
+            assert {job.id for job in jobs[:CAP]} <= fleet[0][1].delivered
         finally:
             for service, _, repository in fleet:
                 await service.stop()
