@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-bot faults simulator postgres-server
+.PHONY: run test lint bench bench-bot faults fleet simulator postgres-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench-bot: $(STAMP)
 # The end-to-end fault suite at full size (5-10 minutes); the default suite runs it small.
 faults: $(STAMP)
 	$(PY) benchmarks/fault_suite.py $(ARGS)
+
+# The fleet end to end at full size: 2 gateways, 3 workers (one killed), 200 jobs from 50
+# members on PostgreSQL; the default suite runs it with 40 jobs from 10.
+fleet: $(STAMP) postgres-server
+	FLEET_JOBS=$${FLEET_JOBS:-200} FLEET_MEMBERS=$${FLEET_MEMBERS:-50} \
+		$(PY) -m pytest -q tests/test_e2e_fleet.py $(PYTEST_ARGS)
 
 simulator: $(STAMP)
 	$(PY) -m services.simulator $(ARGS)
