@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-bot faults fleet simulator postgres-server
+.PHONY: run test lint bench bench-bot bench-fleet faults fleet simulator postgres-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(STAMP)
 bench-bot: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/bot_end_to_end.py $(ARGS)
+
+# One process on SQLite against a gateway and 1, 2, 4 workers on PostgreSQL: jobs per second
+# and completion -> posted (about 2 minutes; ARGS=--quick for a smoke run).
+bench-fleet: $(STAMP) postgres-server
+	$(PY) benchmarks/fleet.py $(ARGS)
 
 # The end-to-end fault suite at full size (5-10 minutes); the default suite runs it small.
 faults: $(STAMP)
