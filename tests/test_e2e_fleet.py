@@ -5,7 +5,9 @@ members of servers on both shards and store the jobs; three workers (`bot.py --r
 gateway, Discord over REST) run them against the WaveSpeed simulator (a process of its own) and
 post the results. One worker is killed with SIGKILL mid-batch. Every job must be delivered
 exactly once: one result post each, none lost, none paid or posted twice, and never more
-predictions open at once than the fleet-wide cap.
+predictions open at once than the fleet-wide cap. The one exception the design makes: a job
+whose submit the kill cut off before WaveSpeed had it is never sent again; it ends with its
+member told that nothing was made or charged (no prediction, no post), and only such a job may.
 
 The default suite runs 40 jobs from 10 members; `make fleet` runs 200 from 50
 (FLEET_JOBS, FLEET_MEMBERS).
@@ -24,7 +26,6 @@ import asyncpg
 import pytest
 
 from services.storage import OPEN_STATUSES
-from tests.faults.harness import poll_until
 from tests.faults.simulator import SimulatorProcess
 from tests.local_discord import BotProcess, LocalDiscord, LocalDiscordConfig, Message
 from tests.local_discord.clock import shard_of
@@ -122,6 +123,10 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
         "JOBS_MAX_CONCURRENT": str(CAP),
         "JOBS_LEASE_S": str(LEASE_S),
         "JOBS_STATUS_INTERVAL_S": "1",
+        # A job whose submit the kill cut off before it reached WaveSpeed is never sent again:
+        # once WaveSpeed has had time to show it, it ends as "nothing made, nothing charged".
+        "JOBS_RECONCILE_WINDOW_S": "3",
+        "JOBS_RECONCILE_INTERVAL_S": "0.5",
     }
 
     def process(name: str, *args: str, sync: bool = False) -> BotProcess:
@@ -167,10 +172,7 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
         # It died holding jobs (sent, running or being posted): the others took them on.
         assert orphans, "the killed worker held no job"
 
-        def all_posted() -> bool:
-            return {prompt_of(m) for m in result_posts(local, channels)} >= set(prompts)
-
-        await poll_until(all_posted, timeout=SETTLE_S, what=f"{JOBS} result posts")
+        await settle(database)
         # Late duplicates would come now, if any.
         await asyncio.sleep(1.0)
         stopped = [await p.terminate() for p in everyone if p.running]
@@ -180,28 +182,47 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
     assert all(code == 0 for code in stopped), stopped
 
     posts = Counter(prompt_of(m) for m in result_posts(local, channels))
-    assert set(posts) == set(prompts), set(posts) ^ set(prompts)
     twice = {prompt: n for prompt, n in posts.items() if n > 1}
     assert not twice, f"posted more than once: {twice}"
+    assert set(posts) <= set(prompts)
     for message in result_posts(local, channels):
         assert message.attachments, f"a result post without its image: {prompt_of(message)!r}"
 
     state = await sim.state()
     made = Counter(str(p["prompt"]) for p in state["predictions"]["items"])
     assert {p: n for p, n in made.items() if n > 1} == {}, "a job was sent twice"
-    assert state["predictions"]["created_total"] == JOBS
-    assert state["billed"]["count"] == JOBS
-    assert state["predictions"]["peak_open"] <= CAP, state["predictions"]["peak_open"]
 
-    # Every job ended delivered, driven by a worker: a gateway only stores them.
-    worker_pids = {str(p.pid) for p in workers}
     connection = await asyncpg.connect(database)
     try:
-        rows = await connection.fetch("SELECT id, status, worker FROM jobs")
+        rows = await connection.fetch("SELECT id, status, worker, prompt FROM jobs")
     finally:
         await connection.close()
     assert len(rows) == JOBS
-    assert Counter(row["status"] for row in rows) == {"delivered": JOBS}
+    status = {str(row["prompt"]): str(row["status"]) for row in rows}
+    # Each job: delivered (one post, one prediction), or never sent because the kill cut its
+    # submit off before WaveSpeed had it (no prediction, nothing billed, the member told why).
+    # Anything else is lost.
+    delivered = {p for p in prompts if posts[p] == 1 and status[p] == "delivered"}
+    never_sent = {
+        p
+        for p, handle in zip(prompts, answers, strict=True)
+        if status[p] == "failed"
+        and p not in made
+        and p not in posts
+        and handle.original is not None
+        and handle.original.content.startswith("❌")
+    }
+    lost = set(prompts) - delivered - never_sent
+    assert not lost, {p: (status[p], posts[p], made[p]) for p in sorted(lost)}
+    # Only the kill's own submits in flight may end unsent.
+    assert len(never_sent) <= orphans.count("submitting"), (never_sent, orphans)
+    assert set(made) == delivered
+    assert state["predictions"]["created_total"] == len(delivered)
+    assert state["billed"]["count"] == len(delivered)
+    assert state["predictions"]["peak_open"] <= CAP, state["predictions"]["peak_open"]
+
+    # Every job was driven by a worker: a gateway only stores them.
+    worker_pids = {str(p.pid) for p in workers}
     drivers = Counter(str(row["worker"]).rsplit("-", 2)[-2] for row in rows)
     assert set(drivers) <= worker_pids, (drivers, worker_pids)
     # The survivors took on the dead worker's jobs, and worked throughout.
@@ -216,7 +237,35 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
     crossed = [v for v in violations if v.kind == "rate_limit" and v.route in SHARED_BUCKETS]
     assert [v for v in violations if v not in crossed] == []
     assert len(crossed) <= max(2, JOBS // 10), [str(v) for v in crossed]
-    print(f"fleet: {JOBS} jobs, {len(crossed)} 429s of a bucket another worker emptied")
+    print(
+        f"fleet: {JOBS} jobs, {len(delivered)} delivered once, {len(never_sent)} never sent "
+        f"(the kill cut their submit off), killed holding {Counter(orphans)}; "
+        f"{len(crossed)} 429s of a bucket another worker emptied"
+    )
+
+
+async def open_jobs(database: str) -> int:
+    connection = await asyncpg.connect(database)
+    try:
+        count = await connection.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE status = ANY($1::text[])",
+            [str(s) for s in OPEN_STATUSES],
+        )
+    finally:
+        await connection.close()
+    return int(count)
+
+
+async def settle(database: str) -> None:
+    """Until the store holds no open job (each delivered or ended)."""
+    try:
+        async with asyncio.timeout(SETTLE_S):
+            # Other processes change the store: there is no event here to wait on.
+            while await open_jobs(database):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        left = await open_jobs(database)
+        raise TimeoutError(f"{left} jobs still open after {SETTLE_S:g}s") from None
 
 
 async def kill_mid_batch(sim: SimulatorProcess, worker: BotProcess, database: str) -> list[str]:
