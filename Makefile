@@ -14,7 +14,7 @@ $(error Kontext Bot needs Python 3.11 or newer; install python3.11 and run make 
 endif
 endif
 
-.PHONY: run test lint bench bench-bot faults simulator postgres-server backup
+.PHONY: run test lint bench bench-bot bench-fleet faults fleet simulator postgres-server backup
 
 $(STAMP): pyproject.toml
 	$(if $(BUILD_PYTHON),$(BUILD_PYTHON) -m venv $(VENV))
@@ -51,9 +51,20 @@ bench-bot: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/bot_end_to_end.py $(ARGS)
 
+# One process on SQLite against a gateway and 1, 2, 4 workers on PostgreSQL: jobs per second
+# and completion -> posted (about 2 minutes; ARGS=--quick for a smoke run).
+bench-fleet: $(STAMP) postgres-server
+	$(PY) benchmarks/fleet.py $(ARGS)
+
 # The end-to-end fault suite at full size (5-10 minutes); the default suite runs it small.
 faults: $(STAMP)
 	$(PY) benchmarks/fault_suite.py $(ARGS)
+
+# The fleet end to end at full size: 2 gateways, 3 workers (one killed), 200 jobs from 50
+# members on PostgreSQL; the default suite runs it with 40 jobs from 10.
+fleet: $(STAMP) postgres-server
+	FLEET_JOBS=$${FLEET_JOBS:-200} FLEET_MEMBERS=$${FLEET_MEMBERS:-50} \
+		$(PY) -m pytest -q tests/test_e2e_fleet.py $(PYTEST_ARGS)
 
 simulator: $(STAMP)
 	$(PY) -m services.simulator $(ARGS)

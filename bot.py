@@ -1,6 +1,12 @@
 """Kontext Bot: FLUX.1 Kontext image editing for Discord servers.
 
     python bot.py [--config PATH] [--sync [GUILD_ID]]
+                  [--role all|gateway|worker] [--shards 0-3 --shard-count 8]
+
+One process does everything by default. A fleet shares one PostgreSQL store: gateways
+(`--role gateway`, each over a range of shards) take interactions and messages and store the
+jobs; workers (`--role worker`, no gateway connection, Discord over REST only) drive them and
+post the results.
 
 Settings are read once here and passed in; everything that needs the event loop (the HTTP
 session, the WaveSpeed client or its simulator, the image pool, the extensions) is created in
@@ -30,7 +36,7 @@ import cogs
 from cogs._errors import KontextTree
 from services.account import Account
 from services.budget import Budgets
-from services.bundle import Services
+from services.bundle import Role, Services
 from services.community import Community
 from services.edits import EditService
 from services.health import GatewayState, HealthCheck, monitoring_routes
@@ -43,7 +49,7 @@ from services.retention import Retention, keep_pruning
 from services.rules import ServerRules
 from services.runtime import wavespeed_client
 from services.settings import ConfigError, Settings, load_settings
-from services.storage import Repository, StoreError
+from services.storage import Repository, StoreError, is_postgres_url
 from services.wavespeed import WaveSpeedClient, create_session
 from services.wavespeed.webhooks import WebhookInbox
 from services.webserver import Listener, Route, serve
@@ -79,6 +85,7 @@ class KontextBot(commands.Bot):
         sync_guild: int | None = None,
         extra_extensions: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        role: Role = Role.ALL,
         **options: Any,
     ) -> None:
         # The bot never joins voice: discord.py's warnings about voice libraries are noise.
@@ -106,6 +113,7 @@ class KontextBot(commands.Bot):
         self.monitoring_port: int | None = None
         self.settings = settings
         self.clock = clock
+        self.role = role
         self._sync = sync
         self._sync_guild = sync_guild
         self._extra_extensions = tuple(extra_extensions)
@@ -177,6 +185,7 @@ class KontextBot(commands.Bot):
             intake=intake,
             simulated=self.wavespeed.simulated,
             clock=self.clock,
+            role=self.role,
         )
         await self._serve_http(webhooks)
         # Old image bytes are dropped in the background, hourly (jobs and the ledger stay).
@@ -267,9 +276,16 @@ class KontextBot(commands.Bot):
             )
 
     def _gateway_state(self) -> GatewayState:
+        if not self.role.has_gateway:
+            # A worker has no gateway: its link to Discord is its REST login.
+            return GatewayState(self.user is not None and not self.is_closed(), None)
         # is_ready() stays true while discord.py reconnects: the socket says whether it is up.
-        socket_open = self.ws is not None and self.ws.open
-        return GatewayState(self.is_ready() and not self.is_closed() and socket_open, self.latency)
+        return GatewayState(
+            self.is_ready() and not self.is_closed() and self._sockets_open(), self.latency
+        )
+
+    def _sockets_open(self) -> bool:
+        return self.ws is not None and self.ws.open
 
     async def sync_commands(self, guild_id: int | None) -> None:
         """Publish the slash commands: to one guild (instant) or globally (up to an hour)."""
@@ -300,6 +316,33 @@ class KontextBot(commands.Bot):
         await self._resources.aclose()
 
 
+class ShardedKontextBot(KontextBot, commands.AutoShardedBot):
+    """A gateway of a fleet: the same bot over a range of shards (`shard_ids`, `shard_count`),
+    each shard its own gateway connection."""
+
+    def _sockets_open(self) -> bool:
+        shards = self.shards.values()
+        return bool(shards) and all(not shard.is_closed() for shard in shards)
+
+
+def build_bot(
+    settings: Settings,
+    repository: Repository,
+    *,
+    role: Role = Role.ALL,
+    shards: Sequence[int] | None = None,
+    shard_count: int | None = None,
+    **options: Any,
+) -> KontextBot:
+    """The bot for `role`: a gateway is sharded (over `shards` of `shard_count`, or as many as
+    Discord recommends); a worker and a lone process are not."""
+    if role is Role.GATEWAY:
+        if shards is not None:
+            options.update(shard_ids=list(shards), shard_count=shard_count)
+        return ShardedKontextBot(settings, repository, role=role, **options)
+    return KontextBot(settings, repository, role=role, **options)
+
+
 def extension_names() -> list[str]:
     """Every module in cogs/, in name order."""
     return sorted(
@@ -325,21 +368,89 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="GUILD_ID",
         help="publish slash commands on start: globally, or to one guild for development",
     )
+    parser.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.ALL.value,
+        help="all: everything in this process (default); gateway: take interactions and store "
+        "jobs; worker: run the stored jobs, no gateway (a fleet shares a PostgreSQL store)",
+    )
+    parser.add_argument(
+        "--shards",
+        metavar="IDS",
+        help="a gateway's shards: a range (0-3) or a list (0,2,5); needs --shard-count",
+    )
+    parser.add_argument(
+        "--shard-count", type=int, metavar="N", help="how many shards the whole fleet has"
+    )
     return parser.parse_args(argv)
 
 
-async def run(settings: Settings, *, sync: bool, sync_guild: int | None) -> None:
+def parse_shards(text: str, count: int) -> list[int]:
+    """`0-3` or `0,2,5` as shard ids, each below `count`; ValueError says what is wrong."""
+    ids: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"--shards takes a range (0-3) or a list (0,2,5), not {text!r}")
+        ids += range(int(first), int(last if dash else first) + 1)
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"--shards names no shard, or one twice: {text!r}")
+    if max(ids) >= count:
+        raise ValueError(f"--shards {text} goes past --shard-count {count} (ids start at 0)")
+    return sorted(ids)
+
+
+def fleet_problem(
+    role: Role, database: str, shards: str | None, shard_count: int | None
+) -> str | None:
+    """Why these role and shard options cannot run, in one line; None when they can."""
+    if role is not Role.ALL and not is_postgres_url(database):
+        return (
+            f"--role {role} needs [storage] database = postgresql://...: "
+            "a SQLite store belongs to one process"
+        )
+    if (shards is not None or shard_count is not None) and role is not Role.GATEWAY:
+        return "--shards and --shard-count are for --role gateway"
+    if (shards is None) != (shard_count is None):
+        return "--shards and --shard-count go together (or neither: Discord's recommended count)"
+    if shard_count is not None and shard_count < 1:
+        return f"--shard-count must be at least 1, not {shard_count}"
+    return None
+
+
+async def run(
+    settings: Settings,
+    *,
+    sync: bool,
+    sync_guild: int | None,
+    role: Role = Role.ALL,
+    shards: Sequence[int] | None = None,
+    shard_count: int | None = None,
+) -> None:
     """Run until Discord ends the session or SIGTERM/SIGINT asks for a graceful stop."""
     point_at_discord(settings)
     repository = await Repository.open(settings.storage.database)
     try:
-        bot = KontextBot(settings, repository, sync=sync, sync_guild=sync_guild)
+        bot = build_bot(
+            settings,
+            repository,
+            role=role,
+            shards=shards,
+            shard_count=shard_count,
+            sync=sync,
+            sync_guild=sync_guild,
+        )
         async with bot:
-            runner = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()))
+            token = settings.discord.token.get_secret_value()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
+            if role is Role.WORKER:
+                await work(bot, token, stop)
+                return
+            runner = asyncio.create_task(bot.start(token))
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
@@ -352,6 +463,21 @@ async def run(settings: Settings, *, sync: bool, sync_guild: int | None) -> None
         await repository.close()
 
 
+async def work(bot: KontextBot, token: str, stop: asyncio.Event) -> None:
+    """A worker: logged in over REST only (no gateway), it runs the jobs until told to stop."""
+    # login() builds the services and loads the extensions (setup_hook); the job service
+    # starts at once, with the application id the login learnt for interaction webhooks.
+    await bot.login(token)
+    log.info(
+        "worker ready: logged in as %s (application %s), running the stored jobs",
+        bot.user,
+        bot.application_id,
+    )
+    await stop.wait()
+    await bot.close()
+    log.info("stopped: this worker's open jobs go to the others or resume at the next start")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -360,6 +486,17 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.format)
+    role = Role(args.role)
+    problem = fleet_problem(role, settings.storage.database, args.shards, args.shard_count)
+    shards = None
+    if problem is None and args.shards is not None:
+        try:
+            shards = parse_shards(args.shards, args.shard_count)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     sync_guild = None
     if args.sync not in (None, "global"):
         if not args.sync.isdigit():
@@ -369,7 +506,16 @@ def main(argv: list[str] | None = None) -> int:
     elif args.sync == "global" and settings.discord.dev_guild_id is not None:
         sync_guild = settings.discord.dev_guild_id
     try:
-        asyncio.run(run(settings, sync=args.sync is not None, sync_guild=sync_guild))
+        asyncio.run(
+            run(
+                settings,
+                sync=args.sync is not None,
+                sync_guild=sync_guild,
+                role=role,
+                shards=shards,
+                shard_count=args.shard_count,
+            )
+        )
     except KeyboardInterrupt:
         pass
     except Exception as exc:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .settings import ConfigError, load_settings
+from .storage import is_postgres_url
 
 
 class BackupError(Exception):
@@ -26,7 +27,7 @@ class BackupError(Exception):
 
 def backup(database: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy `database` to `target` atomically; return the target's path."""
-    if str(database).startswith(("postgresql:", "postgres:")):
+    if is_postgres_url(str(database)):
         raise BackupError("backup error: the store is PostgreSQL: back it up with pg_dump")
     source_path, target_path = Path(database), Path(target)
     if not source_path.is_file():

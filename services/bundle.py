@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,28 @@ from .community import Community
 from .edits import EditService
 from .intake import Intake
 from .jobs import JobService
+
+
+class Role(enum.StrEnum):
+    """What one process of the bot does.
+
+    `all`: everything, alone (the default). `gateway`: receives interactions and messages
+    over its shards, validates, prices, stores and answers; it runs no jobs. `worker`: no
+    gateway connection; it drives the stored jobs and posts their results over REST. A
+    gateway and a worker share their jobs through one PostgreSQL store.
+    """
+
+    ALL = "all"
+    GATEWAY = "gateway"
+    WORKER = "worker"
+
+    @property
+    def runs_jobs(self) -> bool:
+        return self is not Role.GATEWAY
+
+    @property
+    def has_gateway(self) -> bool:
+        return self is not Role.WORKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +51,5 @@ class Services:
     simulated: bool
     # What token expiry is measured on (tests move it ahead).
     clock: Callable[[], float]
+    # What this process does among a fleet's (the default: everything, alone).
+    role: Role = Role.ALL

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from .settings import ConfigError, load_settings
+from .storage import is_postgres_url
 
 HEALTH_PATH = "/healthz"
 
@@ -35,11 +36,11 @@ def check_endpoint(host: str, port: int, *, timeout: float = 10.0) -> str | None
         return f"unhealthy: {url} does not answer ({exc})"
 
 
-def check_store(database: Path) -> str | None:
+def check_store(database: str | Path) -> str | None:
     """None when the job store is there and migrated; else why not."""
-    if str(database).startswith(("postgresql:", "postgres:")):
+    if is_postgres_url(str(database)):
         return None  # a server of its own: the bot's /healthz ([monitoring] port) tells
-    if not database.is_file():
+    if not Path(database).is_file():
         return f"unhealthy: no job store at {database}"
     try:
         db = sqlite3.connect(database, timeout=5.0)

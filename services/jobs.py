@@ -289,10 +289,17 @@ class JobService:
 
     # --- Life cycle -----------------------------------------------------------------------------
 
-    async def start(self, presenter: Presenter) -> None:
-        """Pick up what a previous run left open, then start taking jobs."""
+    async def start(self, presenter: Presenter, *, schedule: bool = True) -> None:
+        """Pick up what a previous run left open, then start taking jobs.
+
+        Without `schedule` (a fleet's gateway) jobs are only stored here: the workers start,
+        drive and deliver them; `presenter` is what this process's own notes are posted with
+        (a cancelled job's ending, a budget's note in a log channel).
+        """
         self._presenter = presenter
         self._status.start()
+        if not schedule:
+            return
         _, broken = await self._repository.open_jobs()
         if broken:
             log.error("set aside %d unreadable job rows: %s", len(broken), broken)

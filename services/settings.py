@@ -179,8 +179,10 @@ class SimulatorSettings(_Section):
 
 
 class StorageSettings(_Section):
-    # SQLite file holding jobs, edit chains and their images (created if missing).
-    database: Path = Path("kontext.sqlite3")
+    # SQLite file holding jobs, edit chains and their images (created if missing), or a
+    # postgresql:// URL for a fleet of processes sharing one store (a string: a path would
+    # fold the URL's "//").
+    database: str = "kontext.sqlite3"
     # Stored image bytes are dropped this many days after the last job that used them (jobs,
     # chains and the ledger are kept); 0 keeps them for good.
     retention_days: int = Field(default=30, ge=0)

@@ -18,6 +18,7 @@ from tests.local_discord import (
     start_bot,
 )
 from tests.local_discord.gateway import MESSAGE_CONTENT
+from tests.postgres import PostgresServer
 
 pytest_plugins = ("tests.local_discord.fixtures",)
 
@@ -87,11 +88,14 @@ async def test_a_failing_extension_is_logged_and_the_others_load(
 # -- start-up failures: one line that says what to do, exit 1, no traceback ------------------
 
 
-async def failed_start(local: LocalDiscord, tmp_path: Path, **options: Any) -> str:
-    """Run `bot.py` until it gives up; its stderr, checked to be one line and no traceback."""
+async def failed_start(
+    local: LocalDiscord, tmp_path: Path, *, exit_code: int = 1, **options: Any
+) -> str:
+    """Run `bot.py` until it gives up; its stderr, checked to be one line and no traceback.
+    Settings it cannot run with end it with 2, a start that failed with 1."""
     async with BotProcess(local, database=tmp_path / "jobs.sqlite3", **options) as process:
         code = await process.wait(timeout=60)
-    assert code == 1, process.stderr
+    assert code == exit_code, process.stderr
     assert "Traceback" not in process.stderr, process.stderr
     # The log lines before the failure are INFO lines; the failure is the one line after them.
     lines = [line for line in process.stderr.splitlines() if not INFO_LINE.match(line)]
@@ -141,3 +145,50 @@ async def test_syncing_to_a_server_the_bot_is_not_in_says_so(
     line = await failed_start(local_discord, tmp_path, sync=elsewhere.id)
     assert line.startswith(f"cannot publish the commands to server {elsewhere.id}"), line
     local_discord.violations.expect(code=50001)
+
+
+# -- a fleet's roles ---------------------------------------------------------------------------
+
+# Nothing listens there: these starts must fail before any connection is tried.
+NOWHERE = "postgresql://kontext@127.0.0.1:9/kontext"
+
+
+@pytest.mark.parametrize("role", ["gateway", "worker"])
+async def test_a_fleet_role_on_a_sqlite_store_says_it_needs_postgresql(
+    local_discord: LocalDiscord, tmp_path: Path, role: str
+) -> None:
+    line = await failed_start(local_discord, tmp_path, exit_code=2, args=["--role", role])
+    assert line == (
+        f"--role {role} needs [storage] database = postgresql://...: "
+        "a SQLite store belongs to one process"
+    )
+    assert local_discord.rest.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--role", "gateway", "--shards", "0-2", "--shard-count", "2"], "goes past --shard-count"),
+        (["--role", "gateway", "--shards", "one", "--shard-count", "2"], "takes a range (0-3)"),
+        (["--role", "gateway", "--shards", "0"], "go together"),
+        (["--role", "worker", "--shards", "0", "--shard-count", "2"], "are for --role gateway"),
+    ],
+)
+async def test_shards_that_cannot_run_are_one_line(
+    local_discord: LocalDiscord, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    line = await failed_start(
+        local_discord, tmp_path, exit_code=2, args=args, env={"STORAGE_DATABASE": NOWHERE}
+    )
+    assert expected in line, line
+    assert local_discord.rest.requests == []
+
+
+async def test_a_worker_with_a_refused_token_is_one_line_about_the_token(
+    local_discord: LocalDiscord, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    env = {"STORAGE_DATABASE": await postgres.new_database(), "DISCORD_TOKEN": "not-the-token"}
+    line = await failed_start(local_discord, tmp_path, args=["--role", "worker"], env=env)
+    assert line.startswith("Discord refused the token"), line
+    # A worker logs in over REST and never opens a gateway connection.
+    assert local_discord.gateway.identifies == 0

@@ -1,4 +1,9 @@
-"""The job service's life in the extension: started once the bot is ready, stopped on unload."""
+"""The job service's life in the extension: started once the bot is ready, stopped on unload.
+
+How depends on the process's role (services.bundle.Role): alone it drives jobs once the
+gateway is READY (recovered jobs post into channels it must see); a fleet's gateway only
+stores them; a worker has no gateway and drives them as soon as it is logged in.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import contextlib
 
 from discord.ext import commands
 
-from services.bundle import Services
+from services.bundle import Role, Services
 
 from ._presenter import DiscordPresenter
 
@@ -18,6 +23,7 @@ class KontextJobs(commands.Cog):
     def __init__(self, bot: commands.Bot, services: Services, presenter: DiscordPresenter) -> None:
         self.bot = bot
         self.jobs = services.jobs
+        self.role = services.role
         self.presenter = presenter
         self._starter: asyncio.Task[None] | None = None
 
@@ -32,6 +38,7 @@ class KontextJobs(commands.Cog):
         await self.jobs.stop()
 
     async def _start_jobs(self) -> None:
-        # Recovered jobs post into channels: wait until the bot can see them.
-        await self.bot.wait_until_ready()
-        await self.jobs.start(self.presenter)
+        if self.role is Role.ALL:
+            # Recovered jobs post into channels: wait until the bot can see them.
+            await self.bot.wait_until_ready()
+        await self.jobs.start(self.presenter, schedule=self.role.runs_jobs)

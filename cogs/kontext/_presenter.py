@@ -22,11 +22,11 @@ from typing import Any, Literal
 import aiohttp
 import discord
 
-from services.bundle import Services
+from services.bundle import Role, Services
 from services.images import fit_to_limit
 from services.jobs import PostFailedError, Stage
 from services.modlog import LOW_BALANCE_NOTE, LogEntry, LogNote
-from services.recent import RecentSet
+from services.recent import RecentMap, RecentSet
 from services.storage import JobImage, JobRecord, PostedResult
 
 from .._markdown import literal
@@ -47,6 +47,13 @@ THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 LOOK_BACK_MESSAGES = 50
 # How many interaction tokens Discord refused are remembered; a token matters for 15 minutes.
 REFUSED_TOKEN_MEMORY = 10_000
+# A worker has no gateway, so no cache Discord keeps current: what it fetched over REST is
+# kept a while (a channel's name or a thread's lock may change meanwhile; a refused post
+# forgets its channel at once), and a server's upload limit a while longer.
+FETCHED_CHANNELS = 2_000
+FETCHED_CHANNEL_TTL_S = 60.0
+FETCHED_GUILDS = 1_000
+FETCHED_GUILD_TTL_S = 600.0
 
 Messageable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
 # What a bot may upload per file by server boost level (a bot has no Nitro). An upload Discord
@@ -76,6 +83,11 @@ class DiscordPresenter:
         # behind Discord's): never used again, since every further 401 is one more toward
         # Discord's limit on invalid requests, and the member is better told some other way.
         self._refused_tokens: RecentSet[str] = RecentSet(REFUSED_TOKEN_MEMORY)
+        # Only a process without a gateway keeps what it fetched: with one, discord.py's own
+        # cache (kept current by the gateway's events) is asked first.
+        self._rest_only = services.role is Role.WORKER
+        self._channels: RecentMap[int, Any] = RecentMap(FETCHED_CHANNELS, FETCHED_CHANNEL_TTL_S)
+        self._upload_limits: RecentMap[int, int] = RecentMap(FETCHED_GUILDS, FETCHED_GUILD_TTL_S)
 
     # --- Progress -------------------------------------------------------------------------------
 
@@ -134,7 +146,12 @@ class DiscordPresenter:
         with _post_errors(job):
             chain = await self._edits.chain(job.chain_id) if job.chain_id else None
             place = await self._destination(job, chain)
-            message = await self._send_fitted(job, outputs, place, nonce=nonce, undo_of=undo_of)
+            try:
+                message = await self._send_fitted(job, outputs, place, nonce=nonce, undo_of=undo_of)
+            except discord.HTTPException:
+                # What was fetched of it may be what changed (a thread locked or gone).
+                self._channels.discard(place.channel.id)
+                raise
         destination = place.channel
         thread_id = None
         if (
@@ -158,7 +175,7 @@ class DiscordPresenter:
         """Send the result card with the images fitted to the place's upload limit; if Discord
         refuses them as too large anyway (its limit changed before the bot heard of it), fit
         them to the next limit down, and below the last one link them."""
-        limit: int | None = _upload_limit(job, place.channel)
+        limit: int | None = _upload_limit(job, place.channel, await self._guild_limit(place))
         while True:
             files, notes = await self._attachments(job, outputs, limit)
             embed = render.result_embed(
@@ -423,18 +440,43 @@ class DiscordPresenter:
 
     async def _channel(self, channel_id: int) -> Any:
         channel = self._bot.get_channel(channel_id)
-        if channel is None:
-            channel = await self._bot.fetch_channel(channel_id)
+        if channel is not None:
+            return channel
+        if self._rest_only and (kept := self._channels.get(channel_id)) is not None:
+            return kept
+        channel = await self._bot.fetch_channel(channel_id)
+        if self._rest_only:
+            self._channels.put(channel_id, channel)
         return channel
 
+    async def _guild_limit(self, place: _Place) -> int | None:
+        """The upload limit of the place's server when only REST knows it (a worker's channel
+        has a stand-in for its server, without its boost level): fetched once a while per
+        server; Discord's default if the server cannot be read. None: the channel's own."""
+        guild = getattr(place.channel, "guild", None)
+        if not self._rest_only or guild is None:
+            return None
+        limit = self._upload_limits.get(guild.id)
+        if limit is None:
+            try:
+                limit = (await self._bot.fetch_guild(guild.id)).filesize_limit
+            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+                log.info("server %d: upload limit unknown (%s); using the default", guild.id, exc)
+                return DEFAULT_UPLOAD_LIMIT
+            self._upload_limits.put(guild.id, limit)
+        return limit
 
-def _upload_limit(job: JobRecord, channel: Messageable) -> int:
-    """The largest file the bot may post in `channel`: its server's limit (by boost level),
-    Discord's default outside servers. The job's own limit comes from the member's
-    interaction and may reflect their Nitro, which only answers to that interaction may use:
-    it can lower this, never raise it."""
+
+def _upload_limit(job: JobRecord, channel: Messageable, server_limit: int | None = None) -> int:
+    """The largest file the bot may post in `channel`: its server's limit (by boost level;
+    `server_limit` when fetched apart), Discord's default outside servers. The job's own
+    limit comes from the member's interaction and may reflect their Nitro, which only answers
+    to that interaction may use: it can lower this, never raise it."""
     guild = getattr(channel, "guild", None)
-    place = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+    if server_limit is not None:
+        place = server_limit
+    else:
+        place = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
     return min(place, job.upload_limit) if job.upload_limit else place
 
 

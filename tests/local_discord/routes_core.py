@@ -273,6 +273,9 @@ async def get_guild(call: Call) -> web.Response:
         "unavailable",
     ):
         data.pop(key, None)
+    # A REST guild has these too (none set here), where the gateway's GUILD_CREATE leaves
+    # them out.
+    data.update(home_header=None, widget_channel_id=None, max_presences=None)
     return json_response(data)
 
 
