@@ -254,3 +254,20 @@ async def test_the_health_check_asks_the_running_bots_healthz(local_discord: Loc
     async with start_bot(local_discord, settings_overrides={"monitoring": {"port": 0}}) as (_, bot):
         assert bot.monitoring_port is not None
         assert await asyncio.to_thread(check_endpoint, "0.0.0.0", bot.monitoring_port) is None
+
+
+def test_the_local_fleet_covers_every_shard_once_with_workers_on_postgres() -> None:
+    import bot
+
+    text = (ROOT / "docker-compose.fleet.yml").read_text()
+    commands = [json.loads(found) for found in re.findall(r"command: (\[.*\])", text)]
+    args = [bot.parse_args(command[2:]) for command in commands]
+    gateways = [a for a in args if a.role == "gateway"]
+    assert len(gateways) == 2 and sum(a.role == "worker" for a in args) == 2
+    shards = sorted(shard for a in gateways for shard in bot.parse_shards(a.shards, a.shard_count))
+    assert shards == list(range(gateways[0].shard_count))
+    # Exactly one gateway publishes the commands.
+    assert sum(a.sync is not None for a in gateways) == 1
+    assert "STORAGE_DATABASE: postgresql://" in text
+    assert text.count("restart: unless-stopped") == 2  # the bots' anchor and PostgreSQL
+    assert "condition: service_healthy" in text
