@@ -48,13 +48,6 @@ RESULT_BUTTON = "kontext:reroll:"
 # A dead worker's jobs are taken on once its leases run out.
 LEASE_S = 2.0
 SETTLE_S = 60.0 + JOBS * 0.5
-# Discord's buckets every worker uses for the same channels and servers: result posts and
-# thread starts (5 in 5 s a channel), and each worker's one look at a server's upload limit.
-SHARED_BUCKETS = {
-    "POST /channels/{channel_id}/messages",
-    "POST /channels/{channel_id}/messages/{message_id}/threads",
-    "GET /guilds/{guild_id}",
-}
 
 
 @pytest.fixture
@@ -164,10 +157,10 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
             member, channel = placed[n % len(placed)]
             handle = await local.driver(member, channel).slash("imagine", prompt=prompt)
             answers.append(handle)
-        # Every command answered by the gateway of its server's shard, none refused.
+        # Every command answered by the gateway of its server's shard (a ❌ here is checked
+        # below: only a job whose submit the kill cut off may end so).
         for handle in answers:
-            answer = await handle.response(timeout=30)
-            assert not answer.content.startswith("❌"), answer.content
+            await handle.response(timeout=30)
         killed, orphans = await asyncio.wait_for(killing, timeout=SETTLE_S)
         # It died holding jobs (sent, running or being posted): the others took them on.
         assert orphans, "the killed worker held no job"
@@ -238,16 +231,18 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
     for p in [*gateways, *survivors]:
         assert "Traceback" not in p.stderr, p.stderr
     # Each process knows Discord's rate limits only from its own answers: a bucket another
-    # worker emptied is found by a 429 (then waited out as told). That is a fleet's
-    # cost without a shared rate limiter, and stays small; anything else is a fault.
+    # process emptied (a channel's 5 posts in 5 s, the bot's 50 requests a second) is found by
+    # a 429, then waited out as told. That is a fleet's cost without a shared rate limiter,
+    # and stays small; anything else is a fault.
     violations = local.violations.clear()
-    crossed = [v for v in violations if v.kind == "rate_limit" and v.route in SHARED_BUCKETS]
+    crossed = [v for v in violations if v.kind == "rate_limit"]
     assert [v for v in violations if v not in crossed] == []
     assert len(crossed) <= max(2, JOBS // 10), [str(v) for v in crossed]
     print(
         f"fleet: {JOBS} jobs, {len(delivered)} delivered once, {len(never_sent)} never sent "
         f"(the kill cut their submit off), killed holding {Counter(orphans)}; "
-        f"{len(crossed)} 429s of a bucket another worker emptied"
+        f"{len(crossed)} 429s of a bucket another process emptied "
+        f"{dict(Counter(v.route for v in crossed))}"
     )
 
 
