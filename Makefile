@@ -14,7 +14,7 @@ $(error Kontext Bot needs Python 3.11 or newer; install python3.11 and run make 
 endif
 endif
 
-.PHONY: run test lint bench bench-bot bench-fleet faults fleet simulator postgres-server backup
+.PHONY: run test test-postgres lint bench bench-bot bench-fleet faults fleet simulator postgres-server backup
 
 $(STAMP): pyproject.toml
 	$(if $(BUILD_PYTHON),$(BUILD_PYTHON) -m venv $(VENV))
@@ -27,6 +27,10 @@ run: $(STAMP)
 
 test: lint postgres-server
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The end-to-end suite again with every bot on PostgreSQL instead of SQLite (about 5 minutes).
+test-postgres: $(STAMP) postgres-server
+	$(PY) -m pytest -q --store postgres tests/test_e2e_*.py tests/test_shutdown.py $(PYTEST_ARGS)
 
 # The PostgreSQL tests start a throwaway server of their own from the server binaries (Debian
 # keeps them off the PATH); install them where this machine lacks them.

@@ -91,3 +91,28 @@ async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "jobs.sqlite3")
     server: PostgresServer = request.getfixturevalue("postgres")
     return await server.new_database()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="where the end-to-end tests' bots keep their jobs (make test-postgres: postgres)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def end_to_end_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With `--store postgres`, every end-to-end bot that names no store runs on PostgreSQL."""
+    if request.config.getoption("--store") != "postgres":
+        yield
+        return
+    from tests.local_discord import harness
+
+    server: PostgresServer = request.getfixturevalue("postgres")
+    harness.fresh_store = server.new_database
+    try:
+        yield
+    finally:
+        harness.fresh_store = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import discord
@@ -33,6 +33,10 @@ from .server import LocalDiscord
 log = logging.getLogger(__name__)
 
 PROBE_EXTENSION = "tests.local_discord.probe_cog"
+
+# Where a test's bot keeps its jobs unless the test names a store: None is an in-memory SQLite
+# store; `pytest --store postgres` sets a maker of fresh PostgreSQL databases (tests/conftest.py).
+fresh_store: Callable[[], Awaitable[str]] | None = None
 
 
 class RunningBot(NamedTuple):
@@ -104,6 +108,10 @@ async def start_bot(
     `heartbeat_timeout` is discord.py's: how long a silent gateway is trusted (60 s).
     """
     settings = bot_settings(local, settings_overrides)
+    if settings.storage.database == ":memory:" and fresh_store is not None:
+        # `pytest --store postgres`: every bot of the run on a database of its own there.
+        storage = settings.storage.model_copy(update={"database": await fresh_store()})
+        settings = settings.model_copy(update={"storage": storage})
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     point_at_discord(settings)
     repository = await Repository.open(settings.storage.database)
