@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) bot.py $(ARGS)
 
+# One pytest worker per core: the tests mostly wait on sockets and processes.
 test: lint postgres-server
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 # The end-to-end suite again with every bot on PostgreSQL instead of SQLite (about 5 minutes).
 test-postgres: $(STAMP) postgres-server
