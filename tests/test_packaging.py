@@ -181,8 +181,9 @@ def make(folder: Path, *args: str, path: str | None = None) -> subprocess.Comple
     make_path = shutil.which("make")
     assert make_path is not None
     env = {**os.environ, "PATH": path or os.environ["PATH"]}
-    env.pop("PYTHON", None)
-    env.pop("MAKEFLAGS", None)
+    # Run as a make of its own, not a sub-make of `make test` (which would announce its folder).
+    for inherited in ("PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(inherited, None)
     # -n: what make would do, without doing it (no installs, no network); the .venv check
     # runs all the same, as make reads the Makefile.
     return subprocess.run(
