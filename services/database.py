@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class Row(Protocol):
-    """A row of a result: read by column name (`row["id"]`) or position (`row[0]`)."""
+    """A row of a result, read by column name (`row["id"]`) or position (`row[0]`): what
+    sqlite3.Row and asyncpg's Record both are."""
 
     def __getitem__(self, key: str | int, /) -> Any: ...
 
@@ -127,29 +128,15 @@ class _SqliteTransaction:
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._connection.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _SqliteRow(row)
+            return await cursor.fetchone()
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._connection.execute(sql, params) as cursor:
-            return [_SqliteRow(row) for row in await cursor.fetchall()]
+            return list(await cursor.fetchall())
 
     async def lock(self, name: str) -> None:
         # One connection, and every unit of work holds it alone (BEGIN IMMEDIATE).
         return None
-
-
-class _SqliteRow:
-    __slots__ = ("_row",)
-
-    def __init__(self, row: Any) -> None:
-        self._row = row
-
-    def __getitem__(self, key: str | int, /) -> Any:
-        return self._row[key]
-
-    def keys(self) -> Iterable[str]:
-        return list(self._row.keys())
 
 
 class SqliteDatabase(Database):
@@ -262,27 +249,14 @@ class _PostgresTransaction:
         return int(last) if last.isdigit() else 0
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row = await self._connection.fetchrow(numbered(sql), *params)
-        return None if row is None else _PostgresRow(row)
+        row: Row | None = await self._connection.fetchrow(numbered(sql), *params)
+        return row
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [_PostgresRow(row) for row in await self._connection.fetch(numbered(sql), *params)]
+        return list(await self._connection.fetch(numbered(sql), *params))
 
     async def lock(self, name: str) -> None:
         await self._connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
-
-
-class _PostgresRow:
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getitem__(self, key: str | int, /) -> Any:
-        return self._record[key]
-
-    def keys(self) -> Iterable[str]:
-        return list(self._record.keys())
 
 
 class PostgresDatabase(Database):
