@@ -725,14 +725,14 @@ class Repository:
 
     @staticmethod
     async def _spent(
-        tx: Transaction,
+        reader: Reader,
         guild_id: int | None,
         member_id: int,
         *,
         day_start: float,
         month_start: float,
     ) -> Spending:
-        row = await tx.fetchone(
+        row = await reader.fetchone(
             "SELECT"
             " COALESCE(SUM(CASE WHEN created_at >= ? THEN amount_micros END), 0),"
             " COALESCE(SUM(amount_micros), 0),"
@@ -773,10 +773,10 @@ class Repository:
         self, guild_id: int | None, member_id: int, *, day_start: float, month_start: float
     ) -> Spending:
         """What the ledger counts for this server and member since the given day and month."""
-        async with self._db.transaction() as tx:
-            return await self._spent(
-                tx, guild_id, member_id, day_start=day_start, month_start=month_start
-            )
+        # A plain read: only `create_job` needs it inside the transaction that writes.
+        return await self._spent(
+            self._db, guild_id, member_id, day_start=day_start, month_start=month_start
+        )
 
     async def hold_of(self, job_id: int) -> LedgerEntry | None:
         """What the ledger holds for a job (its amount and state); None for a job not priced."""
@@ -1003,7 +1003,7 @@ class Repository:
         `max_concurrent` holding a place at WaveSpeed and `per_member` for one member. Each job
         taken is STARTING and leased to `worker`. One transaction under one lock, so two
         workers never take the same job, nor together more than fits."""
-        taken: list[int] = []
+        taken: list[JobRecord] = []
         async with self._db.transaction() as tx:
             await tx.lock("scheduler")
             in_use = await _slots_in_use(tx, running_since)
@@ -1016,9 +1016,9 @@ class Repository:
                     break
                 if in_use.get(job.requester_id, 0) >= per_member:
                     continue
-                changed = await tx.execute(
+                row = await tx.fetchone(
                     "UPDATE jobs SET status = ?, worker = ?, lease_until = ?, updated_at = ?"
-                    " WHERE id = ? AND status = ?",
+                    f" WHERE id = ? AND status = ? RETURNING {', '.join(_JOB_COLUMNS)}",
                     (
                         JobStatus.STARTING,
                         worker,
@@ -1028,13 +1028,13 @@ class Repository:
                         JobStatus.QUEUED,
                     ),
                 )
-                if changed != 1:
+                if row is None:
                     continue  # cancelled meanwhile
                 in_use[job.requester_id] = in_use.get(job.requester_id, 0) + 1
                 free -= 1
-                taken.append(job.id)
+                taken.append(_job_from_row(row))
             await self._db.notify(tx)
-        return [await self.job(job_id) for job_id in taken]
+        return taken
 
     async def claim_orphans(
         self, worker: str, *, now: float, lease_until: float, everything: bool = False
