@@ -232,7 +232,8 @@ class Community:
             lines.append(f"Wait {_seconds(rules.cooldown_s)} between images.")
         if rules.max_safety_tolerance is not None:
             lines.append(f"Safety tolerance: at most {rules.max_safety_tolerance}.")
-        lines.append((await self.usage(guild_id, member_id)).text())
+        usage = await self._budgets.usage(guild_id, member_id, _limits(rules, guild_id))
+        lines.append(usage.text())
         return "\n".join(lines)
 
     async def server_usage(self, guild_id: int) -> ServerUsage:

@@ -244,6 +244,8 @@ class JobService:
         # This process among a fleet's workers: who holds a job's lease.
         self.worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._leases_checked_at = 0.0
+        self._role_checked_at = 0.0
+        self._announcer = False
         self._metrics = metrics
         # What servers' log channels are told; posted by `_aside` tasks, never waited for.
         self._modlog = modlog
@@ -500,12 +502,22 @@ class JobService:
             self._announced.pop(job.id, None)
             self._launch(job)
 
-    async def _announce_positions(self) -> None:
-        # One worker of a fleet tells waiting members their place; the others would repeat it.
+    async def _announcing(self) -> bool:
+        """Whether this worker tells waiting members their place: one worker of a fleet does
+        (the others would repeat it), asking the store at most every third of a lease rather
+        than at every pass of the scheduler; one process on its own store always does."""
+        if not self._repository.shared:
+            return True
         now = time.time()
-        if not await self._repository.hold_role(
-            "announcer", self.worker, now=now, lease_until=now + self._settings.lease_s
-        ):
+        if now >= self._role_checked_at + self._settings.lease_s / 3:
+            self._role_checked_at = now
+            self._announcer = await self._repository.hold_role(
+                "announcer", self.worker, now=now, lease_until=now + self._settings.lease_s
+            )
+        return self._announcer
+
+    async def _announce_positions(self) -> None:
+        if not await self._announcing():
             self._announced.clear()
             return
         waiting = await self._repository.queued_in_order(limit=self._settings.announce_limit)
