@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from services.account import Account
-from services.budget import Budgets
 from services.community import Community
 from services.modlog import DAILY_NOTE, LOW_BALANCE_NOTE, ModLog, Outcome
 from services.origin import Origin
-from services.rules import BudgetSettings, DefaultRules, ServerRules
 from services.storage import JobRecord, JobStatus, Repository
 from services.wavespeed import ServerError, model_for_path
 from services.wavespeed.catalog import validate_request
+from tests.test_community import community_on
 
 GUILD, CHANNEL, LOG_CHANNEL = 500, 10, 99
 ALICE, ADMIN = 1, 3
@@ -37,8 +36,7 @@ class Clock:
 
 
 def services_on(repository: Repository, clock: Clock) -> tuple[Community, ModLog]:
-    rules = ServerRules.defaults(DefaultRules(), BudgetSettings())
-    community = Community(repository, rules, Budgets(repository, clock), clock)
+    community = community_on(repository, clock)
     return community, ModLog(repository, community, clock)
 
 
